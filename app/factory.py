@@ -1,0 +1,36 @@
+"""``create_app(settings)``: the Starlette application, built from routes, middleware and a lifespan.
+
+Shared resources (the event log, SQLite, the live hub) are opened in the lifespan and reach the
+handlers as ``request.app.state``; there are no module globals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app.settings import Settings
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """Liveness: the process answers."""
+    return JSONResponse({"status": "ok", "replica": request.app.state.settings.server.replica})
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the application for one replica."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.settings = settings
+        yield
+
+    routes = [Route("/healthz", healthz)]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.settings = settings
+    return app

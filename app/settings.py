@@ -1,0 +1,140 @@
+"""Server settings: one frozen object, loaded from a TOML file, a .env file and NETMON_* variables.
+
+Precedence, lowest first: the defaults below, the TOML file (``--config`` or ``NETMON_CONFIG``),
+the ``.env`` file in the working directory, the process environment. A variable names its
+section and field with a double underscore: ``NETMON_STORE__DATA_DIR=/var/lib/netmon``.
+Every setting is documented in docs/configuration.md (a test checks that none is missing).
+
+No secret has a default: a setting that holds one is empty until the operator sets it, and the
+code that needs it refuses to start without it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+from dotenv import dotenv_values
+
+ENV_PREFIX = "NETMON_"
+ENV_SEPARATOR = "__"
+
+
+class SettingsError(Exception):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every settings section: unknown keys are errors, not silently ignored."""
+
+
+class StoreSettings(Section):
+    """The JSONL event store."""
+
+    data_dir: str = "./data"
+    # "batch": fsync every appended batch before append returns (no acknowledged event is lost
+    # on power failure); "none": leave flushing to the OS (only a process crash is survived).
+    durability: Literal["batch", "none"] = "batch"
+    segment_max_bytes: int = msgspec.field(default=64 * 1024 * 1024)
+
+
+class ServerSettings(Section):
+    """The HTTP/WebSocket server (one replica)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # This replica's writer name in the event store; unique per replica sharing a data dir.
+    replica: str = "replica-1"
+    # Encrypts agent keys and provider API keys at rest (a Fernet key). Secret: no default.
+    secret_key: str = ""
+
+
+class Settings(Section):
+    """Every section, as passed to ``create_app`` and the CLI commands."""
+
+    store: StoreSettings = StoreSettings()
+    server: ServerSettings = ServerSettings()
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory as a path."""
+        return Path(self.store.data_dir)
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    dotenv_file: Path | None = Path(".env"),
+) -> Settings:
+    """Build the settings from defaults, TOML, .env and environment; raise SettingsError."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    config_path = config_file or _path_or_none(environ.get(f"{ENV_PREFIX}CONFIG"))
+    if config_path is not None:
+        _merge(merged, _read_toml(config_path))
+    if dotenv_file is not None and dotenv_file.is_file():
+        dotenv = {k: v for k, v in dotenv_values(dotenv_file).items() if v is not None}
+        _merge(merged, _nest_env(dotenv))
+    _merge(merged, _nest_env(environ))
+    return _convert(merged)
+
+
+def _path_or_none(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise SettingsError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def _nest_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """NETMON_STORE__DATA_DIR=x -> {"store": {"data_dir": "x"}}; other variables are ignored."""
+    nested: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
+            continue
+        parts = key[len(ENV_PREFIX) :].lower().split(ENV_SEPARATOR)
+        if len(parts) != 2 or not all(parts):
+            raise SettingsError(
+                f"environment variable {key}: expected {ENV_PREFIX}SECTION{ENV_SEPARATOR}FIELD, "
+                f"e.g. {ENV_PREFIX}STORE{ENV_SEPARATOR}DATA_DIR"
+            )
+        nested.setdefault(parts[0], {})[parts[1]] = value
+    return nested
+
+
+def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def _convert(raw: dict[str, Any]) -> Settings:
+    try:
+        # strict=False lets "8080" from the environment become an int, "true" a bool.
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as error:
+        raise SettingsError(f"invalid setting: {_describe(error)}") from None
+
+
+def _describe(error: msgspec.ValidationError) -> str:
+    """Turn msgspec's "... - at `$.store.port`" into "store.port (NETMON_STORE__PORT): ..."."""
+    message = str(error)
+    if " - at `$." not in message:
+        return message
+    reason, _, where = message.rpartition(" - at `$.")
+    dotted = where.rstrip("`")
+    env_name = ENV_PREFIX + dotted.replace(".", ENV_SEPARATOR).upper()
+    return f"{dotted} ({env_name}): {reason}"
