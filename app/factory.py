@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
+from app.access import SecuredRoute
 from app.settings import Settings
 
 
@@ -30,7 +30,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.settings = settings
         yield
 
-    routes = [Route("/healthz", healthz)]
+    routes = [SecuredRoute("/healthz", healthz, access="public")]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.settings = settings
     return app
