@@ -53,11 +53,42 @@ class ServerSettings(Section):
     secret_key: str = ""
 
 
+class AuthSettings(Section):
+    """Users, tokens, browser sessions and login throttling (see docs/security.md)."""
+
+    # HS256 key for access tokens, at least 32 characters. Secret: no default. When empty, a
+    # random key is generated on first start and kept in the SQLite database (shared by the
+    # replicas of one data dir); set it to rotate the key or to keep it out of the database.
+    jwt_secret: str = ""
+    issuer: str = "netmon"
+    audience: str = "netmon-api"
+    access_token_minutes: int = 15
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
+    # "auto": Secure cookies when the request came over HTTPS (X-Forwarded-Proto from nginx).
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    # Extra origins allowed to open WebSockets and send cookie-authenticated writes, comma
+    # separated ("https://netmon.example.org"); the server's own origin is always allowed.
+    allowed_origins: str = ""
+    password_min_length: int = 12
+    # Failed logins per account and per client IP before each further attempt waits
+    # base * 2^(failures - free) seconds (capped); the count restarts after reset_s quiet.
+    throttle_free_attempts: int = 10
+    throttle_base_delay_s: float = 1.0
+    throttle_max_delay_s: float = 900.0
+    throttle_reset_s: float = 900.0
+    # argon2id cost (RFC 9106 second recommended option by default).
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+
+
 class Settings(Section):
     """Every section, as passed to ``create_app`` and the CLI commands."""
 
     store: StoreSettings = StoreSettings()
     server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
 
     @property
     def data_dir(self) -> Path:
