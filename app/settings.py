@@ -83,12 +83,58 @@ class AuthSettings(Section):
     argon2_parallelism: int = 4
 
 
+class AnalysisSettings(Section):
+    """The analysis worker: classifier, windows, LLM summaries, alert rules, notifications.
+
+    See docs/analysis.md. Secrets (webhook HMAC key, SMTP password) have no default; provider
+    API keys are not settings at all: they are stored Fernet-encrypted under the data dir.
+    """
+
+    writer: str = "analyzer"  # the worker's writer name in the event store
+    model_path: str = ""  # empty: DATA/analysis/model.joblib, built from the corpus when missing
+    threshold: float = 0.9  # a flow whose top probability is lower is labelled "unknown"
+    batch_size: int = 2000
+    window_s: float = 300.0
+    window_grace_s: float = 60.0  # a window closes once events are this far past its end
+    top_n: int = 5
+    # LLM summaries: "none", "ollama", "openai" (any OpenAI-compatible API) or "anthropic".
+    provider: Literal["none", "ollama", "openai", "anthropic"] = "none"
+    ollama_host: str = "http://127.0.0.1:11434"
+    ollama_model: str = "llama3.2"
+    llm_base_url: str = ""  # openai/anthropic: empty means the vendor's public endpoint
+    llm_model: str = ""
+    llm_timeout_s: float = 30.0
+    # Alert rules: shares are fractions of a window's flows, judged when it has >= min_flows.
+    rule_min_flows: int = 20
+    rule_attack_share: float = 0.2
+    rule_unknown_share: float = 0.3
+    rule_surge_factor: float = 5.0  # flows > factor x mean of the previous surge_history windows
+    rule_surge_history: int = 6
+    alert_cooldown_s: float = 900.0
+    # Notifications (empty = channel off); only alerts at or above notify_min_severity go out.
+    notify_min_severity: Literal["low", "medium", "high", "critical"] = "high"
+    webhook_url: str = ""
+    webhook_secret: str = ""  # HMAC-SHA256 key for X-Netmon-Signature. Secret: no default.
+    syslog_host: str = ""
+    syslog_port: int = 514
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""  # Secret: no default.
+    smtp_starttls: bool = False
+    email_from: str = ""
+    email_to: str = ""  # comma separated
+    notify_retries: int = 4
+    notify_backoff_s: float = 1.0  # doubled after each failed attempt
+
+
 class Settings(Section):
     """Every section, as passed to ``create_app`` and the CLI commands."""
 
     store: StoreSettings = StoreSettings()
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
 
     @property
     def data_dir(self) -> Path:
