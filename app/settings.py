@@ -128,6 +128,23 @@ class AnalysisSettings(Section):
     notify_backoff_s: float = 1.0  # doubled after each failed attempt
 
 
+class ArchiveSettings(Section):
+    """The archive manager (``netmon archive run``); see docs/archive.md."""
+
+    # A date partition is sealed into a ZIP once its UTC date is more than after_days days old
+    # and each of its segments has gone unmodified for grace_s seconds.
+    after_days: int = 7
+    grace_s: float = 3600.0
+    # Archives whose date is more than retain_days days old are deleted; 0 keeps them forever.
+    retain_days: int = 365
+    # Disk guard: while free space on the data dir's filesystem is under min_free_bytes or under
+    # min_free_percent of the filesystem, the oldest archives are deleted (0 turns a limit off).
+    min_free_bytes: int = 1024 * 1024 * 1024
+    min_free_percent: float = 5.0
+    interval_s: float = 3600.0  # pause between two runs of the service loop
+    compress_level: int = 6  # deflate level of archive members, 0-9
+
+
 class Settings(Section):
     """Every section, as passed to ``create_app`` and the CLI commands."""
 
@@ -135,6 +152,7 @@ class Settings(Section):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     analysis: AnalysisSettings = AnalysisSettings()
+    archive: ArchiveSettings = ArchiveSettings()
 
     @property
     def data_dir(self) -> Path:
