@@ -1,0 +1,314 @@
+"""The append-only JSONL event log: one ``EventLog`` writer per process, any number of readers.
+
+Each replica writes its own segment files (its name is the writer id), so no two processes ever
+append to the same file. ``append`` groups a batch by (UTC date of ``ts``, branch), encodes each
+group into one buffer, records the batch in the writer's journal, writes each buffer with one
+``write`` and, with ``durability="batch"``, fsyncs before returning. See docs/events.md for the
+layout and storage/journal.py for why a batch is all-or-nothing after a crash.
+
+Readers (``EventLogReader``, storage/log_reader.py) follow the writers' manifests to find new
+segments and never yield a partial line.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import msgspec
+
+from storage.events import EVENT_TYPES, Event
+from storage.journal import BatchPart, Journal
+from storage.log_reader import EventLogReader, Query
+from storage.names import InvalidNameError, validate_name
+from storage.positions import Position
+from storage.segment_index import IndexBuilder, build_index_from_file, write_index
+from storage.segments import (
+    EVENTS_DIR,
+    MAX_TS,
+    WRITERS_DIR,
+    ManifestEntry,
+    StoreError,
+    cut_torn_tail,
+    day_number,
+    day_string,
+    fsync_dir,
+    manifest_encoder,
+    manifest_path,
+    parse_manifest_lines,
+    parse_segment_relpath,
+    partition_dir,
+    segment_name,
+    write_all,
+)
+
+__all__ = ["EventLog", "EventLogReader", "Position", "Query", "StoreError", "WriterBusyError"]
+
+log = logging.getLogger("netmon.storage")
+
+Durability = Literal["batch", "none"]
+_EVENT_TYPES = frozenset(EVENT_TYPES)
+
+
+class WriterBusyError(StoreError):
+    """Another process already writes under this writer name."""
+
+
+class _OpenSegment:
+    """A segment this writer appends to."""
+
+    __slots__ = ("relpath", "path", "fd", "size", "day", "index")
+
+    def __init__(self, relpath: str, path: Path, fd: int, day: int) -> None:
+        self.relpath = relpath
+        self.path = path
+        self.fd = fd
+        self.size = 0
+        self.day = day
+        self.index = IndexBuilder()
+
+
+class EventLog:
+    """The writer of one process (``writer`` = the replica's name). Thread-safe."""
+
+    def __init__(
+        self,
+        root: Path,
+        writer: str,
+        *,
+        durability: Durability = "batch",
+        segment_max_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if durability not in ("batch", "none"):
+            raise StoreError(f"durability must be 'batch' or 'none', not {durability!r}")
+        if segment_max_bytes <= 0:
+            raise StoreError(f"segment_max_bytes must be positive, not {segment_max_bytes}")
+        self.writer = validate_name("writer", writer)
+        self.events_dir = Path(root) / EVENTS_DIR
+        self._fsync = durability == "batch"
+        self._segment_max_bytes = segment_max_bytes
+        self._clock = clock
+        self._mutex = threading.Lock()
+        self._open: dict[tuple[int, str], _OpenSegment] = {}
+        self._branches: set[str] = set()
+        self._closed = True
+        writers_dir = self.events_dir / WRITERS_DIR
+        writers_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_writer(writers_dir / f"{self.writer}.lock", self.writer)
+        try:
+            self._manifest_path = manifest_path(self.events_dir, self.writer)
+            self._manifest_fd = os.open(
+                self._manifest_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+            )
+            self._journal = Journal(writers_dir / f"{self.writer}.journal", fsync=self._fsync)
+            self._next_number = self._recover() + 1
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self._today = day_number(clock())
+        self._closed = False
+
+    # --- public API ---------------------------------------------------------------------------
+
+    def append(self, events: Sequence[Event]) -> None:
+        """Write ``events`` as one all-or-nothing batch; durable on return (per durability)."""
+        if not events:
+            return
+        groups = self._group(events)
+        with self._mutex:
+            if self._closed:
+                raise StoreError(f"event log of writer {self.writer!r} is closed")
+            self._roll_at_midnight()
+            parts: list[tuple[_OpenSegment, bytes, list[Event]]] = []
+            for key, group in groups.items():
+                data = _encoder.encode_lines(group)
+                parts.append((self._segment_for(key, len(data)), data, group))
+            self._journal.record(
+                [
+                    BatchPart(seg.relpath, seg.size, len(data), zlib.crc32(data))
+                    for seg, data, _ in parts
+                ]
+            )
+            try:
+                for segment, data, _ in parts:
+                    write_all(segment.fd, data)
+                if self._fsync:
+                    for segment, _, _ in parts:
+                        os.fdatasync(segment.fd)
+            except OSError as error:
+                self._undo(parts)
+                log.error("append of %d events failed, nothing written: %s", len(events), error)
+                raise StoreError(f"append failed, batch not stored: {error}") from error
+            self._journal.clear()
+            for segment, data, group in parts:
+                segment.size += len(data)
+                segment.index.add(group)
+
+    def close(self) -> None:
+        """Seal every open segment (writing its sidecar index) and release the writer name."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            for key in list(self._open):
+                self._seal(self._open.pop(key))
+            self._journal.close()
+            os.close(self._manifest_fd)
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- batches ------------------------------------------------------------------------------
+
+    def _group(self, events: Sequence[Event]) -> dict[tuple[int, str], list[Event]]:
+        """Split a batch by (day, branch), checking each event can be stored at all."""
+        groups: dict[tuple[int, str], list[Event]] = {}
+        for position, event in enumerate(events):
+            if type(event) not in _EVENT_TYPES:
+                raise self._bad_input(position, f"{type(event).__name__} is not an event type")
+            ts = event.ts
+            if not 0.0 <= ts < MAX_TS:
+                raise self._bad_input(position, f"ts {ts!r} is not a Unix time in years 1970-9999")
+            branch = event.branch
+            if branch not in self._branches:
+                try:
+                    self._branches.add(validate_name("branch", branch))
+                except InvalidNameError as error:
+                    raise self._bad_input(position, str(error)) from None
+            key = (int(ts // 86_400), branch)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [event]
+            else:
+                group.append(event)
+        return groups
+
+    def _bad_input(self, position: int, reason: str) -> StoreError:
+        log.warning("rejected a batch for writer %s: event %d: %s", self.writer, position, reason)
+        return StoreError(f"batch rejected, nothing stored: event {position}: {reason}")
+
+    def _undo(self, parts: list[tuple[_OpenSegment, bytes, list[Event]]]) -> None:
+        for segment, _, _ in parts:
+            try:
+                os.ftruncate(segment.fd, segment.size)
+            except OSError as error:  # the journal will cut it on the next open
+                log.error("could not cut a failed write from %s: %s", segment.path, error)
+
+    # --- segments -----------------------------------------------------------------------------
+
+    def _segment_for(self, key: tuple[int, str], incoming: int) -> _OpenSegment:
+        """The open segment of a partition, rolled first if ``incoming`` bytes would overflow it."""
+        segment = self._open.get(key)
+        if (
+            segment is not None
+            and segment.size > 0
+            and segment.size + incoming > self._segment_max_bytes
+        ):
+            self._seal(self._open.pop(key))
+            segment = None
+        if segment is None:
+            segment = self._open_segment(*key)
+            self._open[key] = segment
+        return segment
+
+    def _open_segment(self, day: int, branch: str) -> _OpenSegment:
+        name = segment_name(self.writer, self._next_number)
+        relpath = f"{partition_dir(day_string(day), branch)}/{name}"
+        self._next_number += 1
+        path = self.events_dir / relpath
+        new_dir = not path.parent.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Listed in the manifest before it holds data, so readers find every event.
+        self._manifest_write(ManifestEntry(op="open", seg=relpath))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if self._fsync:
+            fsync_dir(path.parent)
+            if new_dir:
+                fsync_dir(path.parent.parent)
+                fsync_dir(path.parent.parent.parent)
+        return _OpenSegment(relpath, path, fd, day)
+
+    def _seal(self, segment: _OpenSegment) -> None:
+        """Close a segment for good: sidecar index first, then the manifest's seal line."""
+        os.close(segment.fd)
+        write_index(
+            segment.path, segment.index.build(segment.relpath, segment.size), fsync=self._fsync
+        )
+        self._manifest_write(ManifestEntry(op="seal", seg=segment.relpath, size=segment.size))
+
+    def _roll_at_midnight(self) -> None:
+        today = day_number(self._clock())
+        if today == self._today:
+            return
+        self._today = today
+        for key in [key for key, segment in self._open.items() if segment.day < today]:
+            self._seal(self._open.pop(key))
+
+    def _manifest_write(self, entry: ManifestEntry) -> None:
+        write_all(self._manifest_fd, manifest_encoder.encode(entry) + b"\n")
+        if self._fsync:
+            os.fsync(self._manifest_fd)
+
+    # --- recovery -----------------------------------------------------------------------------
+
+    def _recover(self) -> int:
+        """Repair what a crash left and seal it; return the highest segment number used."""
+        cut_torn_tail(self._manifest_path, fsync=self._fsync)
+        entries = parse_manifest_lines(self._manifest_path.read_bytes(), self._manifest_path)
+        self._journal.recover(self.events_dir)
+        self._journal.clear()
+        sealed = {entry.seg for entry in entries if entry.op == "seal"}
+        highest = 0
+        for entry in entries:
+            highest = max(highest, parse_segment_relpath(entry.seg).number)
+            if entry.op == "open" and entry.seg not in sealed:
+                self._recover_segment(entry.seg)
+        return highest
+
+    def _recover_segment(self, relpath: str) -> None:
+        path = self.events_dir / relpath
+        if not path.exists():
+            log.warning("segment %s listed in %s is missing", path, self._manifest_path)
+            self._manifest_write(ManifestEntry(op="seal", seg=relpath, size=0))
+            return
+        cut = cut_torn_tail(path, fsync=self._fsync)
+        if cut:
+            log.warning("cut a torn last line (%d bytes) from %s", cut, path)
+        index = build_index_from_file(path, relpath)
+        write_index(path, index, fsync=self._fsync)
+        self._manifest_write(ManifestEntry(op="seal", seg=relpath, size=index.size))
+        log.info("sealed %s after an unclean shutdown (%d events)", path, index.events)
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def _lock_writer(path: Path, writer: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WriterBusyError(
+            f"writer {writer!r} is already open in another process (lock {path}); "
+            "give each replica its own name"
+        ) from None
+    return fd

@@ -1,0 +1,410 @@
+"""Reading the event log from any process: tail it (``read_new``/``follow``) or search it.
+
+Tailing discovers segments through the writers' manifests (``_writers/*.manifest``), so a poll
+costs one ``stat`` per writer plus one per unsealed segment, however old the log. Only complete
+lines are ever decoded; a malformed line is logged with its file and line number and skipped.
+
+Searching walks the partition folders it needs (pruned by date and branch), skips sealed segments
+whose sidecar index cannot match, and filters raw bytes for a needle before decoding a line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import msgspec
+
+from storage.events import AnyEvent, json_decoder
+from storage.names import validate_name
+from storage.positions import Position
+from storage.segment_index import SegmentIndex, read_index
+from storage.segments import (
+    EVENTS_DIR,
+    MANIFEST_SUFFIX,
+    SEGMENT_SUFFIX,
+    WRITERS_DIR,
+    parse_manifest_lines,
+)
+
+log = logging.getLogger("netmon.storage")
+
+READ_CHUNK = 4 * 1024 * 1024
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+
+
+class Query(msgspec.Struct, frozen=True, kw_only=True):
+    """What a search asks for; every given criterion must hold (AND).
+
+    ``ip`` matches the source or destination of flows and detections, ``port`` either port,
+    ``domain`` the flow's domain exactly. ``start``/``end`` bound ``ts`` (start <= ts < end).
+    """
+
+    ip: str | None = None
+    port: int | None = None
+    domain: str | None = None
+    start: float | None = None
+    end: float | None = None
+    branches: tuple[str, ...] | None = None
+    types: tuple[str, ...] | None = None
+
+
+class ReaderStats:
+    """Counters a caller (or a test) can read: what the reader had to touch."""
+
+    __slots__ = ("segments_opened", "segments_skipped", "lines_decoded", "malformed_lines")
+
+    def __init__(self) -> None:
+        self.segments_opened = 0
+        self.segments_skipped = 0
+        self.lines_decoded = 0
+        self.malformed_lines = 0
+
+
+class _WriterManifest:
+    """What a reader has learnt from one writer's manifest so far."""
+
+    __slots__ = ("path", "offset", "segments", "sealed")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.segments: list[str] = []
+        self.sealed: dict[str, int] = {}
+
+
+class EventLogReader:
+    """Read-only access to the log under ``root`` (the data dir holding ``events/``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.events_dir = Path(root) / EVENTS_DIR
+        self.stats = ReaderStats()
+        self._manifests: dict[str, _WriterManifest] = {}
+        self._cursor = 0  # where the next poll starts, so one busy segment cannot starve others
+
+    # --- tailing ------------------------------------------------------------------------------
+
+    def read_new(
+        self, position: Position, max_events: int = 10_000
+    ) -> tuple[list[AnyEvent], Position]:
+        """Every complete event after ``position`` (at most ``max_events``); never blocks."""
+        batch = self._poll(position, max_events)
+        offsets = dict(position.offsets)
+        events: list[AnyEvent] = []
+        for event, segment, end in batch.events:
+            events.append(event)
+            offsets[segment] = end
+        offsets.update(batch.consumed)
+        return events, Position(offsets=offsets)
+
+    async def follow(
+        self, position: Position, poll_interval: float = 0.02
+    ) -> AsyncIterator[tuple[AnyEvent, Position]]:
+        """Yield every event appended after ``position``, forever, with the position after it."""
+        offsets = dict(position.offsets)
+        while True:
+            batch = self._poll(Position(offsets=offsets), 10_000)
+            for event, segment, end in batch.events:
+                offsets[segment] = end
+                yield event, Position(offsets=dict(offsets))
+            offsets.update(batch.consumed)
+            if not batch.events:
+                await asyncio.sleep(poll_interval)
+
+    def segments(self) -> list[str]:
+        """Every segment the writers' manifests list, in (writer, creation) order."""
+        self._refresh_manifests()
+        return [
+            segment
+            for name in sorted(self._manifests)
+            for segment in self._manifests[name].segments
+        ]
+
+    def _poll(self, position: Position, max_events: int) -> _PollResult:
+        self._refresh_manifests()
+        pending: list[tuple[str, int]] = []  # (segment, offset) that may hold new lines
+        for name in sorted(self._manifests):
+            manifest = self._manifests[name]
+            for segment in manifest.segments:
+                offset = position.offsets.get(segment, 0)
+                sealed_size = manifest.sealed.get(segment)
+                if sealed_size is None or offset < sealed_size:
+                    pending.append((segment, offset))
+        result = _PollResult()
+        if not pending:
+            return result
+        start = self._cursor % len(pending)
+        for segment, offset in pending[start:] + pending[:start]:
+            if len(result.events) >= max_events:
+                break
+            self._read_segment(segment, offset, max_events - len(result.events), result)
+        self._cursor = start + 1
+        return result
+
+    def _read_segment(self, segment: str, offset: int, limit: int, result: _PollResult) -> None:
+        path = self.events_dir / segment
+        try:
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                data = handle.read(READ_CHUNK)
+                while data and b"\n" not in data:  # a line longer than a chunk
+                    more = handle.read(READ_CHUNK)
+                    if not more:
+                        break
+                    data += more
+        except FileNotFoundError:
+            return  # listed in the manifest a moment before the writer created it
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            return
+        cursor = 0
+        taken = 0
+        while cursor < end and taken < limit:
+            stop = data.index(b"\n", cursor)
+            event = self._decode(data[cursor:stop], path, offset + cursor)
+            cursor = stop + 1
+            if event is not None:
+                result.events.append((event, segment, offset + cursor))
+                taken += 1
+        result.consumed[segment] = offset + cursor  # also past malformed lines that were skipped
+
+    def _refresh_manifests(self) -> None:
+        writers_dir = self.events_dir / WRITERS_DIR
+        try:
+            names = [
+                entry.name
+                for entry in os.scandir(writers_dir)
+                if entry.name.endswith(MANIFEST_SUFFIX)
+            ]
+        except FileNotFoundError:
+            return
+        for name in names:
+            manifest = self._manifests.get(name)
+            if manifest is None:
+                manifest = self._manifests[name] = _WriterManifest(writers_dir / name)
+            self._read_manifest(manifest)
+
+    def _read_manifest(self, manifest: _WriterManifest) -> None:
+        if manifest.path.stat().st_size <= manifest.offset:
+            return
+        with manifest.path.open("rb") as handle:
+            handle.seek(manifest.offset)
+            data = handle.read()
+        end = data.rfind(b"\n") + 1
+        manifest.offset += end
+        for entry in parse_manifest_lines(data[:end], manifest.path):
+            if entry.op == "open":
+                manifest.segments.append(entry.seg)
+            else:
+                manifest.sealed[entry.seg] = entry.size
+
+    # --- searching ----------------------------------------------------------------------------
+
+    def scan(
+        self,
+        dates: Iterable[date] | None,
+        branches: Iterable[str] | None,
+        predicate: Callable[[AnyEvent], bool] | None = None,
+        *,
+        needles: Sequence[bytes] = (),
+    ) -> Iterator[AnyEvent]:
+        """Every event in the given partitions (None = all) for which ``predicate`` holds.
+
+        With ``needles``, a line is decoded only if its raw bytes contain one of them; a needle
+        must therefore be a byte string every wanted line contains (e.g. ``b'"10.0.0.1"'``).
+        """
+        for path in self.partition_segments(dates, branches):
+            yield from self._scan_segment(path, predicate, needles)
+
+    def search(self, query: Query) -> Iterator[AnyEvent]:
+        """Events matching ``query``, skipping segments whose sidecar index rules them out."""
+        dates = _dates_between(query.start, query.end)
+        predicate = _query_predicate(query)
+        needles = _query_needles(query)
+        for path in self.partition_segments(dates, query.branches):
+            index = read_index(path)
+            if index is not None and not _index_may_match(index, query):
+                self.stats.segments_skipped += 1
+                continue
+            yield from self._scan_segment(path, predicate, needles)
+
+    def search_ip(
+        self, ip: str, start: float | None = None, end: float | None = None
+    ) -> Iterator[AnyEvent]:
+        """Flows and detections from or to ``ip`` (optionally within [start, end))."""
+        return self.search(Query(ip=ip, start=start, end=end))
+
+    def partition_segments(
+        self, dates: Iterable[date] | None, branches: Iterable[str] | None
+    ) -> list[Path]:
+        """Segment files of the selected partitions, sorted by path (stable order)."""
+        date_dirs = _select_dirs(
+            self.events_dir, "date", None if dates is None else {d.isoformat() for d in dates}
+        )
+        wanted_branches = (
+            None if branches is None else {validate_name("branch", b) for b in branches}
+        )
+        paths: list[Path] = []
+        for date_dir in date_dirs:
+            for branch_dir in _select_dirs(date_dir, "branch", wanted_branches):
+                paths.extend(
+                    branch_dir / entry.name
+                    for entry in os.scandir(branch_dir)
+                    if entry.name.endswith(SEGMENT_SUFFIX) and entry.is_file()
+                )
+        return sorted(paths)
+
+    def _scan_segment(
+        self, path: Path, predicate: Callable[[AnyEvent], bool] | None, needles: Sequence[bytes]
+    ) -> Iterator[AnyEvent]:
+        self.stats.segments_opened += 1
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        data = data[: data.rfind(b"\n") + 1]  # an unsealed segment may end in a line being written
+        spans = _needle_line_spans(data, needles) if needles else _all_line_spans(data)
+        for start, stop in spans:
+            event = self._decode(data[start:stop], path, start, data)
+            if event is not None and (predicate is None or predicate(event)):
+                yield event
+
+    # --- decoding -----------------------------------------------------------------------------
+
+    def _decode(
+        self, line: bytes, path: Path, offset: int, data: bytes | None = None
+    ) -> AnyEvent | None:
+        self.stats.lines_decoded += 1
+        try:
+            event: AnyEvent = json_decoder.decode(line)
+        except _DECODE_ERRORS as error:
+            self.stats.malformed_lines += 1
+            number = _line_number(path, offset, data)
+            log.error("skipping malformed line %s:%d (byte %d): %s", path, number, offset, error)
+            return None
+        return event
+
+
+class _PollResult:
+    __slots__ = ("events", "consumed")
+
+    def __init__(self) -> None:
+        self.events: list[tuple[AnyEvent, str, int]] = []  # event, segment, offset after it
+        self.consumed: dict[str, int] = {}  # final offset per segment read, past skipped lines
+
+
+def _line_number(path: Path, offset: int, data: bytes | None) -> int:
+    """1-based line number of the line starting at ``offset`` (only computed for errors)."""
+    if data is None:
+        with path.open("rb") as handle:
+            data = handle.read(offset)
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _all_line_spans(data: bytes) -> Iterator[tuple[int, int]]:
+    start = 0
+    end = len(data)
+    while start < end:
+        stop = data.index(b"\n", start)
+        yield start, stop
+        start = stop + 1
+
+
+def _needle_line_spans(data: bytes, needles: Sequence[bytes]) -> list[tuple[int, int]]:
+    """(start, stop) of every line containing a needle, found without splitting the rest."""
+    spans: set[tuple[int, int]] = set()
+    for needle in needles:
+        hit = data.find(needle)
+        while hit >= 0:
+            start = data.rfind(b"\n", 0, hit) + 1
+            stop = data.find(b"\n", hit)
+            spans.add((start, stop))
+            hit = data.find(needle, stop)
+    return sorted(spans)
+
+
+def _select_dirs(parent: Path, key: str, wanted: set[str] | None) -> list[Path]:
+    """``parent/key=value`` folders, limited to ``wanted`` values (partition pruning)."""
+    prefix = f"{key}="
+    if wanted is not None:
+        return [path for value in sorted(wanted) if (path := parent / f"{prefix}{value}").is_dir()]
+    try:
+        return sorted(
+            parent / entry.name
+            for entry in os.scandir(parent)
+            if entry.name.startswith(prefix) and entry.is_dir()
+        )
+    except FileNotFoundError:
+        return []
+
+
+def _dates_between(start: float | None, end: float | None) -> list[date] | None:
+    if start is None or end is None:
+        return None  # open-ended: every partition, the sidecars' time ranges prune the rest
+    first = datetime.fromtimestamp(start, tz=UTC).date()
+    last = datetime.fromtimestamp(max(start, end - 1e-6), tz=UTC).date()
+    return [date.fromordinal(day) for day in range(first.toordinal(), last.toordinal() + 1)]
+
+
+def _query_needles(query: Query) -> tuple[bytes, ...]:
+    """The most selective raw byte string every matching line must contain."""
+    if query.ip is not None:
+        return (_json_string(query.ip),)
+    if query.domain is not None:
+        return (b'"domain":' + _json_string(query.domain),)
+    if query.port is not None:
+        return (f'_port":{query.port},'.encode(),)
+    return ()
+
+
+def _json_string(value: str) -> bytes:
+    return msgspec.json.encode(value)
+
+
+def _query_predicate(query: Query) -> Callable[[AnyEvent], bool]:
+    def matches(event: AnyEvent) -> bool:
+        if query.types is not None and type(event).__name__ not in query.types:
+            return False
+        if query.start is not None and event.ts < query.start:
+            return False
+        if query.end is not None and event.ts >= query.end:
+            return False
+        if query.ip is not None or query.port is not None or query.domain is not None:
+            src_ip = getattr(event, "src_ip", None)
+            if src_ip is None:
+                return False
+            if query.ip is not None and query.ip not in (src_ip, event.dst_ip):  # type: ignore[union-attr]
+                return False
+            if query.port is not None and query.port not in (event.src_port, event.dst_port):  # type: ignore[union-attr]
+                return False
+            if query.domain is not None and query.domain != event.domain:  # type: ignore[union-attr]
+                return False
+        return True
+
+    return matches
+
+
+def _index_may_match(index: SegmentIndex, query: Query) -> bool:
+    if index.events == 0:
+        return False
+    if query.start is not None and index.max_ts < query.start:
+        return False
+    if query.end is not None and index.min_ts >= query.end:
+        return False
+    if query.types is not None and not any(name in index.types for name in query.types):
+        return False
+    if query.ip is not None and not _sorted_contains(index.ips, query.ip):
+        return False
+    if query.port is not None and not _sorted_contains(index.ports, query.port):
+        return False
+    return query.domain is None or _sorted_contains(index.domains, query.domain)
+
+
+def _sorted_contains(values: list[str] | list[int], wanted: str | int) -> bool:
+    at = bisect.bisect_left(values, wanted)  # type: ignore[arg-type,unused-ignore]
+    return at < len(values) and values[at] == wanted
