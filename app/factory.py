@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 
 from app.access import SecuredRoute
 from app.settings import Settings
+from web.routes import install_web, web_exception_handlers, web_routes
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -31,6 +32,10 @@ def create_app(settings: Settings) -> Starlette:
         yield
 
     routes = [SecuredRoute("/healthz", healthz, access="public")]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    routes += web_routes()  # the dashboard: pages, fragments, exports, /static
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers=web_exception_handlers()
+    )
     app.state.settings = settings
+    install_web(app)
     return app

@@ -1,0 +1,100 @@
+"""The pages other than Events: Live, Alerts, Analytics, Windows, Model, Archives, Admin.
+
+Each page reads what its back-end offers and shows an empty state ("not available yet") when
+that back-end is not part of this server, so the dashboard never breaks for a missing piece.
+Data arrives by htmx (WebSocket fragments for Live) or JSON the page's script charts (uPlot).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from web.templating import renderer
+
+DEFAULT_LIVE_ROWS = 100
+MAX_LIVE_ROWS = 1000
+
+
+def has_route(request: Request, path: str) -> bool:
+    """Whether the app serves ``path`` (a back-end that is not built has no route)."""
+    return any(_paths(request.app.router.routes, path))
+
+
+def _paths(routes: list[BaseRoute], path: str) -> Any:
+    for route in routes:
+        if getattr(route, "path", None) == path:
+            yield True
+        children = getattr(route, "routes", None)
+        if children:
+            yield from _paths(children, path)
+
+
+def live_rows(request: Request) -> int:
+    """How many rows the live ticker keeps (``?rows=N``, bounded so a URL can't bloat it)."""
+    text = request.query_params.get("rows", "")
+    rows = int(text) if text.isdigit() else DEFAULT_LIVE_ROWS
+    return max(1, min(rows, MAX_LIVE_ROWS))
+
+
+async def live_page(request: Request) -> Response:
+    """GET /: the live ticker (``?kiosk=1`` for a wall screen: no chrome, large type)."""
+    return renderer(request).page(
+        request,
+        "live.html",
+        active="live",
+        live_available=has_route(request, "/ws/live"),
+        max_rows=live_rows(request),
+        branch=request.query_params.get("branch", ""),
+    )
+
+
+async def alerts_page(request: Request) -> Response:
+    """GET /alerts: open and recent alerts with acknowledge/resolve actions."""
+    return renderer(request).page(
+        request, "alerts.html", active="alerts", available=has_route(request, "/api/v1/alerts")
+    )
+
+
+async def analytics_page(request: Request) -> Response:
+    """GET /analytics: 24 h / 7 day charts and top lists from the projections."""
+    return renderer(request).page(
+        request,
+        "analytics.html",
+        active="analytics",
+        available=has_route(request, "/api/v1/summary"),
+    )
+
+
+async def windows_page(request: Request) -> Response:
+    """GET /windows: 5-minute window summaries from the analysis worker."""
+    return renderer(request).page(
+        request, "windows.html", active="windows", available=has_route(request, "/api/v1/windows")
+    )
+
+
+async def model_page(request: Request) -> Response:
+    """GET /model: the classifier's held-out evaluation."""
+    return renderer(request).page(
+        request, "model.html", active="model", available=has_route(request, "/api/v1/model")
+    )
+
+
+async def archives_page(request: Request) -> Response:
+    """GET /archives: sealed ZIPs per date and branch, with downloads."""
+    return renderer(request).page(
+        request,
+        "archives.html",
+        active="archives",
+        available=has_route(request, "/api/v1/archives"),
+    )
+
+
+async def admin_page(request: Request) -> Response:
+    """GET /admin: users and agents (admins only)."""
+    return renderer(request).page(
+        request, "admin.html", active="admin", available=has_route(request, "/api/v1/users")
+    )

@@ -1,0 +1,45 @@
+"""The dashboard's routes, each with its access level, and what ``create_app`` needs from web/."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from app.access import SecuredRoute
+from web import pages, views
+from web.assets import AssetCatalog, serve_asset
+from web.errors import exception_handlers
+from web.templating import Renderer
+
+
+def web_routes() -> list[BaseRoute]:
+    """Pages, fragments, exports and static files."""
+    return [
+        SecuredRoute("/static/{name:path}", serve_asset, access="public", methods=["GET"]),
+        SecuredRoute("/", pages.live_page, access="viewer", methods=["GET"]),
+        SecuredRoute("/alerts", pages.alerts_page, access="viewer", methods=["GET"]),
+        SecuredRoute("/events", views.events_page, access="viewer", methods=["GET"]),
+        SecuredRoute("/events.{fmt:str}", views.events_export, access="analyst", methods=["GET"]),
+        SecuredRoute(
+            "/events/{event_id:str}", views.event_detail, access="viewer", methods=["GET"]
+        ),
+        SecuredRoute("/analytics", pages.analytics_page, access="viewer", methods=["GET"]),
+        SecuredRoute("/windows", pages.windows_page, access="viewer", methods=["GET"]),
+        SecuredRoute("/model", pages.model_page, access="viewer", methods=["GET"]),
+        SecuredRoute("/archives", pages.archives_page, access="viewer", methods=["GET"]),
+        SecuredRoute("/admin", pages.admin_page, access="admin", methods=["GET"]),
+    ]
+
+
+def web_exception_handlers() -> Mapping[Any, Callable[..., Any]]:
+    """Friendly error pages for the whole app."""
+    return exception_handlers()
+
+
+def install_web(app: Starlette) -> None:
+    """Hash the static files once, at startup, and make the renderer."""
+    app.state.assets = AssetCatalog()
+    app.state.renderer = Renderer(app.state.assets)
