@@ -102,6 +102,8 @@ class Journal:
         if len(head) < HEADER.size:
             return None
         length, crc = HEADER.unpack(head)
+        if length == 0:
+            return None  # cleared: the last batch fully reached its segments
         body = os.pread(self._fd, length, HEADER.size)
         if len(body) != length or zlib.crc32(body) != crc:
             return None  # torn record: the segments were not touched yet

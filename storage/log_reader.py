@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from storage.events import AnyEvent, json_decoder
+from storage.events import AnyEvent, DetectionRaised, FlowObserved, json_decoder
 from storage.names import validate_name
 from storage.positions import Position
 from storage.segment_index import SegmentIndex, read_index
@@ -52,6 +52,26 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
     end: float | None = None
     branches: tuple[str, ...] | None = None
     types: tuple[str, ...] | None = None
+
+    def matches(self, event: AnyEvent) -> bool:
+        """Whether ``event`` is one the query asks for."""
+        if self.types is not None and type(event).__name__ not in self.types:
+            return False
+        if self.branches is not None and event.branch not in self.branches:
+            return False
+        if self.start is not None and event.ts < self.start:
+            return False
+        if self.end is not None and event.ts >= self.end:
+            return False
+        if self.ip is None and self.port is None and self.domain is None:
+            return True
+        if not isinstance(event, FlowObserved | DetectionRaised):
+            return False
+        return (
+            (self.ip is None or self.ip in (event.src_ip, event.dst_ip))
+            and (self.port is None or self.port in (event.src_port, event.dst_port))
+            and (self.domain is None or self.domain == event.domain)
+        )
 
 
 class ReaderStats:
@@ -224,7 +244,7 @@ class EventLogReader:
     def search(self, query: Query) -> Iterator[AnyEvent]:
         """Events matching ``query``, skipping segments whose sidecar index rules them out."""
         dates = _dates_between(query.start, query.end)
-        predicate = _query_predicate(query)
+        predicate = query.matches
         needles = _query_needles(query)
         for path in self.partition_segments(dates, query.branches):
             index = read_index(path)
@@ -364,29 +384,6 @@ def _query_needles(query: Query) -> tuple[bytes, ...]:
 
 def _json_string(value: str) -> bytes:
     return msgspec.json.encode(value)
-
-
-def _query_predicate(query: Query) -> Callable[[AnyEvent], bool]:
-    def matches(event: AnyEvent) -> bool:
-        if query.types is not None and type(event).__name__ not in query.types:
-            return False
-        if query.start is not None and event.ts < query.start:
-            return False
-        if query.end is not None and event.ts >= query.end:
-            return False
-        if query.ip is not None or query.port is not None or query.domain is not None:
-            src_ip = getattr(event, "src_ip", None)
-            if src_ip is None:
-                return False
-            if query.ip is not None and query.ip not in (src_ip, event.dst_ip):  # type: ignore[union-attr]
-                return False
-            if query.port is not None and query.port not in (event.src_port, event.dst_port):  # type: ignore[union-attr]
-                return False
-            if query.domain is not None and query.domain != event.domain:  # type: ignore[union-attr]
-                return False
-        return True
-
-    return matches
 
 
 def _index_may_match(index: SegmentIndex, query: Query) -> bool:
