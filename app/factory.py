@@ -14,6 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from app.access import SecuredRoute
+from app.api_summary import routes as summary_routes
+from app.live_routes import live_service
+from app.live_routes import routes as live_routes
 from app.settings import Settings
 from web.routes import install_web, web_exception_handlers, web_routes
 
@@ -29,9 +32,12 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
-        yield
+        # Follow the shared log into the projections and the live hub (app/live_routes.py).
+        async with live_service(settings, app.state):
+            yield
 
     routes = [SecuredRoute("/healthz", healthz, access="public")]
+    routes += live_routes() + summary_routes()  # /ws/live(.json), /api/v1/summary...
     routes += web_routes()  # the dashboard: pages, fragments, exports, /static
     app = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers=web_exception_handlers()

@@ -145,6 +145,20 @@ class ArchiveSettings(Section):
     compress_level: int = 6  # deflate level of archive members, 0-9
 
 
+class LiveSettings(Section):
+    """The live feed and projections of each replica (see docs/replicas.md)."""
+
+    # Items a dashboard connection may have waiting; past it the client gets "N events missed"
+    # and a fresh snapshot instead of slowing anything down.
+    queue_size: int = 256
+    # How often an idle replica looks for new events in the shared log (seconds).
+    poll_interval_s: float = 0.02
+    # How often the projection snapshot (state + log position) is saved while events arrive.
+    save_interval_s: float = 1.0
+    # An agent silent for longer than this is shown as down (heartbeats come every ~10-30 s).
+    agent_timeout_s: float = 90.0
+
+
 class Settings(Section):
     """Every section, as passed to ``create_app`` and the CLI commands."""
 
@@ -153,6 +167,7 @@ class Settings(Section):
     auth: AuthSettings = AuthSettings()
     analysis: AnalysisSettings = AnalysisSettings()
     archive: ArchiveSettings = ArchiveSettings()
+    live: LiveSettings = LiveSettings()
 
     @property
     def data_dir(self) -> Path:

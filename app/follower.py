@@ -1,0 +1,87 @@
+"""Following the shared event log: the feed every replica's live hub and projections consume.
+
+``Feed`` is the small interface the rest of the server depends on. ``FileFeed`` implements it on
+top of the event store's reader, following every writer's segments in the shared data directory,
+so an event appended by replica A reaches dashboards connected to replica B. A broker (NATS
+JetStream, say) can carry the feed between hosts later by implementing the same Protocol: its
+position would be ``{"stream-name": sequence}`` instead of byte offsets per segment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+import msgspec
+
+from storage.events import AnyEvent
+
+log = logging.getLogger(__name__)
+
+
+class FeedBatch(msgspec.Struct, frozen=True):
+    """Events read in one go, the position just after them, and whether the feed is caught up."""
+
+    events: list[AnyEvent]
+    offsets: dict[str, int]
+    caught_up: bool  # True when nothing more was waiting when this batch was read
+
+
+class Feed(Protocol):
+    """An ordered, resumable stream of every event in the shared log."""
+
+    def batches(self, offsets: dict[str, int]) -> AsyncIterator[FeedBatch]:
+        """Yield batches from ``offsets`` on, forever.
+
+        When the feed runs dry it yields one empty batch with ``caught_up`` set, then nothing
+        until new events arrive.
+        """
+        ...
+
+
+class FileFeed:
+    """A ``Feed`` over the JSONL segments of ``DATA/`` (storage.eventlog.EventLogReader)."""
+
+    def __init__(self, root: Path, *, poll_interval: float = 0.02, max_events: int = 10_000):
+        from storage.eventlog import EventLogReader
+
+        self.reader = EventLogReader(root)
+        self.poll_interval = poll_interval
+        self.max_events = max_events
+
+    async def batches(self, offsets: dict[str, int]) -> AsyncIterator[FeedBatch]:
+        """Poll the reader off the event loop; sleep ``poll_interval`` only when idle."""
+        from storage.positions import Position
+
+        position = Position(offsets=dict(offsets))
+        idle = False
+        while True:
+            events, position = await anyio.to_thread.run_sync(
+                self.reader.read_new, position, self.max_events
+            )
+            if events:
+                idle = False
+                yield FeedBatch(events=events, offsets=dict(position.offsets), caught_up=False)
+                if len(events) >= self.max_events:
+                    continue  # more is waiting: read on without pausing
+            elif not idle:
+                idle = True
+                yield FeedBatch(events=[], offsets=dict(position.offsets), caught_up=True)
+            await anyio.sleep(self.poll_interval)
+
+
+def read_to_end(root: Path, offsets: dict[str, int], max_events: int = 50_000) -> Iterator[FeedBatch]:
+    """Every batch from ``offsets`` up to the current end of the log, then stop (for rebuilds)."""
+    from storage.eventlog import EventLogReader
+    from storage.positions import Position
+
+    reader = EventLogReader(root)
+    position = Position(offsets=dict(offsets))
+    while True:
+        events, position = reader.read_new(position, max_events)
+        if not events:
+            return
+        yield FeedBatch(events=events, offsets=dict(position.offsets), caught_up=False)

@@ -1,0 +1,212 @@
+"""The live hub: critical events fanned out to dashboard clients, each through a bounded queue.
+
+Publishing never waits: a client whose queue is full (a slow or stalled connection) has its queue
+emptied and replaced by one resync marker, and everything meant for it meanwhile is only counted.
+When its sender reaches the marker it sends "N events missed" and a fresh snapshot taken at that
+instant from the projections, which already hold every event published so far; so the client
+ends up exactly current, and ingest and other clients never notice it.
+
+Fragments are rendered with jinja2 from web/templates/_*.html with autoescape on: a domain such
+as ``<img src=x onerror=alert(1)>.evil`` reaches the browser as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import msgspec
+
+from app.projections.recent import is_critical
+from storage.events import (
+    AlertAcknowledged,
+    AlertOpened,
+    AlertResolved,
+    AnyEvent,
+    DetectionRaised,
+    FlowObserved,
+    GapReported,
+)
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "web" / "templates"
+
+
+class AgentStatusChanged(msgspec.Struct, frozen=True):
+    """An agent came up (first event after a silence) or went down (silent past the timeout)."""
+
+    agent_id: str
+    branch: str
+    status: Literal["up", "down"]
+    ts: float
+
+
+class _Resync:
+    """Queue marker: the client fell behind; send the missed count and a snapshot here."""
+
+
+RESYNC = _Resync()
+LiveItem = AnyEvent | AgentStatusChanged | _Resync
+
+
+class LiveClient:
+    """One dashboard connection's view of the hub: a branch filter and a bounded queue."""
+
+    def __init__(self, branches: frozenset[str] | None, queue_size: int) -> None:
+        self.branches = branches  # None: every branch
+        self.queue: asyncio.Queue[LiveItem] = asyncio.Queue(queue_size)
+        self.missed = 0  # items dropped since the last resync was sent
+        self.resync_pending = False
+        self.delivered = 0
+
+    def wants(self, branch: str) -> bool:
+        """Whether this client sees ``branch``."""
+        return self.branches is None or branch in self.branches
+
+    def offer(self, item: LiveItem) -> None:
+        """Queue an item without ever waiting; on overflow switch to resync mode."""
+        if self.resync_pending:
+            self.missed += 1
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.missed += self.queue.qsize() + 1
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.resync_pending = True
+            self.queue.put_nowait(RESYNC)
+
+    async def next(self) -> tuple[LiveItem, int]:
+        """The next item, and for a resync marker the number of items missed.
+
+        After a marker the caller must take its snapshot before awaiting anything, so that the
+        snapshot covers exactly what was dropped.
+        """
+        item = await self.queue.get()
+        missed = 0
+        if item is RESYNC:
+            missed, self.missed, self.resync_pending = self.missed, 0, False
+        return item, missed
+
+
+class LiveHub:
+    """Every connected client of this replica; ``publish`` is called by the feed loop."""
+
+    def __init__(self, queue_size: int = 256) -> None:
+        self.queue_size = queue_size
+        self.clients: set[LiveClient] = set()
+        self.published = 0
+
+    def connect(self, branches: frozenset[str] | None) -> LiveClient:
+        """Register a client (its snapshot is sent by the caller)."""
+        client = LiveClient(branches, self.queue_size)
+        self.clients.add(client)
+        return client
+
+    def disconnect(self, client: LiveClient) -> None:
+        """Forget a client."""
+        self.clients.discard(client)
+
+    def publish(self, events: Iterable[AnyEvent]) -> None:
+        """Offer every critical event to the clients that see its branch (never waits)."""
+        for event in events:
+            if not is_critical(event):
+                continue
+            self.published += 1
+            for client in self.clients:
+                if client.wants(event.branch):
+                    client.offer(event)
+
+    def publish_status(self, change: AgentStatusChanged) -> None:
+        """Offer an agent up/down change to the clients that see its branch."""
+        for client in self.clients:
+            if client.wants(change.branch):
+                client.offer(change)
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def describe(event: AnyEvent) -> dict[str, Any]:
+    """The row fields of a critical event (plain text; escaping happens in the template)."""
+    row: dict[str, Any] = {
+        "event": event,
+        "when": _when(event.ts),
+        "kind": type(event).__name__,
+        "severity": "",
+        "what": "",
+        "domain": "",
+        "detail": "",
+    }
+    match event:
+        case FlowObserved():
+            kinds = ", ".join(d.kind for d in event.detections)
+            row.update(kind=kinds or "flow", severity=event.severity, domain=event.domain)
+            row["what"] = f"{event.src_ip}:{event.src_port} → {event.dst_ip}:{event.dst_port}"
+            row["detail"] = "; ".join(d.detail for d in event.detections)
+        case DetectionRaised():
+            row.update(kind=event.detection.kind, severity=event.severity, domain=event.domain)
+            row["what"] = f"{event.src_ip}:{event.src_port} → {event.dst_ip}:{event.dst_port}"
+            row["detail"] = event.detection.detail
+        case AlertOpened():
+            row.update(kind=f"alert {event.rule}", severity=event.severity, what=event.entity)
+            row["detail"] = event.title
+        case AlertAcknowledged() | AlertResolved():
+            row.update(what=event.alert_id, detail=f"by {event.by}: {event.note}")
+        case GapReported():
+            row.update(kind="gap", severity="high", what=event.agent_id)
+            row["detail"] = f"{event.events_dropped} events dropped ({event.reason})"
+    return row
+
+
+class LiveRenderer:
+    """HTML fragments (htmx out-of-band swaps) and JSON messages for the live feed."""
+
+    def __init__(self, replica: str, templates: Path = TEMPLATES_DIR) -> None:
+        self.replica = replica
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(templates),
+            autoescape=True,  # every value is attacker-controlled text (domains, details)
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._encoder = msgspec.json.Encoder()
+
+    def event_html(self, event: AnyEvent) -> str:
+        """One event as a row prepended to #live-rows."""
+        return self.env.get_template("_live_event.html").render(**describe(event))
+
+    def snapshot_html(self, events: list[AnyEvent], missed: int) -> str:
+        """The whole table (newest first) and the status line."""
+        rows = [describe(event) for event in reversed(events)]
+        return self.env.get_template("_live_snapshot.html").render(
+            rows=rows, missed=missed, replica=self.replica
+        )
+
+    def status_html(self, change: AgentStatusChanged) -> str:
+        """An agent row replaced in #agent-rows."""
+        return self.env.get_template("_agent_row.html").render(
+            agent_id=change.agent_id, branch=change.branch, status=change.status, when=_when(change.ts)
+        )
+
+    def event_json(self, event: AnyEvent) -> str:
+        """``{"type": "event", "event": {...}}``."""
+        return self._encoder.encode({"type": "event", "event": event}).decode()
+
+    def snapshot_json(self, events: list[AnyEvent], missed: int) -> str:
+        """``{"type": "snapshot", "replica": ..., "missed": N, "events": [...]}`` (oldest first)."""
+        message = {"type": "snapshot", "replica": self.replica, "missed": missed, "events": events}
+        return self._encoder.encode(message).decode()
+
+    def status_json(self, change: AgentStatusChanged) -> str:
+        """``{"type": "agent", "agent_id": ..., "status": "up"|"down", ...}``."""
+        return self._encoder.encode({"type": "agent", **msgspec.structs.asdict(change)}).decode()

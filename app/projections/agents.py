@@ -1,0 +1,81 @@
+"""Agents: last seen, events/s, spool backlog and lag as last reported, connected or not.
+
+"Last reported" is the heartbeat (and the branch that of the event) with the newest (ts, id), not the last one read, so the state
+does not depend on the order writers' segments are read in. "Connected" is decided at query
+time against a clock: an agent is connected while it was seen within ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from storage.events import AGENT_EVENT_TYPES, AgentHeartbeat, Event
+
+
+class AgentState(msgspec.Struct):
+    """What is known of one agent."""
+
+    branch: str
+    last_seen: float = 0.0  # newest ts of any event the agent sent
+    last_id: str = ""  # that event's id (ties on ts are broken by id)
+    events: int = 0  # events received from it
+    heartbeat_ts: float = 0.0
+    heartbeat_id: str = ""
+    boot_id: str = ""
+    version: str = ""
+    uptime_s: float = 0.0
+    events_per_s: float = 0.0
+    packets_dropped: int = 0
+    spool_batches: int = 0
+    spool_bytes: int = 0
+    lag_s: float = 0.0
+
+
+class AgentsState(msgspec.Struct):
+    """The agents projection's state, keyed by agent id."""
+
+    agents: dict[str, AgentState] = {}
+
+
+def apply(state: AgentsState, event: Event) -> None:
+    """Fold one event into the agents table."""
+    if not isinstance(event, AGENT_EVENT_TYPES):
+        return
+    agent_id: str = event.agent_id  # type: ignore[attr-defined]
+    agent = state.agents.get(agent_id)
+    if agent is None:
+        agent = state.agents[agent_id] = AgentState(branch=event.branch)
+    agent.events += 1
+    if (event.ts, event.id) > (agent.last_seen, agent.last_id):
+        agent.last_seen, agent.last_id, agent.branch = event.ts, event.id, event.branch
+    if isinstance(event, AgentHeartbeat) and (event.ts, event.id) > (
+        agent.heartbeat_ts,
+        agent.heartbeat_id,
+    ):
+        agent.heartbeat_ts, agent.heartbeat_id = event.ts, event.id
+        agent.boot_id, agent.version, agent.uptime_s = event.boot_id, event.version, event.uptime_s
+        agent.events_per_s, agent.packets_dropped = event.events_per_s, event.packets_dropped
+        agent.spool_batches, agent.spool_bytes = event.spool_batches, event.spool_bytes
+        agent.lag_s = event.lag_s
+
+
+def is_connected(agent: AgentState, now: float, timeout_s: float) -> bool:
+    """Whether the agent was heard from within ``timeout_s`` of ``now``."""
+    return now - agent.last_seen <= timeout_s
+
+
+def view(
+    state: AgentsState, branches: set[str] | None, now: float, timeout_s: float
+) -> list[dict[str, Any]]:
+    """Every agent of the given branches (None: all), sorted by id."""
+    rows = []
+    for agent_id in sorted(state.agents):
+        agent = state.agents[agent_id]
+        if branches is not None and agent.branch not in branches:
+            continue
+        row = msgspec.structs.asdict(agent)
+        del row["heartbeat_id"], row["last_id"]
+        rows.append({"agent_id": agent_id, "connected": is_connected(agent, now, timeout_s), **row})
+    return rows

@@ -1,0 +1,69 @@
+"""The newest critical events per branch: what a dashboard shows when it (re)connects.
+
+Kept sorted by (ts, id) and cut to ``RECENT_PER_BRANCH``, so the result does not depend on the
+order events were read in.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+import msgspec
+
+from storage.events import (
+    SEVERITY_RANK,
+    AlertAcknowledged,
+    AlertOpened,
+    AlertResolved,
+    AnyEvent,
+    DetectionRaised,
+    Event,
+    FlowObserved,
+    GapReported,
+)
+
+RECENT_PER_BRANCH = 50
+LIVE_TYPES = (DetectionRaised, AlertOpened, AlertAcknowledged, AlertResolved, GapReported)
+
+
+def is_critical(event: Event) -> bool:
+    """Whether the live feed pushes this event: detections, alerts, gaps, high/critical flows."""
+    if isinstance(event, FlowObserved):
+        return SEVERITY_RANK[event.severity] >= SEVERITY_RANK["high"]
+    return isinstance(event, LIVE_TYPES)
+
+
+class RecentState(msgspec.Struct):
+    """branch -> its newest critical events, oldest first."""
+
+    branches: dict[str, list[AnyEvent]] = {}
+
+
+def _order(event: Event) -> tuple[float, str]:
+    return (event.ts, event.id)
+
+
+def apply(state: RecentState, event: AnyEvent) -> None:
+    """Keep the event if it is critical and among the newest of its branch."""
+    if not is_critical(event):
+        return
+    events = state.branches.setdefault(event.branch, [])
+    key = _order(event)
+    if len(events) >= RECENT_PER_BRANCH and key <= _order(events[0]):
+        return
+    index = bisect.bisect_left(events, key, key=_order)
+    if index < len(events) and events[index].id == event.id:
+        return  # the same event read twice (a replayed batch): keep one
+    events.insert(index, event)
+    if len(events) > RECENT_PER_BRANCH:
+        del events[0]
+
+
+def view(state: RecentState, branches: Iterable[str]) -> list[AnyEvent]:
+    """The recent critical events of the given branches, oldest first."""
+    merged: list[AnyEvent] = []
+    for name in branches:
+        merged.extend(state.branches.get(name, ()))
+    merged.sort(key=_order)
+    return merged

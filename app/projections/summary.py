@@ -1,0 +1,157 @@
+"""7-day summary per branch: flows, bytes, packets and critical events by kind, per minute for
+the last 24 hours and per hour for the last 7 days.
+
+Windows are relative to the newest event time seen (the watermark), never the wall clock, so the
+state is a function of the events alone. A bucket older than its window is dropped once the
+watermark has moved past it, and an event that arrives for an already-dropped bucket is ignored:
+either way the final state holds exactly the buckets within the window of the final watermark,
+whatever order the writers' events were read in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from app.projections.buckets import DAY, HOUR, MINUTE, WEEK, bucket_start, prune_before
+from storage.events import AlertOpened, DetectionRaised, Event, FlowObserved, GapReported
+
+
+class Counts(msgspec.Struct):
+    """Totals of one time bucket."""
+
+    flows: int = 0
+    bytes: int = 0
+    packets: int = 0
+    critical: dict[str, int] = {}  # critical events by kind
+
+
+class BranchSummary(msgspec.Struct):
+    """One branch's buckets, keyed by bucket start (Unix seconds)."""
+
+    minutes: dict[int, Counts] = {}
+    hours: dict[int, Counts] = {}
+
+
+class SummaryState(msgspec.Struct):
+    """The summary projection's state."""
+
+    watermark: float = 0.0  # newest event ts seen
+    branches: dict[str, BranchSummary] = {}
+
+
+def critical_kind(event: Event) -> str | None:
+    """The kind a critical event is counted under, or None when it is not one.
+
+    A critical flow is counted once, by its DetectionRaised (the agent raises one on the first
+    matching packet); the later FlowObserved feeds the top-detections projection instead.
+    """
+    if isinstance(event, DetectionRaised):
+        return event.detection.kind
+    if isinstance(event, AlertOpened):
+        return "alert"
+    if isinstance(event, GapReported):
+        return "gap"
+    return None
+
+
+def apply(state: SummaryState, event: Event) -> None:
+    """Fold one event into the summary."""
+    if event.ts > state.watermark:
+        old_minute = bucket_start(state.watermark, MINUTE)
+        state.watermark = event.ts
+        if bucket_start(event.ts, MINUTE) != old_minute:
+            _prune(state)
+    if isinstance(event, FlowObserved):
+        kind = None
+    else:
+        kind = critical_kind(event)
+        if kind is None:
+            return
+    branch = state.branches.get(event.branch)
+    if branch is None:
+        branch = state.branches[event.branch] = BranchSummary()
+    minute = bucket_start(event.ts, MINUTE)
+    if minute >= _minute_cutoff(state.watermark):
+        _add(branch.minutes, minute, event, kind)
+    hour = bucket_start(event.ts, HOUR)
+    if hour >= _hour_cutoff(state.watermark):
+        _add(branch.hours, hour, event, kind)
+
+
+def _minute_cutoff(watermark: float) -> int:
+    return bucket_start(watermark, MINUTE) - DAY + MINUTE
+
+
+def _hour_cutoff(watermark: float) -> int:
+    return bucket_start(watermark, HOUR) - WEEK + HOUR
+
+
+def _prune(state: SummaryState) -> None:
+    minute_cutoff, hour_cutoff = _minute_cutoff(state.watermark), _hour_cutoff(state.watermark)
+    for branch in state.branches.values():
+        prune_before(branch.minutes, minute_cutoff)  # type: ignore[arg-type]
+        prune_before(branch.hours, hour_cutoff)  # type: ignore[arg-type]
+
+
+def _add(buckets: dict[int, Counts], start: int, event: Event, kind: str | None) -> None:
+    counts = buckets.get(start)
+    if counts is None:
+        counts = buckets[start] = Counts()
+    if isinstance(event, FlowObserved):
+        counts.flows += 1
+        counts.bytes += event.src2dst_bytes + event.dst2src_bytes
+        counts.packets += event.src2dst_packets + event.dst2src_packets
+    elif kind is not None:
+        counts.critical[kind] = counts.critical.get(kind, 0) + 1
+
+
+def view(state: SummaryState, branches: Iterable[str], now: float) -> dict[str, Any]:
+    """The summary of the given branches as seen at ``now``: totals and sparse series."""
+    minute_from = bucket_start(now, MINUTE) - DAY + MINUTE
+    hour_from = bucket_start(now, HOUR) - WEEK + HOUR
+    minutes: dict[int, Counts] = {}
+    hours: dict[int, Counts] = {}
+    for name in branches:
+        branch = state.branches.get(name)
+        if branch is None:
+            continue
+        _merge_into(minutes, branch.minutes, minute_from)
+        _merge_into(hours, branch.hours, hour_from)
+    return {
+        "now": now,
+        "watermark": state.watermark,
+        "last_24h": _total(minutes.values()),
+        "last_7d": _total(hours.values()),
+        "per_minute": [_row(start, minutes[start]) for start in sorted(minutes)],
+        "per_hour": [_row(start, hours[start]) for start in sorted(hours)],
+    }
+
+
+def _merge_into(into: dict[int, Counts], source: dict[int, Counts], start_from: int) -> None:
+    for start, counts in source.items():
+        if start < start_from:
+            continue
+        total = into.setdefault(start, Counts())
+        total.flows += counts.flows
+        total.bytes += counts.bytes
+        total.packets += counts.packets
+        for kind, number in counts.critical.items():
+            total.critical[kind] = total.critical.get(kind, 0) + number
+
+
+def _total(buckets: Iterable[Counts]) -> dict[str, Any]:
+    total = Counts()
+    for counts in buckets:
+        total.flows += counts.flows
+        total.bytes += counts.bytes
+        total.packets += counts.packets
+        for kind, number in counts.critical.items():
+            total.critical[kind] = total.critical.get(kind, 0) + number
+    return msgspec.structs.asdict(total)
+
+
+def _row(start: int, counts: Counts) -> dict[str, Any]:
+    return {"start": start, **msgspec.structs.asdict(counts)}

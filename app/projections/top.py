@@ -1,0 +1,113 @@
+"""Top talkers, domains, destination ports and detections per branch, in hour buckets (7 days).
+
+Memory is bounded per hour bucket and dimension: counts are exact until a bucket holds
+``PRUNE_AT`` distinct keys; then it is cut to the ``KEEP`` largest by bytes plus the ``KEEP``
+largest by flows (ties broken by key). Below that cap the state does not depend on event order,
+so a rebuild reproduces it exactly; past it, a key that was cut and comes back restarts from
+zero, so its count is a lower bound (heavy hitters survive every cut; documented in
+docs/replicas.md). Queries sum the hour buckets of the window and return the top ``k``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from app.projections.buckets import HOUR, WEEK, bucket_start, prune_before
+from storage.events import Event, FlowObserved
+
+DIMENSIONS = ("src_ip", "dst_ip", "domain", "dst_port", "detection")
+PRUNE_AT = 512
+KEEP = 128
+
+# dimension -> key -> [flows, bytes]
+HourTop = dict[str, dict[str, list[int]]]
+
+
+class TopState(msgspec.Struct):
+    """The top-N projection's state: branch -> hour start -> dimension -> key -> [flows, bytes]."""
+
+    watermark: float = 0.0
+    branches: dict[str, dict[int, HourTop]] = {}
+
+
+def apply(state: TopState, event: Event) -> None:
+    """Fold one event into the top lists (only FlowObserved counts)."""
+    if event.ts > state.watermark:
+        old_hour = bucket_start(state.watermark, HOUR)
+        state.watermark = event.ts
+        if bucket_start(event.ts, HOUR) != old_hour:
+            for hours in state.branches.values():
+                prune_before(hours, _cutoff(state.watermark))  # type: ignore[arg-type]
+    if not isinstance(event, FlowObserved):
+        return
+    hour = bucket_start(event.ts, HOUR)
+    if hour < _cutoff(state.watermark):
+        return
+    bucket = state.branches.setdefault(event.branch, {}).get(hour)
+    if bucket is None:
+        bucket = state.branches[event.branch][hour] = {name: {} for name in DIMENSIONS}
+    size = event.src2dst_bytes + event.dst2src_bytes
+    _count(bucket["src_ip"], event.src_ip, size)
+    _count(bucket["dst_ip"], event.dst_ip, size)
+    _count(bucket["dst_port"], str(event.dst_port), size)
+    if event.domain:
+        _count(bucket["domain"], event.domain, size)
+    for detection in event.detections:
+        _count(bucket["detection"], f"{detection.kind}:{detection.rule}", size)
+
+
+def _cutoff(watermark: float) -> int:
+    return bucket_start(watermark, HOUR) - WEEK + HOUR
+
+
+def _count(counts: dict[str, list[int]], key: str, size: int) -> None:
+    entry = counts.get(key)
+    if entry is None:
+        counts[key] = [1, size]
+        if len(counts) > PRUNE_AT:
+            _cut(counts)
+    else:
+        entry[0] += 1
+        entry[1] += size
+
+
+def _cut(counts: dict[str, list[int]]) -> None:
+    """Keep the KEEP largest keys by bytes and the KEEP largest by flows."""
+    by_bytes = heapq.nlargest(KEEP, counts.items(), key=lambda item: (item[1][1], item[0]))
+    by_flows = heapq.nlargest(KEEP, counts.items(), key=lambda item: (item[1][0], item[0]))
+    keep = {key for key, _ in by_bytes} | {key for key, _ in by_flows}
+    for key in [key for key in counts if key not in keep]:
+        del counts[key]
+
+
+def view(
+    state: TopState, branches: Iterable[str], now: float, hours: int = 24, k: int = 10
+) -> dict[str, Any]:
+    """The top ``k`` of every dimension over the last ``hours`` hours, by bytes and by flows."""
+    start_from = bucket_start(now, HOUR) - (hours - 1) * HOUR
+    totals: dict[str, dict[str, list[int]]] = {name: {} for name in DIMENSIONS}
+    for name in branches:
+        for hour, bucket in state.branches.get(name, {}).items():
+            if start_from <= hour <= now:
+                for dimension, counts in bucket.items():
+                    into = totals[dimension]
+                    for key, (flows, size) in counts.items():
+                        entry = into.setdefault(key, [0, 0])
+                        entry[0] += flows
+                        entry[1] += size
+    result: dict[str, Any] = {"hours": hours}
+    for dimension, counts in totals.items():
+        result[dimension] = {
+            "by_bytes": _top(counts, k, 1),
+            "by_flows": _top(counts, k, 0),
+        }
+    return result
+
+
+def _top(counts: dict[str, list[int]], k: int, index: int) -> list[dict[str, Any]]:
+    best = heapq.nlargest(k, counts.items(), key=lambda item: (item[1][index], item[0]))
+    return [{"key": key, "flows": flows, "bytes": size} for key, (flows, size) in best]

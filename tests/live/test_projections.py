@@ -1,0 +1,157 @@
+"""Projections are functions of the events: order, batching and rebuilds do not change them."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import pytest
+
+from app.projections import agents, recent, summary, top
+from app.projections.buckets import DAY, HOUR, MINUTE, WEEK
+from app.projections.runner import ProjectionRunner, ProjectionSnapshot, apply_all
+from storage.events import FlowObserved
+from tests.live.factory import flow, heartbeat, mixed_stream
+
+START = 1_800_000_000.0
+
+
+def fold(events: list) -> ProjectionSnapshot:
+    state = ProjectionSnapshot()
+    apply_all(state, events)
+    return state
+
+
+def test_state_does_not_depend_on_read_order() -> None:
+    events = mixed_stream(START, 3000)
+    in_order = fold(events)
+    shuffled = list(events)
+    random.Random(1).shuffle(shuffled)
+    assert fold(shuffled) == in_order
+    assert in_order.summary.branches and in_order.top.branches and in_order.agents.agents
+
+
+def test_summary_counts_match_a_brute_force_count() -> None:
+    events = mixed_stream(START, 2000)
+    state = fold(events).summary
+    watermark = max(event.ts for event in events)
+    hour_cutoff = int(watermark // HOUR) * HOUR - WEEK + HOUR
+    minute_cutoff = int(watermark // MINUTE) * MINUTE - DAY + MINUTE
+    for branch in ("hq", "lab"):
+        flows = [e for e in events if isinstance(e, FlowObserved) and e.branch == branch]
+        in_week = [e for e in flows if e.ts >= hour_cutoff]
+        in_day = [e for e in flows if e.ts >= minute_cutoff]
+        hours = state.branches[branch].hours.values()
+        minutes = state.branches[branch].minutes.values()
+        assert sum(c.flows for c in hours) == len(in_week)
+        assert sum(c.bytes for c in hours) == sum(e.src2dst_bytes + e.dst2src_bytes for e in in_week)
+        assert sum(c.packets for c in minutes) == sum(
+            e.src2dst_packets + e.dst2src_packets for e in in_day
+        )
+        assert min(state.branches[branch].minutes) >= minute_cutoff
+
+
+def test_summary_view_windows_follow_the_clock() -> None:
+    events = [flow(START + i * 60.0) for i in range(120)]
+    state = fold(events).summary
+    now = START + 119 * 60.0
+    view = summary.view(state, ["hq"], now)
+    assert view["last_24h"]["flows"] == 120
+    assert len(view["per_minute"]) == 120
+    later = summary.view(state, ["hq"], now + DAY)  # a day on, the minute series is empty
+    assert later["last_24h"]["flows"] == 0 and later["last_7d"]["flows"] == 120
+    assert summary.view(state, ["nowhere"], now)["last_7d"]["flows"] == 0
+
+
+def test_events_older_than_the_window_are_dropped() -> None:
+    old, new = flow(START), flow(START + WEEK + HOUR)
+    state = fold([old, new]).summary
+    assert sum(c.flows for c in state.branches["hq"].hours.values()) == 1
+    # The same events in the other order: the old one is ignored on arrival.
+    assert fold([new, old]).summary == state
+
+
+def test_critical_events_are_counted_by_kind() -> None:
+    events = mixed_stream(START, 1500)
+    view = summary.view(fold(events).summary, ["hq", "lab"], max(e.ts for e in events))
+    kinds = view["last_7d"]["critical"]
+    assert kinds.get("critical_port", 0) > 0 and kinds.get("alert", 0) > 0
+
+
+def test_top_talkers_are_exact_below_the_cap() -> None:
+    rng = random.Random(3)
+    events = [flow(START + i, rng=rng) for i in range(2000)]
+    view = top.view(fold(events).top, ["hq"], START + 2000, hours=24, k=3)
+    by_ip: dict[str, int] = {}
+    for event in events:
+        by_ip[event.dst_ip] = by_ip.get(event.dst_ip, 0) + event.src2dst_bytes + event.dst2src_bytes
+    expected = sorted(by_ip.items(), key=lambda item: (item[1], item[0]), reverse=True)[:3]
+    assert [(row["key"], row["bytes"]) for row in view["dst_ip"]["by_bytes"]] == expected
+    assert sum(row["flows"] for row in view["dst_port"]["by_flows"]) <= 2000
+
+
+def test_top_memory_is_bounded_and_heavy_hitters_survive() -> None:
+    heavy = [flow(START + i / 100, rng=random.Random(i)) for i in range(300)]
+    heavy = [FlowObserved(**{**_fields(e), "src_ip": "10.9.9.9"}) for e in heavy]
+    scan = [FlowObserved(**{**_fields(e), "src_ip": f"172.16.{i // 250}.{i % 250}"})
+            for i, e in enumerate(flow(START + 1 + i / 100) for i in range(5000))]
+    state = fold(heavy + scan).top
+    bucket = state.branches["hq"][int(START // HOUR) * HOUR]
+    assert len(bucket["src_ip"]) <= top.PRUNE_AT
+    view = top.view(state, ["hq"], START + 100, k=1)
+    assert view["src_ip"]["by_flows"][0] == {
+        "key": "10.9.9.9",
+        "flows": 300,
+        "bytes": sum(e.src2dst_bytes + e.dst2src_bytes for e in heavy),
+    }
+
+
+def _fields(event: FlowObserved) -> dict:
+    return {name: getattr(event, name) for name in event.__struct_fields__}
+
+
+def test_agents_keep_the_newest_heartbeat_whatever_the_order() -> None:
+    beats = [heartbeat(START + i, spool_batches=i, lag_s=float(i)) for i in range(10)]
+    forward, backward = fold(beats).agents, fold(beats[::-1]).agents
+    assert forward == backward
+    agent = forward.agents["agent-1"]
+    assert (agent.spool_batches, agent.lag_s, agent.last_seen) == (9, 9.0, START + 9)
+    rows = agents.view(forward, None, START + 30, timeout_s=60)
+    assert rows[0]["connected"] is True
+    assert agents.view(forward, None, START + 100, timeout_s=60)[0]["connected"] is False
+    assert agents.view(forward, {"other"}, START, timeout_s=60) == []
+
+
+def test_recent_keeps_the_newest_critical_events_once() -> None:
+    events = [flow(START + i, critical=True) for i in range(recent.RECENT_PER_BRANCH + 20)]
+    state = recent.RecentState()
+    for event in events + events[-5:]:  # a replayed tail is kept once
+        recent.apply(state, event)
+    kept = recent.view(state, ["hq"])
+    assert [e.id for e in kept] == [e.id for e in events[-recent.RECENT_PER_BRANCH:]]
+    recent.apply(state, flow(START + 500))  # not critical: not kept
+    assert len(recent.view(state, ["hq"])) == recent.RECENT_PER_BRANCH
+
+
+def test_snapshot_round_trips_through_its_file(tmp_path: Path) -> None:
+    runner = ProjectionRunner(tmp_path / "projections" / "r1.msgpack")
+    runner.apply(mixed_stream(START, 500), {"seg-a": 123})
+    runner.save()
+    again = ProjectionRunner(runner.path)
+    assert again.load() == runner.state
+    assert again.state.offsets == {"seg-a": 123}
+
+
+@pytest.mark.parametrize("content", [b"", b"\xc1garbage", b"\x81\xa6format\x63"])
+def test_an_unreadable_snapshot_is_set_aside_and_rebuilt(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "r1.msgpack"
+    path.write_bytes(content)
+    runner = ProjectionRunner(path)
+    with caplog.at_level(logging.ERROR):
+        state = runner.load()
+    assert state == ProjectionSnapshot() and state.offsets == {}
+    assert (tmp_path / "r1.msgpack.corrupt-1").read_bytes() == content
+    assert "unreadable" in caplog.text and "rebuilding from the log" in caplog.text
