@@ -15,6 +15,8 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "app.commands.serve",
     "app.commands.demo",
+    "app.commands.users",
+    "app.commands.audit",
 )
 
 

@@ -10,10 +10,14 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from app.access import SecuredRoute
+from app.auth.context import open_auth
+from app.auth.middleware import AccessMiddleware
+from app.auth.routes import auth_routes
 from app.api_summary import routes as summary_routes
 from app.live_routes import live_service
 from app.live_routes import routes as live_routes
@@ -32,15 +36,23 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
-        # Follow the shared log into the projections and the live hub (app/live_routes.py).
-        async with live_service(settings, app.state):
+        async with contextlib.AsyncExitStack() as stack:
+            # SQLite, migrations, the JWT key and the first admin (see app/auth/context.py).
+            auth = await stack.enter_async_context(open_auth(settings))
+            app.state.auth, app.state.db, app.state.audit = auth, auth.db, auth.audit
+            # Follow the shared log into the projections and the live hub (app/live_routes.py).
+            await stack.enter_async_context(live_service(settings, app.state))
             yield
 
-    routes = [SecuredRoute("/healthz", healthz, access="public")]
+    routes = [SecuredRoute("/healthz", healthz, access="public"), *auth_routes()]
     routes += live_routes() + summary_routes()  # /ws/live(.json), /api/v1/summary...
     routes += web_routes()  # the dashboard: pages, fragments, exports, /static
+    middleware = [Middleware(AccessMiddleware)]
     app = Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers=web_exception_handlers()
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers=web_exception_handlers(),
     )
     app.state.settings = settings
     install_web(app)

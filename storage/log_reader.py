@@ -386,6 +386,11 @@ def _json_string(value: str) -> bytes:
     return msgspec.json.encode(value)
 
 
+def _query_predicate(query: Query) -> Callable[[AnyEvent], bool]:
+    """``query.matches`` (kept for archive/reader.py, which searches archives the same way)."""
+    return query.matches
+
+
 def _index_may_match(index: SegmentIndex, query: Query) -> bool:
     if index.events == 0:
         return False
