@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from starlette.applications import Starlette
 
 from app.settings import Settings, StoreSettings
+from tests.web.harness import CHROMIUM, CHROMIUM_ARGS, NetmonServer
 from web.routes import install_web, web_exception_handlers, web_routes
 
 
@@ -36,3 +38,58 @@ async def client(data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
         transport=transport, base_url="http://testserver", headers={"accept": "text/html"}
     ) as http:
         yield http
+
+
+# --- Browser tests: a real server subprocess and Debian's Chromium --------------------------
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
+
+
+@pytest.fixture(scope="module")
+def netmon_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetmonServer]:
+    server = NetmonServer(tmp_path_factory.mktemp("netmon-web"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# Module scope, not session: sync Playwright keeps an event loop running in this thread, which
+# the asyncio tests of other modules could not start under.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/setup.sh installs the chromium package")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True)
+    ctx.set_default_timeout(10_000)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def dialogs(context: BrowserContext) -> list[str]:
+    """Every JavaScript dialog any page of the context opened (an XSS would open one)."""
+    opened: list[str] = []
+
+    def on_page(page: Page) -> None:
+        page.on("dialog", lambda dialog: (opened.append(dialog.message), dialog.dismiss()))
+
+    context.on("page", on_page)
+    return opened
+
+
+def screenshot(page: Page, name: str) -> Path:
+    """Save a full-page screenshot under test-artifacts/web/ (gitignored)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -6,7 +6,7 @@ import itertools
 from pathlib import Path
 
 from storage.eventlog import EventLog
-from storage.events import Detection, DetectionRaised, FlowObserved, new_event_id
+from storage.events import Detection, DetectionRaised, FlowObserved, max_severity, new_event_id
 
 XSS_DOMAIN = "<img src=x onerror=alert(1)>.evil"
 _counter = itertools.count()
@@ -25,7 +25,7 @@ def flow(
     detections: tuple[Detection, ...] = (),
 ) -> FlowObserved:
     """A finished flow at ``ts`` (its id made from ``ts`` like an agent's)."""
-    severity = max((d.severity for d in detections), key=["low", "medium", "high", "critical"].index, default="none")
+    severity = max_severity([d.severity for d in detections])
     return FlowObserved(
         id=new_event_id(ts),
         ts=ts,
@@ -44,7 +44,7 @@ def flow(
         dst2src_packets=5,
         domain=domain,
         detections=detections,
-        severity=severity,  # type: ignore[arg-type]
+        severity=severity,
     )
 
 

@@ -167,6 +167,8 @@ async def test_json_export_is_a_valid_array(client: httpx.AsyncClient, data_dir:
 
 
 async def test_export_with_a_bad_query_is_refused(client: httpx.AsyncClient) -> None:
-    response = await client.get("/events.csv", params={"q": "proto:nope"}, headers={"accept": "*/*"})
+    response = await client.get(
+        "/events.csv", params={"q": "proto:nope"}, headers={"accept": "*/*"}
+    )
     assert response.status_code == 400
     assert "proto:nope" in response.json()["detail"]

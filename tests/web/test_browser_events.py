@@ -1,0 +1,91 @@
+"""The Events page in headless Chromium against a real ``netmon serve`` on loopback."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+from playwright.sync_api import BrowserContext, expect
+
+from tests.web.conftest import screenshot
+from tests.web.flows import SSH, XSS_DOMAIN, flow, ssh_detection, store
+from tests.web.harness import NetmonServer, login
+
+PAGES = ["/", "/alerts", "/events", "/analytics", "/windows", "/model", "/archives", "/admin"]
+
+
+def test_search_an_ip_open_the_drawer_and_export_csv(
+    netmon_server: NetmonServer, context: BrowserContext, dialogs: list[str]
+) -> None:
+    now = time.time()
+    attacker = "198.51.100.23"
+    ssh_flow = flow(now - 30, src=attacker, dst="10.0.0.22", dport=22, detections=(SSH,))
+    noise = [flow(now - 100 - i, src=f"10.0.1.{i}") for i in range(20)]
+    store(netmon_server.data_dir, [ssh_flow, *noise])
+    page = context.new_page()
+    login(page, netmon_server, "/events")
+    page.fill("#q", attacker)
+    page.press("#q", "Enter")
+    row = page.locator(f"#ev-{ssh_flow.id}")
+    expect(row).to_be_visible()
+    expect(page.locator("#rows tr.row")).to_have_count(1)
+    assert f"q={attacker}" in page.url  # the search is a shareable link
+    row.click()
+    drawer = page.locator("#drawer")
+    expect(drawer).to_have_class("drawer open")
+    expect(drawer).to_contain_text("critical_port")
+    expect(drawer).to_contain_text("SSH (22/tcp)")
+    screenshot(page, "events-drawer")
+    page.keyboard.press("Escape")
+    expect(drawer).to_have_class("drawer")
+    with page.expect_download() as download_info:
+        page.click("#export-csv")
+    path = download_info.value.path()
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["id"], r["src_ip"], r["dst_port"]) for r in rows] == [(ssh_flow.id, attacker, "22")]
+    # The shared link opens the same results in a fresh tab.
+    other = context.new_page()
+    other.goto(page.url)
+    expect(other.locator(f"#ev-{ssh_flow.id}")).to_be_visible()
+    assert dialogs == []
+
+
+def test_hostile_domain_renders_as_text_on_every_page(
+    netmon_server: NetmonServer, context: BrowserContext, dialogs: list[str]
+) -> None:
+    now = time.time()
+    hostile = flow(now - 5, src="192.0.2.66", domain=XSS_DOMAIN, detections=(SSH,))
+    store(netmon_server.data_dir, [hostile, ssh_detection(now - 4, src="192.0.2.66")])
+    page = context.new_page()
+    login(page, netmon_server, "/")
+    for path in [*PAGES, "/events?q=domain:evil", f"/events/{hostile.id}"]:
+        page.goto(netmon_server.url + path)
+        page.wait_for_load_state("networkidle")
+        assert page.locator("img").count() == 0, path
+        assert page.locator("[onerror]").count() == 0, path
+    expect(page.locator("body")).to_contain_text(XSS_DOMAIN)  # shown, as text
+    page.goto(netmon_server.url + "/events?q=domain:evil")
+    expect(page.locator("td.domain").first).to_have_text(XSS_DOMAIN)
+    page.locator("tr.row").first.click()
+    expect(page.locator("#drawer .domain")).to_have_text(XSS_DOMAIN)
+    assert page.locator("img").count() == 0
+    assert dialogs == []
+
+
+def test_every_page_renders_and_is_captured(
+    netmon_server: NetmonServer, context: BrowserContext
+) -> None:
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    login(page, netmon_server, "/")
+    for path in PAGES:
+        response = page.goto(netmon_server.url + path)
+        assert response is not None and response.status == 200, path
+        expect(page.locator("main h1")).to_be_visible()
+        screenshot(page, "page" + (path.replace("/", "-") if path != "/" else "-live"))
+    missing = page.goto(netmon_server.url + "/no-such-page")
+    assert missing is not None and missing.status == 404
+    expect(page.locator("h1")).to_have_text("Page not found")
+    assert errors == []
