@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "app.commands.demo",
     "app.commands.users",
     "app.commands.audit",
+    "app.commands.archive",
 )
 
 
