@@ -51,7 +51,9 @@ def flow(
 SSH = Detection(kind="critical_port", detail="SSH (22/tcp)", severity="critical", rule="ssh")
 
 
-def ssh_detection(ts: float, *, branch: str = "hq", src: str = "203.0.113.7") -> DetectionRaised:
+def ssh_detection(
+    ts: float, *, branch: str = "hq", src: str = "203.0.113.7", domain: str = ""
+) -> DetectionRaised:
     """A critical SSH detection raised before its flow ended."""
     return DetectionRaised(
         id=new_event_id(ts),
@@ -65,6 +67,7 @@ def ssh_detection(ts: float, *, branch: str = "hq", src: str = "203.0.113.7") ->
         dst_port=22,
         protocol=6,
         detection=SSH,
+        domain=domain,
     )
 
 

@@ -1,0 +1,83 @@
+"""The Live page in headless Chromium: pushes without reload, escaping, kiosk bounds, reconnects."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import BrowserContext, Page, expect
+
+from storage.eventlog import EventLog
+from tests.web.conftest import screenshot
+from tests.web.flows import XSS_DOMAIN, ssh_detection
+from tests.web.harness import NetmonServer, login, wait_until
+
+KIOSK_ROWS = 5
+
+
+@pytest.fixture(scope="module")
+def writer(netmon_server: NetmonServer) -> Iterator[EventLog]:
+    """Another writer of the server's store (as a second replica's ingest would be)."""
+    with EventLog(netmon_server.data_dir, "other-replica", durability="none") as log:
+        yield log
+
+
+def open_live(page: Page, server: NetmonServer, path: str = "/") -> None:
+    login(page, server, path)
+    if page.locator("[ws-connect]").count() == 0:
+        pytest.skip("this build has no live feed (/ws/live) yet")
+    expect(page.locator("body")).to_have_attribute("data-ws", "connected")
+
+
+def test_a_detection_appears_live_without_reload_and_escaped(
+    netmon_server: NetmonServer, context: BrowserContext, writer: EventLog, dialogs: list[str]
+) -> None:
+    page = context.new_page()
+    open_live(page, netmon_server)
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    event = ssh_detection(time.time(), src="203.0.113.77")
+    hostile = ssh_detection(time.time(), src="203.0.113.78", domain=XSS_DOMAIN)
+    writer.append([event])
+    expect(page.locator(f"#ev-{event.id}")).to_be_visible(timeout=1000)
+    expect(page.locator(f"#ev-{event.id}")).to_contain_text("203.0.113.77")
+    writer.append([hostile])
+    row = page.locator(f"#ev-{hostile.id}")
+    expect(row).to_be_visible()
+    expect(row.locator(".domain")).to_have_text(XSS_DOMAIN)
+    assert page.locator("#live img").count() == 0 and page.locator("[onerror]").count() == 0
+    assert page.evaluate("window.__sameDocument") is True
+    assert dialogs == []
+    screenshot(page, "live")
+
+
+def test_kiosk_keeps_n_rows_for_a_day_of_events_and_reconnects_after_restart(
+    netmon_server: NetmonServer, context: BrowserContext, writer: EventLog
+) -> None:
+    page = context.new_page()
+    open_live(page, netmon_server, f"/?kiosk=1&rows={KIOSK_ROWS}")
+    expect(page.locator("header.topbar")).to_have_count(0)
+    # A simulated day: 24 hourly bursts of detections, event times spread over the last 24 h.
+    start = time.time() - 86400
+    last = None
+    for hour in range(24):
+        burst = [
+            ssh_detection(start + hour * 3600 + i * 60, src=f"198.18.{hour}.{i}") for i in range(10)
+        ]
+        writer.append(burst)
+        last = burst[-1]
+        rows = page.locator("#live-rows tr").count()
+        assert rows <= KIOSK_ROWS, f"{rows} rows in the DOM after hour {hour}"
+    assert last is not None
+    expect(page.locator(f"#ev-{last.id}")).to_be_visible()
+    wait_until(lambda: page.locator("#live-rows tr").count() == KIOSK_ROWS, 5, "a full table")
+    screenshot(page, "live-kiosk")
+
+    netmon_server.stop()
+    expect(page.locator("body")).to_have_attribute("data-ws", "disconnected")
+    netmon_server.start()
+    expect(page.locator("body")).to_have_attribute("data-ws", "connected", timeout=30_000)
+    after = ssh_detection(time.time(), src="198.19.0.1")
+    writer.append([after])
+    expect(page.locator(f"#ev-{after.id}")).to_be_visible()
+    assert page.locator("#live-rows tr").count() <= KIOSK_ROWS
