@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "app.commands.demo",
     "app.commands.users",
     "app.commands.audit",
+    "app.commands.agents",
+    "agent.run_command",  # adds `agent run` to the group agent.commands creates
     "app.commands.archive",
 )
 

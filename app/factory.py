@@ -18,11 +18,11 @@ from app.access import SecuredRoute
 from app.auth.context import open_auth
 from app.auth.middleware import AccessMiddleware
 from app.auth.routes import auth_routes
+from app.ingest import ingest_routes, open_ingest
 from app.api_summary import routes as summary_routes
 from app.live_routes import live_service
 from app.live_routes import routes as live_routes
 from app.settings import Settings
-from archive.downloads import archive_routes
 from web.routes import install_web, web_exception_handlers, web_routes
 
 
@@ -41,13 +41,15 @@ def create_app(settings: Settings) -> Starlette:
             # SQLite, migrations, the JWT key and the first admin (see app/auth/context.py).
             auth = await stack.enter_async_context(open_auth(settings))
             app.state.auth, app.state.db, app.state.audit = auth, auth.db, auth.audit
+            # The event log and the agent ingest (registry, dedup; see app/ingest.py).
+            await stack.enter_async_context(open_ingest(app, settings))
             # Follow the shared log into the projections and the live hub (app/live_routes.py).
             await stack.enter_async_context(live_service(settings, app.state))
             yield
 
     routes = [SecuredRoute("/healthz", healthz, access="public"), *auth_routes()]
+    routes += ingest_routes()  # /ws/agent and the offline-archive upload
     routes += live_routes() + summary_routes()  # /ws/live(.json), /api/v1/summary...
-    routes += archive_routes()  # /api/v1/archives: list, download
     routes += web_routes()  # the dashboard: pages, fragments, exports, /static
     middleware = [Middleware(AccessMiddleware)]
     app = Starlette(

@@ -145,6 +145,19 @@ class ArchiveSettings(Section):
     compress_level: int = 6  # deflate level of archive members, 0-9
 
 
+class IngestSettings(Section):
+    """Agent ingest: frame and archive limits, handshake timing; see docs/transport.md."""
+
+    max_frame_bytes: int = 8 * 1024 * 1024  # one WebSocket batch frame, as sent
+    max_batch_bytes: int = 64 * 1024 * 1024  # a batch after zlib inflation
+    handshake_timeout_s: float = 10.0  # the agent must answer the challenge within this
+    handshake_ttl_s: float = 60.0  # a handshake proof older than this is stale
+    max_archive_bytes: int = 256 * 1024 * 1024  # body of one offline-archive upload
+    max_archive_entries: int = 20_000
+    max_archive_uncompressed_bytes: int = 1024 * 1024 * 1024
+    max_archive_ratio: float = 50.0  # uncompressed/compressed size of any entry
+
+
 class LiveSettings(Section):
     """The live feed and projections of each replica (see docs/replicas.md)."""
 
@@ -167,6 +180,7 @@ class Settings(Section):
     auth: AuthSettings = AuthSettings()
     analysis: AnalysisSettings = AnalysisSettings()
     archive: ArchiveSettings = ArchiveSettings()
+    ingest: IngestSettings = IngestSettings()
     live: LiveSettings = LiveSettings()
 
     @property

@@ -1,0 +1,159 @@
+"""Hourly offline archives: when the server has been unreachable, the agent seals the hour's
+unsent batches into one ZIP and uploads it (``POST /api/v1/ingest/archive``) once the server
+answers again.
+
+An archive holds the batches exactly as they would have gone over the WebSocket (each one a
+``BatchFrame`` whose token is Fernet-encrypted), stored uncompressed (encrypted bytes do not
+compress), plus ``manifest.json`` (sequence ranges, per-entry SHA-256) and ``manifest.sig``, a
+Fernet token over the manifest's SHA-256 that only this agent's key can make. The server
+deduplicates by (agent, boot, seq), so uploading an archive twice stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+from cryptography.fernet import MultiFernet
+
+from agent.spool import Spool, SpoolEntry
+from storage.wire import (
+    ArchiveBatch,
+    ArchiveManifest,
+    ArchiveResult,
+    archive_result_decoder,
+    manifest_decoder,
+    seq_ranges,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"
+ARCHIVE_PATH = "/api/v1/ingest/archive"
+AGENT_HEADER = "X-Netmon-Agent"
+
+
+class UploadError(Exception):
+    """An upload failed; ``permanent`` when the server refused the archive itself."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def entry_name(boot_id: str, seq: int) -> str:
+    """The path of a batch inside an archive."""
+    return f"batches/{boot_id}-{seq:010d}.bin"
+
+
+def manifest_signature(fernet: MultiFernet, manifest_json: bytes) -> bytes:
+    """The token vouching for a manifest."""
+    return fernet.encrypt(hashlib.sha256(manifest_json).hexdigest().encode())
+
+
+def seal_archive(
+    spool: Spool,
+    entries: list[SpoolEntry],
+    *,
+    agent_id: str,
+    fernet: MultiFernet,
+    hour_start: float,
+    hour_end: float,
+    now: float,
+) -> Path | None:
+    """Write ``entries`` into one durable archive in the outbox, then drop them from the spool."""
+    frames: list[tuple[SpoolEntry, bytes]] = []
+    for entry in entries:
+        batch = spool.read(entry)
+        if batch is not None:
+            frames.append((entry, batch.frame))
+    if not frames:
+        return None
+    listed = [
+        ArchiveBatch(
+            entry_name(entry.boot_id, entry.seq),
+            entry.boot_id,
+            entry.seq,
+            entry.count,
+            len(frame),
+            hashlib.sha256(frame).hexdigest(),
+        )
+        for entry, frame in frames
+    ]
+    manifest = ArchiveManifest(
+        agent_id=agent_id,
+        hour_start=hour_start,
+        hour_end=hour_end,
+        created=now,
+        batches=listed,
+        ranges=seq_ranges([(item.boot_id, item.seq) for item in listed]),
+    )
+    manifest_json = msgspec.json.encode(manifest)
+    first = listed[0]
+    path = spool.outbox_dir / f"{agent_id}-{int(hour_start)}-{first.boot_id}-{first.seq}.zip"
+    tmp = path.with_name(f".tmp-{path.name}")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(MANIFEST_NAME, manifest_json)
+        archive.writestr(SIGNATURE_NAME, manifest_signature(fernet, manifest_json))
+        for item, (_, frame) in zip(listed, frames, strict=True):
+            archive.writestr(item.name, frame)
+    with tmp.open("rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    spool.take([entry for entry, _ in frames])
+    log.info("offline archive %s sealed: %d batches", path.name, len(frames))
+    return path
+
+
+def read_manifest(path: Path) -> ArchiveManifest | None:
+    """The manifest of one of our own archives (None if unreadable)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return manifest_decoder.decode(archive.read(MANIFEST_NAME))
+    except (OSError, KeyError, zipfile.BadZipFile, msgspec.DecodeError):
+        return None
+
+
+async def upload_archive(
+    client: httpx.AsyncClient, base_url: str, agent_id: str, path: Path
+) -> ArchiveResult:
+    """POST one archive; raise UploadError (``permanent`` for a 4xx refusal)."""
+    import httpx
+
+    try:
+        response = await client.post(
+            base_url.rstrip("/") + ARCHIVE_PATH,
+            content=await asyncio.to_thread(path.read_bytes),
+            headers={AGENT_HEADER: agent_id, "Content-Type": "application/zip"},
+        )
+    except httpx.HTTPError as error:
+        raise UploadError(f"upload of {path.name} failed: {error!r}", permanent=False) from None
+    if response.status_code == 200:
+        return archive_result_decoder.decode(response.content)
+    message = f"upload of {path.name}: HTTP {response.status_code} {response.text[:300]}"
+    permanent = 400 <= response.status_code < 500 and response.status_code not in (408, 429)
+    raise UploadError(message, permanent=permanent)
+
+
+def http_base_url(server_url: str) -> str:
+    """ws://host:port -> http://host:port (wss -> https)."""
+    if server_url.startswith("wss://"):
+        return "https://" + server_url[len("wss://") :]
+    if server_url.startswith("ws://"):
+        return "http://" + server_url[len("ws://") :]
+    return server_url

@@ -1,0 +1,453 @@
+"""Server side of the agent transport: the ``/ws/agent`` WebSocket and the batch pipeline shared
+with the archive upload (app/zip_import.py). Protocol and guarantees: docs/transport.md.
+
+A batch goes: size check -> Fernet decrypt with the agent's keys -> bounded zlib inflate ->
+msgspec validation (agent event types only) -> branch stamped from the registry -> dedup claim
+-> ``EventLog.append`` (durable) -> claim marked done -> Ack. Any refusal happens before the
+claim, so a bad batch never touches the store; each refusal is an ``Error`` to that agent and a
+log line. A frame the agent's keys do not authenticate closes that connection (4410).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import anyio
+import msgspec
+from cryptography.fernet import InvalidToken, MultiFernet
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from app.access import SecuredRoute, SecuredWebSocketRoute
+from app.settings import IngestSettings
+from storage import wire
+from storage.agents import AgentRecord, AgentRegistry
+from storage.dedup import DedupIndex
+from storage.events import AGENT_EVENT_TYPES, Event
+
+log = logging.getLogger("netmon.ingest")
+
+AGENT_TYPE_NAMES = ", ".join(kind.__name__ for kind in AGENT_EVENT_TYPES)
+
+
+class FrameRejected(Exception):
+    """An authentic-or-not-yet-known batch that cannot be stored; becomes a wire ``Error``."""
+
+    def __init__(
+        self, code: str, message: str, *, boot_id: str = "", seq: int = -1, retry: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.code, self.message, self.boot_id, self.seq, self.retry = (
+            code,
+            message,
+            boot_id,
+            seq,
+            retry,
+        )
+
+    def to_wire(self) -> wire.Error:
+        """The message sent to the agent."""
+        return wire.Error(
+            code=self.code,
+            message=self.message,
+            boot_id=self.boot_id,
+            seq=self.seq,
+            retry=self.retry,
+        )
+
+
+class ForgedFrame(FrameRejected):
+    """The token does not verify with this agent's keys (forged, tampered or another key)."""
+
+
+class StoreFailed(FrameRejected):
+    """The event store refused the append; nothing was acknowledged."""
+
+
+class DecodedBatch(msgspec.Struct, frozen=True):
+    """A verified batch, stamped and ready to append."""
+
+    boot_id: str
+    seq: int
+    events: list[Event]
+
+
+class AgentSession(msgspec.Struct, frozen=True):
+    """An authenticated agent: its record and keys."""
+
+    record: AgentRecord
+    fernet: MultiFernet
+    boot_id: str
+
+
+class Ingestor:
+    """Verifies, deduplicates and stores agent batches for one replica (thread-safe)."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        event_log,
+        registry: AgentRegistry,  # type: ignore[no-untyped-def]
+        dedup: DedupIndex,
+    ) -> None:
+        self.settings = settings
+        self.event_log = event_log
+        self.registry = registry
+        self.dedup = dedup
+
+    # --- decoding (no side effects) -----------------------------------------------------------
+
+    def decode_frame(self, session: AgentSession, raw: bytes) -> DecodedBatch:
+        """Verify one frame completely; raise FrameRejected / ForgedFrame."""
+        agent_id = session.record.agent_id
+        try:
+            frame = wire.batch_frame_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            raise FrameRejected("malformed_frame", f"not a batch frame: {error}") from None
+        where = {"boot_id": frame.boot_id, "seq": frame.seq}
+        if len(raw) > self.settings.max_frame_bytes:
+            raise FrameRejected(
+                "frame_too_large",
+                f"frame of {len(raw)} bytes is over the limit of {self.settings.max_frame_bytes}; "
+                "send smaller batches",
+                **where,
+            )
+        try:
+            compressed = session.fernet.decrypt(frame.token)
+        except InvalidToken:
+            raise ForgedFrame(
+                "forged_frame",
+                "the batch token does not verify with this agent's "
+                "keys (tampered, forged or encrypted with another key)",
+                **where,
+            ) from None
+        body_bytes = self._inflate(compressed, where)
+        try:
+            body = wire.batch_body_decoder.decode(body_bytes)
+        except msgspec.ValidationError as error:
+            text = str(error)
+            if text.endswith(".type`"):
+                raise FrameRejected(
+                    "event_type_refused",
+                    f"agents may send only {AGENT_TYPE_NAMES}: {text}",
+                    **where,
+                ) from None
+            raise FrameRejected(
+                "invalid_batch", f"batch failed validation: {text}", **where
+            ) from None
+        except msgspec.DecodeError as error:
+            raise FrameRejected(
+                "malformed_batch", f"batch is not valid msgpack: {error}", **where
+            ) from None
+        if (body.agent_id, body.boot_id, body.seq) != (agent_id, frame.boot_id, frame.seq):
+            raise FrameRejected(
+                "batch_mismatch",
+                "the batch number inside the token does not match the frame",
+                **where,
+            )
+        if len(body.events) != frame.count:
+            raise FrameRejected(
+                "batch_mismatch",
+                f"frame says {frame.count} events, batch has {len(body.events)}",
+                **where,
+            )
+        return DecodedBatch(
+            frame.boot_id, frame.seq, self._stamp(session.record, body.events, where)
+        )
+
+    def _inflate(self, compressed: bytes, where: dict[str, object]) -> bytes:
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(compressed, self.settings.max_batch_bytes)
+        except zlib.error as error:
+            raise FrameRejected(
+                "malformed_batch", f"batch is not zlib data: {error}", **where
+            ) from None  # type: ignore[arg-type]
+        if inflater.unconsumed_tail:
+            raise FrameRejected(
+                "batch_too_large",
+                f"batch inflates to more than {self.settings.max_batch_bytes} bytes",
+                **where,
+            )  # type: ignore[arg-type]
+        return data
+
+    def _stamp(
+        self, record: AgentRecord, events: Sequence[Event], where: dict[str, object]
+    ) -> list[Event]:
+        stamped: list[Event] = []
+        replace = msgspec.structs.replace
+        for index, event in enumerate(events):
+            if event.agent_id != record.agent_id:  # type: ignore[attr-defined]
+                raise FrameRejected(
+                    "agent_id_mismatch",
+                    f"event {index} claims agent {event.agent_id!r}; this connection is "  # type: ignore[attr-defined]
+                    f"{record.agent_id!r}",
+                    **where,
+                )  # type: ignore[arg-type]
+            # The registry decides the branch: an agent cannot write into another branch.
+            stamped.append(
+                event if event.branch == record.branch else replace(event, branch=record.branch)
+            )
+        return stamped
+
+    # --- storing ------------------------------------------------------------------------------
+
+    def store(self, agent_id: str, batch: DecodedBatch) -> wire.Ack:
+        """Append a verified batch exactly once; blocking (call from a worker thread)."""
+        last_id = batch.events[-1].id if batch.events else ""
+        outcome = self.dedup.claim(agent_id, batch.boot_id, batch.seq, last_id, len(batch.events))
+        if outcome == "duplicate":
+            return wire.Ack(boot_id=batch.boot_id, seq=batch.seq, duplicate=True)
+        if outcome == "busy":
+            raise FrameRejected(
+                "busy",
+                "another connection is storing this batch; retry",
+                boot_id=batch.boot_id,
+                seq=batch.seq,
+                retry=True,
+            )
+        try:
+            self.event_log.append(batch.events)
+        except Exception as error:
+            self.dedup.release(agent_id, batch.boot_id, batch.seq)
+            log.error(
+                "ingest: append of %s/%s/%d failed: %s", agent_id, batch.boot_id, batch.seq, error
+            )
+            raise StoreFailed(
+                "store_failed",
+                "the event store refused the batch; retry later",
+                boot_id=batch.boot_id,
+                seq=batch.seq,
+                retry=True,
+            ) from None
+        self.dedup.mark_done(agent_id, batch.boot_id, batch.seq)
+        return wire.Ack(boot_id=batch.boot_id, seq=batch.seq, stored=len(batch.events))
+
+    def process(self, session: AgentSession, raw: bytes) -> wire.Ack:
+        """Decode and store one frame (blocking)."""
+        return self.store(session.record.agent_id, self.decode_frame(session, raw))
+
+    # --- handshake ----------------------------------------------------------------------------
+
+    def authenticate(self, hello: wire.Hello, nonce: bytes) -> AgentSession:
+        """Check a Hello against this connection's nonce; raise FrameRejected (code = reason)."""
+        record = self.registry.get(hello.agent_id)
+        if record is None:
+            raise FrameRejected("auth_failed", f"unknown agent {hello.agent_id!r}")
+        fernet = self.registry.fernet(record.agent_id)
+        try:
+            proof_bytes = fernet.decrypt(hello.proof, ttl=int(self.settings.handshake_ttl_s))
+            proof = wire.hello_proof_decoder.decode(proof_bytes)
+        except InvalidToken:
+            raise FrameRejected(
+                "auth_failed",
+                "handshake proof does not verify with this "
+                "agent's keys, or is older than the handshake TTL",
+            ) from None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise FrameRejected("auth_failed", "handshake proof is malformed") from None
+        if proof.nonce != nonce:
+            raise FrameRejected(
+                "auth_failed",
+                "handshake proof was made for another connection (replayed handshake)",
+            )
+        if (proof.agent_id, proof.boot_id) != (hello.agent_id, hello.boot_id):
+            raise FrameRejected("auth_failed", "handshake proof names another agent or boot")
+        if not record.enabled:
+            raise FrameRejected("agent_disabled", f"agent {record.agent_id!r} is disabled")
+        return AgentSession(record, fernet, hello.boot_id)
+
+    def recover(self, stored_ids) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+        """Resolve this writer's pending claims against the log; (marked done, released)."""
+        pending = self.dedup.pending()
+        if not pending:
+            return 0, 0
+        found = stored_ids({claim.last_event_id for claim in pending if claim.last_event_id})
+        done = released = 0
+        for claim in pending:
+            if claim.last_event_id and claim.last_event_id in found:
+                self.dedup.mark_done(claim.agent_id, claim.boot_id, claim.seq)
+                done += 1
+            else:
+                self.dedup.release(claim.agent_id, claim.boot_id, claim.seq)
+                released += 1
+        log.warning(
+            "ingest: resolved %d pending claims from an earlier run: %d stored, %d not",
+            len(pending),
+            done,
+            released,
+        )
+        return done, released
+
+
+# --- the WebSocket endpoint --------------------------------------------------------------------
+
+
+async def agent_socket(websocket: WebSocket) -> None:
+    """``/ws/agent``: challenge, authenticate, then store and acknowledge frames."""
+    ingestor: Ingestor = websocket.app.state.ingestor
+    peer = websocket.client.host if websocket.client else "?"
+    await websocket.accept()
+    session = await _handshake(websocket, ingestor, peer)
+    if session is None:
+        return
+    agent_id = session.record.agent_id
+    await websocket.send_bytes(
+        wire.encode(
+            wire.Welcome(
+                agent_id=agent_id,
+                branch=session.record.branch,
+                max_frame_bytes=ingestor.settings.max_frame_bytes,
+            )
+        )
+    )
+    log.info("ingest: agent %r (%s) connected, boot %s", agent_id, peer, session.boot_id)
+    while True:
+        try:
+            message = await websocket.receive()
+        except WebSocketDisconnect:
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        raw = message.get("bytes")
+        if raw is None:
+            await _refuse(
+                websocket, FrameRejected("malformed_frame", "frames must be binary"), agent_id, peer
+            )
+            continue
+        try:
+            ack = await anyio.to_thread.run_sync(ingestor.process, session, raw)
+        except ForgedFrame as error:
+            await _refuse(websocket, error, agent_id, peer)
+            await websocket.close(wire.CLOSE_FORGED_FRAME, "forged or wrong-key frame")
+            return
+        except StoreFailed as error:
+            await _refuse(websocket, error, agent_id, peer)
+            await websocket.close(wire.CLOSE_STORE_FAILED, "event store unavailable")
+            return
+        except FrameRejected as error:
+            await _refuse(websocket, error, agent_id, peer)
+            continue
+        await websocket.send_bytes(wire.encode(ack))
+
+
+async def _handshake(websocket: WebSocket, ingestor: Ingestor, peer: str) -> AgentSession | None:
+    nonce = os.urandom(32)
+    await websocket.send_bytes(
+        wire.encode(
+            wire.Challenge(
+                nonce=nonce,
+                server_time=time.time(),
+                replica=websocket.app.state.settings.server.replica,
+            )
+        )
+    )
+    try:
+        with anyio.fail_after(ingestor.settings.handshake_timeout_s):
+            message = await websocket.receive()
+    except TimeoutError:
+        log.warning(
+            "ingest: %s sent no hello within %.0f s", peer, ingestor.settings.handshake_timeout_s
+        )
+        await websocket.close(wire.CLOSE_HANDSHAKE_TIMEOUT, "handshake timeout")
+        return None
+    if message["type"] == "websocket.disconnect":
+        return None
+    try:
+        hello = wire.agent_message_decoder.decode(message.get("bytes") or b"")
+        if not isinstance(hello, wire.Hello):
+            raise msgspec.ValidationError("expected a hello message")
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        await _refuse(
+            websocket, FrameRejected("protocol_error", f"expected a hello: {error}"), "?", peer
+        )
+        await websocket.close(wire.CLOSE_PROTOCOL_ERROR, "protocol error")
+        return None
+    try:
+        return await anyio.to_thread.run_sync(ingestor.authenticate, hello, nonce)
+    except FrameRejected as error:
+        await _refuse(websocket, error, hello.agent_id, peer)
+        code = (
+            wire.CLOSE_AGENT_DISABLED if error.code == "agent_disabled" else wire.CLOSE_AUTH_FAILED
+        )
+        await websocket.close(code, error.code)
+        return None
+
+
+async def _refuse(websocket: WebSocket, error: FrameRejected, agent_id: str, peer: str) -> None:
+    log.warning(
+        "ingest: refused %s from agent %r (%s) batch %s/%d: %s",
+        error.code,
+        agent_id,
+        peer,
+        error.boot_id,
+        error.seq,
+        error.message,
+    )
+    await websocket.send_bytes(wire.encode(error.to_wire()))
+
+
+def ingest_routes() -> list[SecuredRoute | SecuredWebSocketRoute]:
+    """The agent-facing routes (agents authenticate themselves: access="agent")."""
+    from app.zip_import import archive_upload
+
+    return [
+        SecuredWebSocketRoute("/ws/agent", agent_socket, access="agent"),
+        SecuredRoute("/api/v1/ingest/archive", archive_upload, methods=["POST"], access="agent"),
+    ]
+
+
+def open_ingestor(settings, event_log) -> Ingestor:  # type: ignore[no-untyped-def]
+    """Build the replica's Ingestor and resolve claims a crash left pending."""
+    data_dir = Path(settings.store.data_dir)
+    registry = AgentRegistry(data_dir, settings.server.secret_key)
+    dedup = DedupIndex(data_dir, settings.server.replica)
+    ingestor = Ingestor(settings.ingest, event_log, registry, dedup)
+    ingestor.recover(lambda ids: stored_event_ids(data_dir, ids))
+    return ingestor
+
+
+def stored_event_ids(data_dir: Path, wanted: set[str]) -> set[str]:
+    """Which of ``wanted`` event ids are in the log (a scan; used only after a crash)."""
+    from storage.log_reader import EventLogReader
+
+    found: set[str] = set()
+    needles = [b'"' + event_id.encode() + b'"' for event_id in wanted]
+    reader = EventLogReader(data_dir)
+    for event in reader.scan(None, None, lambda event: event.id in wanted, needles=needles):
+        found.add(event.id)
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+@contextlib.asynccontextmanager
+async def open_ingest(app, settings) -> AsyncIterator[Ingestor]:  # type: ignore[no-untyped-def]
+    """Lifespan part: the replica's event log (shared via ``app.state.event_log``) and ingestor."""
+    from storage.eventlog import EventLog
+
+    event_log = getattr(app.state, "event_log", None)
+    owned = None
+    if event_log is None:
+        owned = event_log = EventLog(
+            Path(settings.store.data_dir),
+            settings.server.replica,
+            durability=settings.store.durability,
+            segment_max_bytes=settings.store.segment_max_bytes,
+        )
+        app.state.event_log = event_log
+    try:
+        ingestor = await anyio.to_thread.run_sync(open_ingestor, settings, event_log)
+        app.state.ingestor = ingestor
+        try:
+            yield ingestor
+        finally:
+            ingestor.dedup.close()
+    finally:
+        if owned is not None:
+            await anyio.to_thread.run_sync(owned.close)

@@ -1,0 +1,106 @@
+"""The agent spool and the server's dedup index, on real files (no server needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from agent.spool import Spool, SpooledBatch
+from agent.transport import full_jitter
+from app.ingest import Ingestor, stored_event_ids
+from app.settings import IngestSettings
+from storage.dedup import COMPACT_EVERY, DedupIndex
+from storage.eventlog import EventLog
+from tests.transport.conftest import make_flow
+
+
+def batch(seq: int, size: int = 1000, cursor: int = -1, boot: str = "boot1") -> SpooledBatch:
+    return SpooledBatch(boot, seq, 10, 1000.0 + seq, b"f" * size, cursor)
+
+
+def test_spool_survives_a_restart_in_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 10**6)
+    for seq in range(5):
+        spool.put(batch(seq, cursor=seq * 10))
+    spool.remove("boot1", 1)
+    (tmp_path / "batches" / ".tmp-torn.batch").write_bytes(b"half")  # a crash mid-write
+    again = Spool(tmp_path, 10**6)
+    assert [entry.seq for entry in again.entries()] == [0, 2, 3, 4]
+    assert again.read(again.entries()[0]).frame == b"f" * 1000  # type: ignore[union-attr]
+    assert again.cursor() == 40
+    assert not (tmp_path / "batches" / ".tmp-torn.batch").exists()
+
+
+def test_cursor_outlives_the_acknowledged_batches(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 10**6)
+    spool.put(batch(0, cursor=99))
+    spool.remove("boot1", 0)
+    assert Spool(tmp_path, 10**6).cursor() == 99
+
+
+def test_cap_drops_the_oldest_and_remembers_the_gap(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 5_500)
+    for seq in range(8):
+        spool.put(batch(seq))
+    assert [entry.seq for entry in spool.entries()] == [3, 4, 5, 6, 7]
+    assert spool.total_bytes <= 5_500
+    gaps = Spool(tmp_path, 5_500).gaps()  # persisted
+    assert [(g.boot_id, g.first_seq, g.last_seq, g.batches, g.events) for g in gaps] == [
+        ("boot1", 0, 2, 3, 30)
+    ]
+    spool.clear_gaps(gaps)
+    assert Spool(tmp_path, 5_500).gaps() == []
+
+
+def test_full_jitter_stays_within_the_capped_exponential() -> None:
+    delays = [full_jitter(attempt, 0.5, 8.0) for attempt in range(12) for _ in range(50)]
+    assert all(0.0 <= delay <= 8.0 for delay in delays)
+    assert max(full_jitter(0, 0.5, 8.0) for _ in range(200)) <= 0.5
+    assert max(delays) > 4.0  # the cap, not the base, bounds later attempts
+
+
+def test_claims_are_exclusive_across_replicas(tmp_path: Path) -> None:
+    one, two = DedupIndex(tmp_path, "r1"), DedupIndex(tmp_path, "r2")
+    assert one.claim("a1", "b", 0, "id0", 1) == "new"
+    assert two.claim("a1", "b", 0, "id0", 1) == "busy"  # r1 is appending it
+    one.mark_done("a1", "b", 0)
+    assert two.claim("a1", "b", 0, "id0", 1) == "duplicate"
+    assert two.claim("a1", "b", 1, "id1", 1) == "new"
+    two.release("a1", "b", 1)  # its append failed
+    assert one.claim("a1", "b", 1, "id1", 1) == "new"
+    one.close()
+    two.close()
+
+
+def test_compaction_keeps_answering_duplicates(tmp_path: Path) -> None:
+    index = DedupIndex(tmp_path, "r1")
+    for seq in range(COMPACT_EVERY + 10):
+        assert index.claim("a1", "b", seq, f"id{seq}", 1) == "new"
+        index.mark_done("a1", "b", seq)
+    index.compact()
+    rows = index._db.execute("SELECT count(*) FROM claims").fetchone()[0]
+    assert rows == 0
+    assert all(
+        index.claim("a1", "b", seq, "", 1) == "duplicate" for seq in range(COMPACT_EVERY + 10)
+    )
+    assert index.claim("a1", "b", COMPACT_EVERY + 10, "", 1) == "new"
+    index.close()
+
+
+def test_pending_claims_are_resolved_against_the_log_after_a_crash(tmp_path: Path) -> None:
+    """kill -9 between append and mark: the log decides whether the batch is stored."""
+    stored, lost = [make_flow("a1", 1)], [make_flow("a1", 2)]
+    index = DedupIndex(tmp_path, "r1")
+    index.claim("a1", "b", 0, stored[-1].id, 1)
+    index.claim("a1", "b", 1, lost[-1].id, 1)
+    with EventLog(tmp_path, "r1") as log:
+        log.append([msgspec.structs.replace(event, branch="b1") for event in stored])
+    index.close()
+    restarted = DedupIndex(tmp_path, "r1")
+    ingestor = Ingestor(IngestSettings(), None, None, restarted)  # type: ignore[arg-type]
+    assert ingestor.recover(lambda ids: stored_event_ids(tmp_path, ids)) == (1, 1)
+    assert restarted.is_stored("a1", "b", 0)
+    assert restarted.claim("a1", "b", 0, "", 1) == "duplicate"
+    assert restarted.claim("a1", "b", 1, lost[-1].id, 1) == "new"  # sent again, stored once
+    restarted.close()
