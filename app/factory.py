@@ -23,6 +23,7 @@ from app.api_summary import routes as summary_routes
 from app.live_routes import live_service
 from app.live_routes import routes as live_routes
 from app.settings import Settings
+from archive.downloads import archive_routes
 from web.routes import install_web, web_exception_handlers, web_routes
 
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [SecuredRoute("/healthz", healthz, access="public"), *auth_routes()]
     routes += ingest_routes()  # /ws/agent and the offline-archive upload
     routes += live_routes() + summary_routes()  # /ws/live(.json), /api/v1/summary...
+    routes += archive_routes()  # /api/v1/archives: list, download
     routes += web_routes()  # the dashboard: pages, fragments, exports, /static
     middleware = [Middleware(AccessMiddleware)]
     app = Starlette(
