@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "app.commands.demo",
     "app.commands.users",
     "app.commands.audit",
+    "agent.commands",
     "app.commands.agents",
     "agent.run_command",  # adds `agent run` to the group agent.commands creates
     "app.commands.archive",

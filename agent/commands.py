@@ -1,0 +1,137 @@
+"""``netmon agent ...``: replay a capture file or capture live, writing events as JSON lines.
+
+``netmon agent run`` (streaming to the server) is registered by the transport module and uses
+the same ``run_pipeline``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``agent`` command group."""
+    parser = subparsers.add_parser("agent", help="the sniffer agent")
+    commands = parser.add_subparsers(dest="agent_command", required=True, metavar="SUBCOMMAND")
+
+    replay = commands.add_parser("replay", help="meter a pcap/pcapng file into flow events")
+    replay.add_argument("file", type=Path, help="pcap or pcapng file")
+    replay.add_argument("--realtime", action="store_true", help="pace packets as captured")
+    replay.add_argument("--loop", action="store_true", help="replay the file again and again")
+    _common(replay)
+    replay.set_defaults(handler=run_replay)
+
+    capture = commands.add_parser("capture", help="capture live on an interface")
+    capture.add_argument("--interface", "-i", help="interface (default: the config's)")
+    capture.add_argument("--filter", "-f", dest="bpf", help="BPF filter (default: the config's)")
+    capture.add_argument("--duration", type=float, default=0.0, help="stop after SECONDS")
+    _common(capture)
+    capture.set_defaults(handler=run_capture)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="agent.toml (default: built-in defaults)")
+    parser.add_argument(
+        "--output", "-o", default="-", help="where JSON lines go: '-' for stdout or a file path"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from agent.config import AgentConfigError, load_agent_config
+
+    try:
+        return load_agent_config(args.config)
+    except AgentConfigError as error:
+        log.error("%s", error)
+        return None
+
+
+def _writer(target: str) -> tuple[IO[bytes], Callable[[Any], None]]:
+    from storage.events import encode_json_line
+
+    stream = sys.stdout.buffer if target == "-" else open(target, "ab")  # noqa: SIM115
+
+    def emit(event: Any) -> None:
+        stream.write(encode_json_line(event))
+
+    return stream, emit
+
+
+def _run(args: argparse.Namespace, source: Any, config: Any, stop: Any = None) -> int:
+    from agent.pipeline import run_pipeline
+
+    stream, emit = _writer(args.output)
+    try:
+        stats = run_pipeline(source, config, emit, stop=stop)
+    except BrokenPipeError:
+        return 0
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            stream.flush()
+        if stream is not sys.stdout.buffer:
+            stream.close()
+    log.info(
+        "%d packets (%d malformed, %d not IP, %d dropped), %d flows, %d detections raised, %.2f s",
+        stats.packets_seen,
+        stats.packets_malformed,
+        stats.packets_not_ip,
+        stats.packets_dropped,
+        stats.flows_exported,
+        stats.detections_raised,
+        stats.elapsed_s,
+    )
+    return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """``netmon agent replay FILE``."""
+    from agent.capture import CaptureError, FileSource
+
+    config = _load(args)
+    if config is None:
+        return 2
+    try:
+        source = FileSource(
+            args.file,
+            realtime=args.realtime,
+            loop=args.loop,
+            progress=not args.no_progress,
+        )
+        return _run(args, source, config)
+    except CaptureError as error:
+        log.error("%s", error)
+        return error.exit_code
+
+
+def run_capture(args: argparse.Namespace) -> int:
+    """``netmon agent capture``: live capture until Ctrl-C or ``--duration``."""
+    from agent.capture import CaptureError, LiveSource
+
+    config = _load(args)
+    if config is None:
+        return 2
+    interface = args.interface or config.interface
+    bpf = config.bpf_filter if args.bpf is None else args.bpf
+    try:
+        source = LiveSource(interface, bpf)
+    except CaptureError as error:
+        log.error("%s", error)
+        return error.exit_code
+    deadline = time.monotonic() + args.duration if args.duration > 0 else 0.0
+    stop = (lambda: time.monotonic() >= deadline) if deadline else None
+    log.info("capturing on %s%s", interface, f" (filter {bpf!r})" if bpf else "")
+    try:
+        return _run(args, source, config, stop)
+    except CaptureError as error:
+        log.error("%s", error)
+        return error.exit_code

@@ -1,0 +1,184 @@
+"""Agent test helpers: real loopback captures made with tcpdump, replay, and tshark's view.
+
+Captures use 127.77.0.0/16 and unusual ports so parallel tests on the same machine do not
+collide. tcpdump writes packet-buffered (-U); a capture ends when a marker datagram sent
+after the traffic shows up in the file (a real condition, not a sleep), then tcpdump gets
+SIGINT and is waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.capture import FileSource
+from agent.config import AgentConfig
+from agent.pipeline import PipelineStats, run_pipeline
+from storage.events import AgentHeartbeat, DetectionRaised, Event, FlowObserved
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+MARKER_IP = "127.77.0.254"
+MARKER_PORT = 19999
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``condition`` until true or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what or condition}")
+        time.sleep(0.02)
+
+
+def port_open(host: str, port: int) -> bool:
+    """True when a TCP server accepts connections on host:port."""
+    with contextlib.closing(socket.socket()) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def connections_closed(host: str, port: int) -> bool:
+    """True when no TCP connection to host:port is still exchanging packets (ss, iproute2)."""
+    out = subprocess.run(
+        ["ss", "-Htan", "dst", f"{host}:{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return all(line.startswith("TIME-WAIT") for line in out.splitlines() if line.strip())
+
+
+def server_ready(host: str, port: int) -> bool:
+    """The server accepts connections, and our probe connection is fully closed again.
+
+    Otherwise the probe's late FIN/ACK would land in the next capture as a stray flow.
+    """
+    if not port_open(host, port):
+        return False
+    wait_for(lambda: connections_closed(host, port), what=f"probe to {host}:{port} to close")
+    return True
+
+
+def require_tools(*names: str) -> None:
+    """Skip the test when a system tool is missing."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        pytest.skip(f"system tools not installed: {', '.join(missing)}")
+
+
+@contextlib.contextmanager
+def tcpdump(
+    path: Path, bpf: str, interface: str = "lo", extra: tuple[str, ...] = ()
+) -> Iterator[None]:
+    """Capture on ``interface`` into ``path`` while the block runs; complete file on exit."""
+    require_tools("tcpdump")
+    marker = f"netmon-end-{path.name}".encode()
+    proc = subprocess.Popen(
+        ["tcpdump", "-i", interface, "-U", "-n", "-s", "0", "-w", str(path), *extra, bpf],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        while True:  # readline blocks until tcpdump reports, or returns b"" when it exits
+            line = proc.stderr.readline().decode()
+            seen.append(line)
+            if "listening on" in line or not line:
+                break
+        if "listening on" not in line:
+            proc.wait(timeout=5)
+            pytest.skip(f"tcpdump cannot capture here: {''.join(seen).strip()}")
+        yield
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(marker, (MARKER_IP, MARKER_PORT))
+        wait_for(lambda: marker in path.read_bytes(), what="tcpdump to write the marker")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def replay(path: Path, config: AgentConfig | None = None) -> tuple[list[Event], PipelineStats]:
+    """Run the real pipeline on a capture file; returns the events and the counters."""
+    events: list[Event] = []
+    stats = run_pipeline(FileSource(path), config or AgentConfig(agent_id="test"), events.append)
+    return events, stats
+
+
+def flows_of(events: list[Event]) -> list[FlowObserved]:
+    """The FlowObserved events, without the capture marker's flows (datagram, ICMP error)."""
+    return [
+        e for e in events if isinstance(e, FlowObserved) and MARKER_IP not in (e.src_ip, e.dst_ip)
+    ]
+
+
+def raised_of(events: list[Event]) -> list[DetectionRaised]:
+    """The DetectionRaised events."""
+    return [e for e in events if isinstance(e, DetectionRaised)]
+
+
+def heartbeats_of(events: list[Event]) -> list[AgentHeartbeat]:
+    """The AgentHeartbeat events."""
+    return [e for e in events if isinstance(e, AgentHeartbeat)]
+
+
+def tshark_conversations(
+    path: Path,
+) -> dict[tuple[int, str, int, str, int], tuple[int, int, int, int]]:
+    """tshark's TCP/UDP conversations: (proto, a, port, b, port) -> a->b, b->a frames/bytes."""
+    require_tools("tshark")
+    out = subprocess.run(
+        ["tshark", "-n", "-r", str(path), "-q", "-z", "conv,tcp", "-z", "conv,udp"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result: dict[tuple[int, str, int, str, int], tuple[int, int, int, int]] = {}
+    proto = 0
+    for line in out.splitlines():
+        if line.startswith("TCP Conversations"):
+            proto = 6
+        elif line.startswith("UDP Conversations"):
+            proto = 17
+        elif "<->" in line:
+            left, right = line.split("<->")
+            a = left.strip()
+            fields = right.split()
+            b = fields[0]
+            # "<-" (b to a) frames, bytes, "bytes", "->" (a to b) frames, bytes, "bytes", ...
+            b_frames, b_bytes, unit1, a_frames, a_bytes, unit2 = fields[1:7]
+            assert unit1 == unit2 == "bytes", f"unexpected tshark units: {line}"
+            a_ip, a_port = a.rsplit(":", 1)
+            b_ip, b_port = b.rsplit(":", 1)
+            result[(proto, a_ip, int(a_port), b_ip, int(b_port))] = (
+                int(a_frames),
+                int(a_bytes),
+                int(b_frames),
+                int(b_bytes),
+            )
+    return result
+
+
+def tshark_fields(path: Path, *fields: str, display_filter: str = "") -> list[list[str]]:
+    """Rows of tshark field values (one row per frame matching the filter)."""
+    require_tools("tshark")
+    command = ["tshark", "-n", "-r", str(path), "-T", "fields"]
+    for field in fields:
+        command += ["-e", field]
+    if display_filter:
+        command += ["-Y", display_filter]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return [line.split("\t") for line in out.splitlines() if line.strip()]
+
+
+def tshark_total_bytes(path: Path) -> int:
+    """Sum of frame lengths of every IP frame in the capture, as tshark reports them."""
+    rows = tshark_fields(path, "frame.len", display_filter="ip or ipv6")
+    return sum(int(row[0]) for row in rows)
