@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -158,8 +159,13 @@ class Database:
                 if current != number - 1:
                     raise DatabaseError(f"{self.path}: schema version {current} skips {number}")
                 log.info("database %s: migration %d (%s)", self.path, number, migration.name)
-                for statement in migration.statements:
-                    await connection.execute(statement)
+                try:
+                    for statement in migration.statements:
+                        await connection.execute(statement)
+                except sqlite3.Error as error:
+                    raise DatabaseError(
+                        f"{self.path}: migration {number} ({migration.name}) failed: {error}"
+                    ) from None
                 await connection.execute(f"PRAGMA user_version = {number}")
         version = await self.schema_version()
         if version > len(migrations):
