@@ -52,13 +52,6 @@ async def live_page(request: Request) -> Response:
     )
 
 
-async def alerts_page(request: Request) -> Response:
-    """GET /alerts: open and recent alerts with acknowledge/resolve actions."""
-    return renderer(request).page(
-        request, "alerts.html", active="alerts", available=has_route(request, "/api/v1/alerts")
-    )
-
-
 async def analytics_page(request: Request) -> Response:
     """GET /analytics: 24 h / 7 day charts and top lists from the projections."""
     return renderer(request).page(

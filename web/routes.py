@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from app.access import SecuredRoute
-from web import pages, views
+from web import alerts, pages, views
 from web.assets import AssetCatalog, serve_asset
 from web.errors import exception_handlers
 from web.templating import Renderer
@@ -20,7 +20,13 @@ def web_routes() -> list[BaseRoute]:
     return [
         SecuredRoute("/static/{name:path}", serve_asset, access="public", methods=["GET"]),
         SecuredRoute("/", pages.live_page, access="viewer", methods=["GET"]),
-        SecuredRoute("/alerts", pages.alerts_page, access="viewer", methods=["GET"]),
+        SecuredRoute("/alerts", alerts.alerts_page, access="viewer", methods=["GET"]),
+        SecuredRoute(
+            "/alerts/{alert_id:str}/{action:str}",
+            alerts.alert_action,
+            access="analyst",
+            methods=["POST"],
+        ),
         SecuredRoute("/events", views.events_page, access="viewer", methods=["GET"]),
         SecuredRoute("/events.{fmt:str}", views.events_export, access="analyst", methods=["GET"]),
         SecuredRoute(

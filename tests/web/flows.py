@@ -6,7 +6,14 @@ import itertools
 from pathlib import Path
 
 from storage.eventlog import EventLog
-from storage.events import Detection, DetectionRaised, FlowObserved, max_severity, new_event_id
+from storage.events import (
+    AlertOpened,
+    Detection,
+    DetectionRaised,
+    FlowObserved,
+    max_severity,
+    new_event_id,
+)
 
 XSS_DOMAIN = "<img src=x onerror=alert(1)>.evil"
 _counter = itertools.count()
@@ -75,3 +82,17 @@ def store(root: Path, events: list) -> None:  # type: ignore[type-arg]
     """Append ``events`` to the real store under ``root`` (one batch)."""
     with EventLog(root, "test-writer", durability="none") as log:
         log.append(events)
+
+
+def alert_opened(ts: float, *, entity: str = "203.0.113.7", branch: str = "hq") -> AlertOpened:
+    """An alert the analysis worker would open for a critical SSH detection."""
+    return AlertOpened(
+        id=new_event_id(ts),
+        ts=ts,
+        branch=branch,
+        alert_id="al" + new_event_id(ts)[:20],
+        rule="critical_detection",
+        entity=entity,
+        severity="critical",
+        title=f"SSH attempt from {entity}",
+    )

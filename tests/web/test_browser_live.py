@@ -10,7 +10,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from storage.eventlog import EventLog
 from tests.web.conftest import screenshot
-from tests.web.flows import XSS_DOMAIN, ssh_detection
+from tests.web.flows import XSS_DOMAIN, alert_opened, ssh_detection
 from tests.web.harness import NetmonServer, login, wait_until
 
 KIOSK_ROWS = 5
@@ -81,3 +81,26 @@ def test_kiosk_keeps_n_rows_for_a_day_of_events_and_reconnects_after_restart(
     writer.append([after])
     expect(page.locator(f"#ev-{after.id}")).to_be_visible()
     assert page.locator("#live-rows tr").count() <= KIOSK_ROWS
+
+
+def test_acknowledging_in_one_tab_shows_live_in_another(
+    netmon_server: NetmonServer, context: BrowserContext, writer: EventLog
+) -> None:
+    alert = alert_opened(time.time(), entity="203.0.113.99")
+    writer.append([alert])  # as the analysis worker would
+    first, second = context.new_page(), context.new_page()
+    open_live(first, netmon_server, "/alerts")
+    open_live(second, netmon_server, "/alerts")
+    second.evaluate("window.__sameDocument = true")
+    row_id = f"#alert-{alert.alert_id}"
+    expect(second.locator(row_id)).to_have_attribute("data-state", "open")
+    with first.expect_response(lambda r: r.url.endswith("/ack")) as answer:
+        first.locator(f"{row_id} button.ack").click()
+    if answer.value.status == 503:
+        pytest.skip("this build has no event log writer in the server yet")
+    assert answer.value.status == 200
+    expect(first.locator(row_id)).to_have_attribute("data-state", "acknowledged")
+    expect(second.locator(row_id)).to_have_attribute("data-state", "acknowledged")
+    expect(second.locator(f"{row_id} .state")).to_contain_text("by ")
+    assert second.evaluate("window.__sameDocument") is True
+    screenshot(second, "alerts-acknowledged")

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from app.access import SecuredRoute
 from web.errors import exception_handlers
 
-PAGES = ["/", "/alerts", "/analytics", "/windows", "/model", "/archives", "/admin"]
+PAGES = ["/", "/analytics", "/windows", "/model", "/archives", "/admin"]
 
 
 @pytest.mark.parametrize("path", PAGES)

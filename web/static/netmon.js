@@ -31,6 +31,17 @@
     document.addEventListener(name, trim);
   });
 
+  // Pages that show derived state (Alerts) refresh it after live pushes, at most ~3 times a
+  // second and never dropping the last change (a trailing timer, not a throttle).
+  var refreshTimer = null;
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    if (refreshTimer || !document.querySelector("[data-refresh-on-live]")) return;
+    refreshTimer = setTimeout(function () {
+      refreshTimer = null;
+      htmx.trigger(document.body, "live-changed");
+    }, 300);
+  });
+
   function setStatus(state) {
     document.querySelectorAll("[data-ws-status]").forEach(function (el) {
       el.classList.toggle("connected", state === "connected");

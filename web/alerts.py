@@ -1,0 +1,162 @@
+"""The Alerts page: alert state folded from the log's lifecycle events, and the acknowledge/resolve
+actions, which append ``AlertAcknowledged`` / ``AlertResolved`` to the log like any other fact.
+
+The state is derived, never stored beside the log: the page folds the Alert* events of the last
+days (the store's raw-bytes pre-filter skips every other line). Every replica's live feed then
+pushes the new event, so a second browser tab sees the change without reloading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import anyio
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from storage.events import (
+    SEVERITY_RANK,
+    AlertAcknowledged,
+    AlertOpened,
+    AlertResolved,
+    new_event_id,
+)
+from web.principals import allowed_branches, audit
+from web.templating import renderer
+
+log = logging.getLogger(__name__)
+
+ALERT_DAYS = 14
+MAX_NOTE = 2000
+ALERT_NEEDLE = b'"type":"Alert'  # msgspec writes the tag first, without spaces
+State = Literal["open", "acknowledged", "resolved"]
+
+
+class AlertView(msgspec.Struct, kw_only=True):
+    """One alert as the page shows it."""
+
+    alert_id: str
+    branch: str
+    rule: str
+    entity: str
+    severity: str
+    title: str
+    opened: float
+    state: State = "open"
+    by: str = ""
+    note: str = ""
+    updated: float = 0.0
+
+
+def fold(events: Iterable[Any]) -> dict[str, AlertView]:
+    """Alert views from lifecycle events in any order (sorted by time here)."""
+    alerts: dict[str, AlertView] = {}
+    for event in sorted(events, key=lambda e: (e.ts, e.id)):
+        if isinstance(event, AlertOpened):
+            alerts.setdefault(
+                event.alert_id,
+                AlertView(
+                    alert_id=event.alert_id,
+                    branch=event.branch,
+                    rule=event.rule,
+                    entity=event.entity,
+                    severity=event.severity,
+                    title=event.title,
+                    opened=event.ts,
+                    updated=event.ts,
+                ),
+            )
+        elif isinstance(event, AlertAcknowledged | AlertResolved):
+            view = alerts.get(event.alert_id)
+            if view is None or view.state == "resolved":
+                continue  # opened before the window, or already closed
+            view.state = "resolved" if isinstance(event, AlertResolved) else "acknowledged"
+            view.by, view.note, view.updated = event.by, event.note, event.ts
+    return alerts
+
+
+def load_alerts(reader: Any, now: float, branches: Sequence[str] | None) -> list[AlertView]:
+    """Alerts opened in the last ALERT_DAYS days: unresolved first, then by severity and time."""
+    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    dates = [today - dt.timedelta(days=n) for n in range(ALERT_DAYS + 1)]
+    wanted = (AlertOpened, AlertAcknowledged, AlertResolved)
+    events = reader.scan(dates, branches, lambda e: isinstance(e, wanted), needles=[ALERT_NEEDLE])
+    alerts = list(fold(events).values())
+    alerts.sort(key=lambda a: (a.state != "resolved", SEVERITY_RANK[a.severity], a.opened))
+    alerts.reverse()
+    return alerts
+
+
+def _reader(request: Request) -> Any:
+    source = getattr(request.app.state, "event_source", None)
+    if source is None:
+        from web.views import event_source
+
+        source = event_source(request)
+    return None if source is None else source.reader
+
+
+async def alerts_page(request: Request) -> Response:
+    """GET /alerts: open, acknowledged and recently resolved alerts."""
+    reader = _reader(request)
+    alerts: list[AlertView] = []
+    if reader is not None:
+        branches = await allowed_branches(request)
+        alerts = await anyio.to_thread.run_sync(load_alerts, reader, time.time(), branches)
+    return renderer(request).page(
+        request,
+        "alerts.html",
+        active="alerts",
+        available=reader is not None,
+        alerts=alerts,
+        can_act=_can_act(request),
+        live=getattr(request.app.state, "live", None) is not None,
+    )
+
+
+async def alert_action(request: Request) -> Response:
+    """POST /alerts/{alert_id}/{action}: acknowledge or resolve, as an event in the log."""
+    alert_id = request.path_params["alert_id"]
+    action = request.path_params["action"]
+    if action not in ("ack", "resolve"):
+        raise HTTPException(404, "No such action.")
+    event_log = getattr(request.app.state, "event_log", None)
+    reader = _reader(request)
+    if event_log is None or reader is None:
+        raise HTTPException(503, "The event store is not available on this server yet.")
+    form = await request.form()
+    note = str(form.get("note", ""))[:MAX_NOTE]
+    branches = await allowed_branches(request)
+    alerts = await anyio.to_thread.run_sync(load_alerts, reader, time.time(), branches)
+    view = next((a for a in alerts if a.alert_id == alert_id), None)
+    if view is None:
+        raise HTTPException(404, "No such alert (or not in a branch you may see).")
+    if view.state == "resolved":
+        raise HTTPException(409, "This alert is already resolved.")
+    principal = getattr(request.state, "principal", None)
+    by = getattr(principal, "username", "") or "anonymous"
+    kind = AlertResolved if action == "resolve" else AlertAcknowledged
+    now = time.time()
+    event = kind(
+        id=new_event_id(now), ts=now, branch=view.branch, alert_id=alert_id, by=by, note=note
+    )
+    await anyio.to_thread.run_sync(event_log.append, [event])
+    await audit(request, f"alert.{type(event).__name__}", {"note": note}, target=alert_id)
+    log.info("alert %s %s by %s", alert_id, action, by)
+    view.state = "resolved" if action == "resolve" else "acknowledged"
+    view.by, view.note, view.updated = by, note, now
+    return renderer(request).page(
+        request, "_alert_item.html", alert=view, can_act=_can_act(request)
+    )
+
+
+def _can_act(request: Request) -> bool:
+    """Analysts and admins act on alerts; viewers only look."""
+    principal = getattr(request.state, "principal", None)
+    return principal is None or bool(getattr(principal, "has_role", lambda _: True)("analyst"))
