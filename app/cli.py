@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "app.commands.agents",
     "agent.run_command",  # adds `agent run` to the group agent.commands creates
     "app.commands.archive",
+    "app.commands.model",
 )
 
 

@@ -1,0 +1,120 @@
+"""The flow classifier: a scikit-learn model (joblib bundle) applied to flows in batches.
+
+The model predicts fine classes ("benign", "portscan", "synflood", ...). The verdict is taken
+at the coarse level first: P(attack) is the sum of every attack class, and a flow whose better
+of P(benign) and P(attack) is under the threshold is "unknown". Deciding on the coarse level
+matters: two attack classes that look alike per flow (a SYN scan and a SYN flood both send one
+SYN per flow) split their probability, yet the flow is certainly an attack.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import joblib
+import msgspec
+import numpy as np
+
+from app.analysis.features import FEATURE_NAMES, flow_matrix
+from storage.events import FlowClassified, FlowObserved, new_event_id
+
+log = logging.getLogger(__name__)
+BENIGN = "benign"
+
+
+class ModelError(Exception):
+    """The model file is missing, unreadable or was built for other features."""
+
+
+class ModelBundle(msgspec.Struct, frozen=True):
+    """What a model file holds besides the estimator (checked on load)."""
+
+    version: str
+    classes: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    trained_at: float
+    source: str
+
+
+class Classifier:
+    """Loads one model file and labels flows with it."""
+
+    def __init__(self, model_path: Path, threshold: float = 0.9) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ModelError(f"threshold must be in (0, 1], got {threshold}")
+        self.threshold = threshold
+        self.estimator, self.meta = load_model(model_path)
+        classes = list(self.estimator.classes_)
+        if BENIGN not in classes:
+            raise ModelError(f"{model_path}: the model has no '{BENIGN}' class")
+        self._classes = np.asarray(classes)
+        self._benign_column = classes.index(BENIGN)
+        self._attack_mask = self._classes != BENIGN
+
+    @property
+    def version(self) -> str:
+        """The model version written into every FlowClassified."""
+        return self.meta.version
+
+    def predict(self, flows: Sequence[FlowObserved]) -> list[tuple[str, str, float]]:
+        """(label, attack_type, score) per flow, in input order."""
+        if not flows:
+            return []
+        proba = self.estimator.predict_proba(flow_matrix(flows))
+        benign = proba[:, self._benign_column]
+        attack = 1.0 - benign
+        attack_only = np.where(self._attack_mask, proba, -1.0)
+        top_attack = self._classes[attack_only.argmax(axis=1)]
+        results: list[tuple[str, str, float]] = []
+        threshold = self.threshold
+        rows = zip(benign.tolist(), attack.tolist(), top_attack.tolist(), strict=True)
+        for p_benign, p_attack, kind in rows:
+            if p_attack > p_benign:
+                label = "attack" if p_attack >= threshold else "unknown"
+                results.append((label, str(kind), round(p_attack, 4)))
+            else:
+                label = BENIGN if p_benign >= threshold else "unknown"
+                results.append((label, "", round(p_benign, 4)))
+        return results
+
+    def classify(self, flows: Sequence[FlowObserved], now: float) -> list[FlowClassified]:
+        """One FlowClassified per flow (carrying the flow's id, branch and agent)."""
+        verdicts = self.predict(flows)
+        return [
+            FlowClassified(
+                id=new_event_id(now),
+                ts=now,
+                branch=flow.branch,
+                flow_id=flow.id,
+                label=label,  # type: ignore[arg-type]
+                score=score,
+                model_version=self.meta.version,
+                attack_type=kind,
+                agent_id=flow.agent_id,
+            )
+            for flow, (label, kind, score) in zip(flows, verdicts, strict=True)
+        ]
+
+
+def load_model(path: Path) -> tuple[Any, ModelBundle]:
+    """Read a joblib model file written by training.save_model; raise ModelError."""
+    try:
+        bundle = joblib.load(path)
+    except FileNotFoundError:
+        raise ModelError(
+            f"model file not found: {path} (build it: netmon model build-default)"
+        ) from None
+    except Exception as error:  # joblib raises many kinds for a corrupt file
+        raise ModelError(f"model file {path} cannot be read: {error}") from None
+    if not isinstance(bundle, dict) or "estimator" not in bundle or "meta" not in bundle:
+        raise ModelError(f"{path} is not a Netmon model file")
+    meta = msgspec.convert(bundle["meta"], ModelBundle)
+    if tuple(meta.feature_names) != FEATURE_NAMES:
+        raise ModelError(
+            f"{path} was trained on other features ({len(meta.feature_names)} columns, "
+            f"this version uses {len(FEATURE_NAMES)}): retrain it with `netmon model train`"
+        )
+    return bundle["estimator"], meta

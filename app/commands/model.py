@@ -1,0 +1,138 @@
+"""``netmon model ...``: train a flow classifier, build the default one, evaluate one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``model`` command group."""
+    parser = subparsers.add_parser("model", help="the flow classifier's model")
+    commands = parser.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
+
+    train = commands.add_parser(
+        "train", help="train from labelled JSONL or CICFlowMeter/NTLFlowLyzer CSV"
+    )
+    train.add_argument("files", nargs="+", type=Path, help="labelled .jsonl or .csv files")
+    _model_options(train)
+    train.add_argument("--trees", type=int, default=60, help="trees in the random forest")
+    train.add_argument("--seed", type=int, default=7)
+    train.set_defaults(handler=run_train)
+
+    build = commands.add_parser(
+        "build-default", help="generate the corpus and train the default model"
+    )
+    _model_options(build)
+    build.add_argument("--seed", type=int, default=7)
+    build.add_argument("--no-real-tools", action="store_true", help="crafted traffic only")
+    build.add_argument("--keep-corpus", type=Path, help="keep the pcaps and labelled JSONL here")
+    build.set_defaults(handler=run_build_default)
+
+    evaluate = commands.add_parser("evaluate", help="score a model on labelled files")
+    evaluate.add_argument("files", nargs="+", type=Path)
+    _model_options(evaluate)
+    evaluate.set_defaults(handler=run_evaluate)
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML settings file (or NETMON_CONFIG)")
+    parser.add_argument("--model", type=Path, help="model file (default: analysis.model_path)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def model_path(settings: Any, override: Path | None) -> Path:
+    """The model file: --model, else analysis.model_path, else DATA/analysis/model.joblib."""
+    if override is not None:
+        return override
+    if settings.analysis.model_path:
+        return Path(settings.analysis.model_path)
+    return Path(settings.store.data_dir) / "analysis" / "model.joblib"
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from app.settings import SettingsError, load_settings
+
+    try:
+        return load_settings(args.config)
+    except SettingsError as error:
+        print(f"netmon model: {error}", file=sys.stderr)
+        return None
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train, evaluate on the held-out quarter, save model and evaluation."""
+    from app.analysis.training import (
+        TrainingError,
+        evaluation_path,
+        format_report,
+        load_labelled,
+        save_model,
+        train_model,
+    )
+
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    target = model_path(settings, args.model)
+    try:
+        features, labels = load_labelled(args.files)
+        model, report = train_model(
+            features, labels, trees=args.trees, seed=args.seed, progress=not args.no_progress
+        )
+    except TrainingError as error:
+        print(f"netmon model train: {error}", file=sys.stderr)
+        return 2
+    source = "trained from " + ", ".join(str(f) for f in args.files)
+    version = save_model(model, report, target, source=source, labels=labels)
+    print(format_report(report))
+    print(f"model {version} saved to {target}, evaluation in {evaluation_path(target)}")
+    return 0
+
+
+def run_build_default(args: argparse.Namespace) -> int:
+    """Build the default model from the generated corpus."""
+    from app.analysis.corpus.build import build_default_model
+    from app.analysis.training import evaluation_path, format_report
+
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    target = model_path(settings, args.model)
+    version = build_default_model(
+        target,
+        seed=args.seed,
+        real_tools=not args.no_real_tools,
+        keep=args.keep_corpus,
+        progress=not args.no_progress,
+    )
+    print(format_report(json.loads(evaluation_path(target).read_text())))
+    print(f"default model {version} saved to {target}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Score an existing model on labelled files (all rows are test rows)."""
+    import numpy as np
+
+    from app.analysis.classifier import ModelError, load_model
+    from app.analysis.training import TrainingError, evaluate, format_report, load_labelled
+
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    try:
+        estimator, meta = load_model(model_path(settings, args.model))
+        features, labels = load_labelled(args.files)
+    except (ModelError, TrainingError) as error:
+        print(f"netmon model evaluate: {error}", file=sys.stderr)
+        return 2
+    print(f"model {meta.version} ({meta.source})")
+    print(format_report(evaluate(estimator, features, np.asarray(labels))))
+    return 0
