@@ -132,11 +132,15 @@ class EventLog:
             for key, group in groups.items():
                 data = _encoder.encode_lines(group)
                 parts.append((self._segment_for(key, len(data)), data, group))
+            # Durable first only when the batch spans several segments: a power loss could
+            # otherwise keep one part and lose another. A one-segment batch is written by one
+            # write(), so the record (in the page cache) still covers any process crash.
             self._journal.record(
                 [
                     BatchPart(seg.relpath, seg.size, len(data), zlib.crc32(data))
                     for seg, data, _ in parts
-                ]
+                ],
+                durable=self._fsync and len(parts) > 1,
             )
             try:
                 for segment, data, _ in parts:
@@ -150,8 +154,8 @@ class EventLog:
                 raise StoreError(f"append failed, batch not stored: {error}") from error
             self._journal.clear()
             for segment, data, group in parts:
+                segment.index.add(group, data, segment.size)
                 segment.size += len(data)
-                segment.index.add(group)
 
     def close(self) -> None:
         """Seal every open segment (writing its sidecar index) and release the writer name."""

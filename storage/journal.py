@@ -9,7 +9,8 @@ next, is therefore never half visible after recovery.
 
 Record layout: 4-byte little-endian body length, 4-byte CRC-32 of the body, JSON body. A torn
 record fails its CRC and means "no batch in flight": the segments are written only after the
-record (and, with ``durability="batch"``, after its fsync).
+record (and, with ``durability="batch"`` and more than one part, after its fsync: only a
+power loss can persist one part of a batch without another; a one-part batch is one write()).
 """
 
 from __future__ import annotations
@@ -54,11 +55,12 @@ class Journal:
         self._fsync = fsync
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
-    def record(self, parts: list[BatchPart]) -> None:
-        """Make ``parts`` the batch in flight (durable first when fsync is on)."""
+    def record(self, parts: list[BatchPart], *, durable: bool | None = None) -> None:
+        """Make ``parts`` the batch in flight (on disk before returning when ``durable``;
+        None means "when this journal fsyncs at all")."""
         body = record_encoder.encode(BatchRecord(parts=parts))
         os.pwrite(self._fd, HEADER.pack(len(body), zlib.crc32(body)) + body, 0)
-        if self._fsync:
+        if self._fsync if durable is None else durable:
             os.fdatasync(self._fd)
 
     def clear(self) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
+import mmap
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
@@ -23,7 +25,7 @@ import msgspec
 from storage.events import AnyEvent, DetectionRaised, FlowObserved, json_decoder
 from storage.names import validate_name
 from storage.positions import Position
-from storage.segment_index import SegmentIndex, read_index
+from storage.segment_index import SegmentIndex, index_path, read_index
 from storage.segments import (
     EVENTS_DIR,
     MANIFEST_SUFFIX,
@@ -238,6 +240,8 @@ class EventLogReader:
         With ``needles``, a line is decoded only if its raw bytes contain one of them; a needle
         must therefore be a byte string every wanted line contains (e.g. ``b'"10.0.0.1"'``).
         """
+        if any(not needle or b"\n" in needle for needle in needles):
+            raise ValueError("a needle must be non-empty and cannot contain a newline")
         for path in self.partition_segments(dates, branches):
             yield from self._scan_segment(path, predicate, needles)
 
@@ -251,7 +255,10 @@ class EventLogReader:
             if index is not None and not _index_may_match(index, query):
                 self.stats.segments_skipped += 1
                 continue
-            yield from self._scan_segment(path, predicate, needles)
+            if index is not None and query.ip is not None and index.ip_lines:
+                yield from self._read_lines(path, index, index.lines_of(query.ip), predicate)
+                continue
+            yield from self._scan_segment(path, predicate, needles, sealed=index is not None)
 
     def search_ip(
         self, ip: str, start: float | None = None, end: float | None = None
@@ -280,24 +287,62 @@ class EventLogReader:
         return sorted(paths)
 
     def _scan_segment(
-        self, path: Path, predicate: Callable[[AnyEvent], bool] | None, needles: Sequence[bytes]
+        self,
+        path: Path,
+        predicate: Callable[[AnyEvent], bool] | None,
+        needles: Sequence[bytes],
+        *,
+        sealed: bool | None = None,
     ) -> Iterator[AnyEvent]:
         self.stats.segments_opened += 1
+        if sealed is None:
+            sealed = index_path(path).exists()
         try:
-            data = path.read_bytes()
+            with _segment_bytes(path, mapped=sealed and bool(needles)) as data:
+                end = data.rfind(b"\n") + 1  # an unsealed segment may end in a line being written
+                if needles:
+                    spans: Iterable[tuple[int, int]] = _needle_line_spans(data, needles, end)
+                else:
+                    spans = _all_line_spans(data, end)
+                for start, stop in spans:
+                    event = self._decode(data[start:stop], path, start, data)
+                    if event is not None and (predicate is None or predicate(event)):
+                        yield event
+        except FileNotFoundError:
+            return  # removed by retention between listing and opening
+
+    def _read_lines(
+        self,
+        path: Path,
+        index: SegmentIndex,
+        offsets: list[int],
+        predicate: Callable[[AnyEvent], bool],
+    ) -> Iterator[AnyEvent]:
+        """Decode just the lines at ``offsets`` (from the sidecar) of a sealed segment."""
+        self.stats.segments_opened += 1
+        try:
+            with _segment_bytes(path, mapped=True) as data:
+                if len(data) != index.size:
+                    log.error(
+                        "sidecar of %s is for %d bytes, not %d: scanning it",
+                        path,
+                        index.size,
+                        len(data),
+                    )
+                    spans: Iterable[tuple[int, int]] = _all_line_spans(data, data.rfind(b"\n") + 1)
+                else:
+                    spans = ((start, data.find(b"\n", start)) for start in offsets)
+                for start, stop in spans:
+                    event = self._decode(data[start:stop], path, start, data)
+                    if event is not None and predicate(event):
+                        yield event
         except FileNotFoundError:
             return
-        data = data[: data.rfind(b"\n") + 1]  # an unsealed segment may end in a line being written
-        spans = _needle_line_spans(data, needles) if needles else _all_line_spans(data)
-        for start, stop in spans:
-            event = self._decode(data[start:stop], path, start, data)
-            if event is not None and (predicate is None or predicate(event)):
-                yield event
 
     # --- decoding -----------------------------------------------------------------------------
 
     def _decode(
-        self, line: bytes, path: Path, offset: int, data: bytes | None = None
+        self, line: bytes, path: Path, offset: int, data: bytes | mmap.mmap | None = None
     ) -> AnyEvent | None:
         self.stats.lines_decoded += 1
         try:
@@ -318,34 +363,51 @@ class _PollResult:
         self.consumed: dict[str, int] = {}  # final offset per segment read, past skipped lines
 
 
-def _line_number(path: Path, offset: int, data: bytes | None) -> int:
+def _line_number(path: Path, offset: int, data: bytes | mmap.mmap | None) -> int:
     """1-based line number of the line starting at ``offset`` (only computed for errors)."""
     if data is None:
         with path.open("rb") as handle:
             data = handle.read(offset)
-    return data.count(b"\n", 0, offset) + 1
+    return data[:offset].count(b"\n") + 1
 
 
-def _all_line_spans(data: bytes) -> Iterator[tuple[int, int]]:
+@contextlib.contextmanager
+def _segment_bytes(path: Path, *, mapped: bool) -> Iterator[bytes | mmap.mmap]:
+    """The segment's bytes: memory-mapped when sealed (``find`` runs at memory speed and
+    nothing is copied), read into memory when a writer may still cut a torn tail off it
+    (touching a mapped page past a truncation would kill the reader with SIGBUS)."""
+    if not mapped:
+        yield path.read_bytes()
+        return
+    with path.open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            yield b""
+            return
+        with mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ) as mapping:
+            yield mapping
+
+
+def _all_line_spans(data: bytes | mmap.mmap, end: int) -> Iterator[tuple[int, int]]:
     start = 0
-    end = len(data)
     while start < end:
-        stop = data.index(b"\n", start)
+        stop = data.find(b"\n", start, end)
         yield start, stop
         start = stop + 1
 
 
-def _needle_line_spans(data: bytes, needles: Sequence[bytes]) -> list[tuple[int, int]]:
+def _needle_line_spans(
+    data: bytes | mmap.mmap, needles: Sequence[bytes], end: int
+) -> list[tuple[int, int]]:
     """(start, stop) of every line containing a needle, found without splitting the rest."""
-    spans: set[tuple[int, int]] = set()
+    spans: list[tuple[int, int]] = []
     for needle in needles:
-        hit = data.find(needle)
+        hit = data.find(needle, 0, end)
         while hit >= 0:
             start = data.rfind(b"\n", 0, hit) + 1
-            stop = data.find(b"\n", hit)
-            spans.add((start, stop))
-            hit = data.find(needle, stop)
-    return sorted(spans)
+            stop = data.find(b"\n", hit, end)
+            spans.append((start, stop))
+            hit = data.find(needle, stop, end)
+    return spans if len(needles) == 1 else sorted(set(spans))
 
 
 def _select_dirs(parent: Path, key: str, wanted: set[str] | None) -> list[Path]:

@@ -3,15 +3,22 @@
 When a segment is sealed (rolled by size, by midnight, on close, or after a crash) the writer
 writes ``WRITER-NNNNNNNN.jsonl.idx`` next to it: the time range, counts per event type, and the
 sorted sets of IPs, ports and domains of its flows and detections. Sets are exact (not Bloom
-filters): a segment of 64 MiB holds ~120k flows but rarely more than a few thousand distinct
+filters): a segment of 64 MiB holds ~80k flows but rarely more than a few thousand distinct
 values, and an exact set also answers "which segments mention X" without false positives.
+
+It also holds, per IP, the byte offsets of the lines that mention it (``ip_lines``, little-endian
+unsigned integers of ``line_offset_bytes`` each, base64 in the JSON): a search for an IP that is
+in every segment then reads just those lines instead of scanning the whole file (about 1% of the
+segment's size for two IPs per flow).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+import sys
+from array import array
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -38,6 +45,19 @@ class SegmentIndex(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     domains: list[str] = []
     malformed_lines: int = 0
     version: int = INDEX_VERSION
+    ip_lines: dict[str, bytes] = {}
+    line_offset_bytes: int = 4
+
+    def lines_of(self, ip: str) -> list[int]:
+        """Start offsets of the lines mentioning ``ip`` (empty when none or not recorded)."""
+        packed = self.ip_lines.get(ip)
+        if not packed:
+            return []
+        offsets = array("I" if self.line_offset_bytes == 4 else "Q")
+        offsets.frombytes(packed)
+        if sys.byteorder == "big":
+            offsets.byteswap()
+        return offsets.tolist()
 
 
 index_encoder = msgspec.json.Encoder()
@@ -47,25 +67,29 @@ index_decoder = msgspec.json.Decoder(SegmentIndex)
 class IndexBuilder:
     """Accumulates the index of an open segment as batches are appended to it."""
 
-    __slots__ = ("events", "min_ts", "max_ts", "types", "ips", "ports", "domains", "malformed")
+    __slots__ = ("events", "min_ts", "max_ts", "types", "ip_lines", "ports", "domains", "malformed")
 
     def __init__(self) -> None:
         self.events = 0
         self.min_ts = float("inf")
         self.max_ts = float("-inf")
         self.types: dict[str, int] = {}
-        self.ips: set[str] = set()
+        self.ip_lines: dict[str, list[int]] = {}
         self.ports: set[int] = set()
         self.domains: set[str] = set()
         self.malformed = 0
 
-    def add(self, events: Iterable[Event]) -> None:
-        """Count ``events`` into the index."""
+    def add(self, events: Sequence[Event], lines: bytes, start: int) -> None:
+        """Count ``events``, encoded as ``lines`` written at offset ``start``, into the index."""
         types = self.types
-        ips, ports, domains = self.ips, self.ports, self.domains
+        ip_lines, ports, domains = self.ip_lines, self.ports, self.domains
         count = 0
         low, high = self.min_ts, self.max_ts
+        find = lines.find
+        cursor = 0
         for event in events:
+            line_start = start + cursor
+            cursor = find(b"\n", cursor) + 1
             count += 1
             ts = event.ts
             if ts < low:
@@ -75,8 +99,18 @@ class IndexBuilder:
             name = type(event).__name__
             types[name] = types.get(name, 0) + 1
             if isinstance(event, FlowObserved | DetectionRaised):
-                ips.add(event.src_ip)
-                ips.add(event.dst_ip)
+                src, dst = event.src_ip, event.dst_ip
+                offsets = ip_lines.get(src)
+                if offsets is None:
+                    ip_lines[src] = [line_start]
+                else:
+                    offsets.append(line_start)
+                if dst != src:
+                    offsets = ip_lines.get(dst)
+                    if offsets is None:
+                        ip_lines[dst] = [line_start]
+                    else:
+                        offsets.append(line_start)
                 ports.add(event.src_port)
                 ports.add(event.dst_port)
                 if event.domain:
@@ -87,6 +121,7 @@ class IndexBuilder:
     def build(self, segment: str, size: int) -> SegmentIndex:
         """The frozen index of the segment sealed at ``size`` bytes."""
         empty = self.events == 0
+        width = 4 if size < 2**32 else 8
         return SegmentIndex(
             segment=segment,
             size=size,
@@ -94,11 +129,20 @@ class IndexBuilder:
             min_ts=0.0 if empty else self.min_ts,
             max_ts=0.0 if empty else self.max_ts,
             types=dict(sorted(self.types.items())),
-            ips=sorted(self.ips),
+            ips=sorted(self.ip_lines),
             ports=sorted(self.ports),
             domains=sorted(self.domains),
             malformed_lines=self.malformed,
+            ip_lines={ip: _pack(offsets, width) for ip, offsets in sorted(self.ip_lines.items())},
+            line_offset_bytes=width,
         )
+
+
+def _pack(offsets: list[int], width: int) -> bytes:
+    packed = array("I" if width == 4 else "Q", offsets)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
 
 
 def index_path(segment_path: Path) -> Path:
@@ -110,9 +154,11 @@ def build_index_from_file(segment_path: Path, segment: str) -> SegmentIndex:
     """Index a segment by decoding it (used when a crash left it unsealed)."""
     builder = IndexBuilder()
     data = segment_path.read_bytes()
+    offset = 0
     for number, line in enumerate(data.split(b"\n")[:-1], start=1):
+        start, offset = offset, offset + len(line) + 1
         try:
-            builder.add((json_decoder.decode(line),))
+            builder.add((json_decoder.decode(line),), line + b"\n", start)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             builder.malformed += 1
             log.error("malformed line %s:%d while indexing: %s", segment_path, number, error)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from storage.events import FlowObserved
+from storage.segment_index import read_index
 
 DAY = 86_400.0
 T0 = 1_763_683_200.0  # 2025-11-21T00:00:00Z
@@ -35,3 +38,16 @@ def flow(
         src2dst_bytes=180,
         domain=domain,
     )
+
+
+def assert_postings_match_lines(segment: Path) -> None:
+    """Every IP's line offsets in the sidecar point at exactly the lines that mention it."""
+    index = read_index(segment)
+    assert index is not None, f"{segment} is not sealed"
+    data = segment.read_bytes()
+    assert index.size == len(data)
+    starts = [0] + [i + 1 for i, byte in enumerate(data[:-1]) if byte == 0x0A]
+    for ip in index.ips:
+        needle = b'"' + ip.encode() + b'"'
+        expected = [start for start in starts if needle in data[start : data.index(b"\n", start)]]
+        assert index.lines_of(ip) == expected, ip

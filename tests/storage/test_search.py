@@ -10,7 +10,7 @@ import pytest
 from storage.eventlog import EventLog, EventLogReader, Query
 from storage.events import AnyEvent
 from storage.segment_index import read_index
-from tests.storage.helpers import DAY, T0, flow
+from tests.storage.helpers import DAY, T0, assert_postings_match_lines, flow
 
 DAYS = 3
 BRANCHES = ("main", "lab")
@@ -108,3 +108,15 @@ def test_scan_with_needles_decodes_only_matching_lines(store: Path) -> None:
 def test_unknown_branch_name_in_a_search_is_an_error(store: Path) -> None:
     with pytest.raises(ValueError, match="invalid branch name"):
         list(EventLogReader(store).scan(None, ["../etc"]))
+
+
+def test_ip_in_every_segment_is_read_through_line_offsets_only(store: Path) -> None:
+    segments = sorted((store / "events").rglob("*.jsonl"))
+    for segment in segments:
+        assert_postings_match_lines(segment)
+    reader = EventLogReader(store)
+    found = list(reader.search(Query(ip="192.0.2.10")))  # every flow's destination
+    assert ids(found) == full_scan(store, Query(ip="192.0.2.10"))
+    assert len(found) == DAYS * len(BRANCHES) * 4 * 5 + 1
+    assert reader.stats.segments_opened == len(segments)
+    assert reader.stats.lines_decoded == len(found)  # no line was decoded in vain
