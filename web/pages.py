@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from web.analytics import agent_rows
 from web.templating import renderer
 
 DEFAULT_LIVE_ROWS = 100
@@ -46,19 +47,10 @@ async def live_page(request: Request) -> Response:
         request,
         "live.html",
         active="live",
+        agents=await agent_rows(request),
         live_available=has_route(request, "/ws/live"),
         max_rows=live_rows(request),
         branch=request.query_params.get("branch", ""),
-    )
-
-
-async def analytics_page(request: Request) -> Response:
-    """GET /analytics: 24 h / 7 day charts and top lists from the projections."""
-    return renderer(request).page(
-        request,
-        "analytics.html",
-        active="analytics",
-        available=has_route(request, "/api/v1/summary"),
     )
 
 

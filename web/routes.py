@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from app.access import SecuredRoute
-from web import alerts, pages, views
+from web import alerts, analytics, pages, views
 from web.assets import AssetCatalog, serve_asset
 from web.errors import exception_handlers
 from web.templating import Renderer
@@ -32,7 +32,7 @@ def web_routes() -> list[BaseRoute]:
         SecuredRoute(
             "/events/{event_id:str}", views.event_detail, access="viewer", methods=["GET"]
         ),
-        SecuredRoute("/analytics", pages.analytics_page, access="viewer", methods=["GET"]),
+        SecuredRoute("/analytics", analytics.analytics_page, access="viewer", methods=["GET"]),
         SecuredRoute("/windows", pages.windows_page, access="viewer", methods=["GET"]),
         SecuredRoute("/model", pages.model_page, access="viewer", methods=["GET"]),
         SecuredRoute("/archives", pages.archives_page, access="viewer", methods=["GET"]),

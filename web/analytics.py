@@ -1,0 +1,87 @@
+"""The Analytics page and the agents table: read from this replica's projections, never the log.
+
+Totals and top lists are rendered on the server (cheap: the projections are in memory); the
+time series are drawn in the browser with uPlot from ``/api/v1/summary`` (static/charts.js).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from web.principals import allowed_branches
+from web.templating import renderer
+
+TOP_K = 10
+TOP_LISTS = (
+    ("src_ip", "Top sources"),
+    ("dst_ip", "Top destinations"),
+    ("domain", "Top domains"),
+    ("dst_port", "Top destination ports"),
+    ("detection", "Top detections"),
+)
+
+
+def live_service(request: Request) -> Any:
+    """The live part's service (projections), or None when this server has none."""
+    return getattr(request.app.state, "live", None)
+
+
+async def visible_branches(request: Request, known: list[str]) -> list[str]:
+    """The known branches this principal may see (all of them for an admin)."""
+    allowed = await allowed_branches(request)
+    return sorted(known if allowed is None else set(known) & set(allowed))
+
+
+async def analytics_view(request: Request) -> dict[str, Any] | None:
+    """Totals and top lists for the page, or None without projections."""
+    from app.projections import summary, top
+
+    service = live_service(request)
+    if service is None:
+        return None
+    state = service.runner.state
+    now = service.clock()
+    known = sorted(set(state.summary.branches) | set(state.top.branches))
+    branches = await visible_branches(request, known)
+    visible = branches
+    asked = request.query_params.get("branch", "")
+    if asked:
+        branches = [b for b in branches if b == asked]
+    totals = summary.view(state.summary, branches, now)
+    tops = top.view(state.top, branches, now, hours=24, k=TOP_K)
+    return {
+        "branches": branches,
+        "visible": visible,
+        "branch": asked,
+        "last_24h": totals["last_24h"],
+        "last_7d": totals["last_7d"],
+        "tops": [(key, title, tops[key]["by_bytes"]) for key, title in TOP_LISTS],
+        "events": state.events,
+    }
+
+
+async def analytics_page(request: Request) -> Response:
+    """GET /analytics: totals, top lists and charts (``?branch=`` narrows)."""
+    view = await analytics_view(request)
+    return renderer(request).page(
+        request, "analytics.html", active="analytics", available=view is not None, view=view
+    )
+
+
+async def agent_rows(request: Request) -> list[dict[str, Any]]:
+    """The agents table of the Live page (live pushes replace rows as agents come and go)."""
+    from app.projections import agents
+
+    service = live_service(request)
+    if service is None:
+        return []
+    state = service.runner.state
+    allowed = await allowed_branches(request)
+    rows: list[dict[str, Any]] = agents.view(
+        state.agents, None if allowed is None else set(allowed), service.clock(),
+        service.agent_timeout_s,
+    )  # fmt: skip
+    return rows
