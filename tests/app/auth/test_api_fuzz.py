@@ -44,7 +44,7 @@ SCALARS = (
     st.none()
     | st.booleans()
     | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=40)
     | st.sampled_from(
         ["admin", "analyst", "viewer", "password", "north", "'; DROP TABLE users; --", "\x00"]
@@ -64,6 +64,10 @@ BODIES = st.one_of(
         lambda d: ("form", d)
     ),
     st.binary(max_size=200).map(lambda raw: ("raw", raw)),
+    # What a JSON library would not produce but a client can still send.
+    st.sampled_from([b'{"username": NaN}', b'{"limit": 1e999}', b"[", b'{"a":' * 50]).map(
+        lambda raw: ("raw", raw)
+    ),
 )
 QUERIES = st.dictionaries(st.sampled_from(KNOWN_FIELDS), st.text(max_size=20), max_size=4)
 PATH_VALUES = st.one_of(
@@ -101,7 +105,8 @@ def _path(path_format: str, route: Route, value: str) -> str:
 
 
 @settings(
-    max_examples=250,
+    max_examples=200,
+    derandomize=True,  # the same examples on every CI run; widen locally with a seed
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
