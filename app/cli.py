@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "app.commands.serve",
     "app.commands.demo",
+    "app.commands.projections",
     "app.commands.users",
     "app.commands.audit",
     "agent.commands",

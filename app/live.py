@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +37,7 @@ from storage.events import (
 log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "web" / "templates"
+RENDER_CACHE = 4096  # rendered events kept for the other clients of this replica
 
 
 class AgentStatusChanged(msgspec.Struct, frozen=True):
@@ -180,9 +182,23 @@ class LiveRenderer:
             lstrip_blocks=True,
         )
         self._encoder = msgspec.json.Encoder()
+        # Every client of this replica gets the same text for an event: render it once.
+        self._rendered: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def _once(self, event: AnyEvent, form: str, render: Callable[[AnyEvent], str]) -> str:
+        key = (event.id, form)
+        text = self._rendered.get(key)
+        if text is None:
+            text = self._rendered[key] = render(event)
+            if len(self._rendered) > RENDER_CACHE:
+                self._rendered.popitem(last=False)
+        return text
 
     def event_html(self, event: AnyEvent) -> str:
         """One event as a row prepended to #live-rows."""
+        return self._once(event, "html", self._event_html)
+
+    def _event_html(self, event: AnyEvent) -> str:
         return self.env.get_template("_live_event.html").render(**describe(event))
 
     def snapshot_html(self, events: list[AnyEvent], missed: int) -> str:
@@ -200,6 +216,9 @@ class LiveRenderer:
 
     def event_json(self, event: AnyEvent) -> str:
         """``{"type": "event", "event": {...}}``."""
+        return self._once(event, "json", self._event_json)
+
+    def _event_json(self, event: AnyEvent) -> str:
         return self._encoder.encode({"type": "event", "event": event}).decode()
 
     def snapshot_json(self, events: list[AnyEvent], missed: int) -> str:

@@ -92,13 +92,19 @@ def alert(ts: float, branch: str = "hq") -> AlertOpened:
     )
 
 
-def mixed_stream(start: float, count: int, seed: int = 7, branches: tuple[str, ...] = ("hq", "lab")) -> list:
+def mixed_stream(
+    start: float,
+    count: int,
+    seed: int = 7,
+    branches: tuple[str, ...] = ("hq", "lab"),
+    max_gap_s: float = 30.0,
+) -> list:
     """``count`` events over time: mostly flows, some critical ones, heartbeats and alerts."""
     rng = random.Random(seed)
     events = []
     ts = start
     for number in range(count):
-        ts += rng.uniform(0.0, 30.0)
+        ts += rng.uniform(0.0, max_gap_s)
         branch = rng.choice(branches)
         roll = rng.random()
         if roll < 0.02:
