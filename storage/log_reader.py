@@ -255,7 +255,7 @@ class EventLogReader:
             if index is not None and not _index_may_match(index, query):
                 self.stats.segments_skipped += 1
                 continue
-            if index is not None and query.ip is not None and index.ip_lines:
+            if index is not None and query.ip is not None and index.has_line_offsets:
                 yield from self._read_lines(path, index, index.lines_of(query.ip), predicate)
                 continue
             yield from self._scan_segment(path, predicate, needles, sealed=index is not None)

@@ -28,7 +28,7 @@ from storage.segments import INDEX_SUFFIX
 
 log = logging.getLogger("netmon.storage")
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: ip_lines added
 
 
 class SegmentIndex(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -45,12 +45,19 @@ class SegmentIndex(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     domains: list[str] = []
     malformed_lines: int = 0
     version: int = INDEX_VERSION
-    ip_lines: dict[str, bytes] = {}
+    # {ip: packed offsets}, left undecoded (msgspec skips it at memory speed) until a search
+    # for one IP needs it: most sidecars are read only to be ruled out.
+    ip_lines: msgspec.Raw = msgspec.Raw(b"{}")
     line_offset_bytes: int = 4
+
+    @property
+    def has_line_offsets(self) -> bool:
+        """Whether ``lines_of`` can be trusted (sidecars of version 1 did not record them)."""
+        return self.version >= 2
 
     def lines_of(self, ip: str) -> list[int]:
         """Start offsets of the lines mentioning ``ip`` (empty when none or not recorded)."""
-        packed = self.ip_lines.get(ip)
+        packed = ip_lines_decoder.decode(self.ip_lines).get(ip)
         if not packed:
             return []
         offsets = array("I" if self.line_offset_bytes == 4 else "Q")
@@ -62,6 +69,7 @@ class SegmentIndex(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 index_encoder = msgspec.json.Encoder()
 index_decoder = msgspec.json.Decoder(SegmentIndex)
+ip_lines_decoder = msgspec.json.Decoder(dict[str, bytes])
 
 
 class IndexBuilder:
@@ -133,7 +141,12 @@ class IndexBuilder:
             ports=sorted(self.ports),
             domains=sorted(self.domains),
             malformed_lines=self.malformed,
-            ip_lines={ip: _pack(offsets, width) for ip, offsets in sorted(self.ip_lines.items())},
+            version=INDEX_VERSION,
+            ip_lines=msgspec.Raw(
+                index_encoder.encode(
+                    {ip: _pack(offsets, width) for ip, offsets in sorted(self.ip_lines.items())}
+                )
+            ),
             line_offset_bytes=width,
         )
 

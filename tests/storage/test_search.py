@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from storage.eventlog import EventLog, EventLogReader, Query
 from storage.events import AnyEvent
-from storage.segment_index import read_index
+from storage.segment_index import read_index, write_index
 from tests.storage.helpers import DAY, T0, assert_postings_match_lines, flow
 
 DAYS = 3
@@ -120,3 +121,13 @@ def test_ip_in_every_segment_is_read_through_line_offsets_only(store: Path) -> N
     assert len(found) == DAYS * len(BRANCHES) * 4 * 5 + 1
     assert reader.stats.segments_opened == len(segments)
     assert reader.stats.lines_decoded == len(found)  # no line was decoded in vain
+
+
+def test_sidecars_without_line_offsets_fall_back_to_scanning(store: Path) -> None:
+    for segment in (store / "events").rglob("*.jsonl"):
+        index = read_index(segment)
+        assert index is not None
+        old = msgspec.structs.replace(index, version=1, ip_lines=msgspec.Raw(b"{}"))
+        write_index(segment, old, fsync=False)
+    query = Query(ip="192.0.2.10")
+    assert ids(list(EventLogReader(store).search(query))) == full_scan(store, query)
