@@ -212,15 +212,26 @@ class Cluster:
 
         return AgentRegistry(self.data_dir, self.env["NETMON_SERVER__SECRET_KEY"]).add(name, branch)
 
-    def login(self) -> dict[str, str]:
-        """Headers of a logged-in admin (OAuth2 password grant through nginx)."""
+    def login(self, username: str = "admin", password: str | None = None) -> dict[str, str]:
+        """Headers of a logged-in user (OAuth2 password grant through nginx); admin by default."""
         answer = httpx.post(
             f"{self.url}/api/v1/auth/token",
-            data={"grant_type": "password", "username": "admin", "password": self.password},
+            data={"grant_type": "password", "username": username, "password": password or self.password},
             timeout=30,
         )
         answer.raise_for_status()
         return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    def create_user(self, username: str, role: str, branches: list[str]) -> dict[str, str]:
+        """Create a user through the admin API and return its login headers."""
+        answer = httpx.post(
+            f"{self.url}/api/v1/users",
+            json={"username": username, "role": role, "branches": branches},
+            headers=self.login(),
+            timeout=30,
+        )
+        answer.raise_for_status()
+        return self.login(username, answer.json()["password"])
 
 
 class Agent:
