@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -93,6 +95,19 @@ def _run(args: argparse.Namespace, source: Any, config: Any, stop: Any = None) -
     return 0
 
 
+def _stop_on_signals() -> threading.Event:
+    """SIGINT/SIGTERM ask the pipeline to stop and flush (set explicitly: a background job
+    started by a non-interactive shell inherits an ignored SIGINT)."""
+    stopping = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stopping
+
+
 def run_replay(args: argparse.Namespace) -> int:
     """``netmon agent replay FILE``."""
     from agent.capture import CaptureError, FileSource
@@ -107,7 +122,7 @@ def run_replay(args: argparse.Namespace) -> int:
             loop=args.loop,
             progress=not args.no_progress,
         )
-        return _run(args, source, config)
+        return _run(args, source, config, _stop_on_signals().is_set)
     except CaptureError as error:
         log.error("%s", error)
         return error.exit_code
@@ -127,8 +142,12 @@ def run_capture(args: argparse.Namespace) -> int:
     except CaptureError as error:
         log.error("%s", error)
         return error.exit_code
-    deadline = time.monotonic() + args.duration if args.duration > 0 else 0.0
-    stop = (lambda: time.monotonic() >= deadline) if deadline else None
+    deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+    stopping = _stop_on_signals()
+
+    def stop() -> bool:
+        return stopping.is_set() or time.monotonic() >= deadline
+
     log.info("capturing on %s%s", interface, f" (filter {bpf!r})" if bpf else "")
     try:
         return _run(args, source, config, stop)

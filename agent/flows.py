@@ -81,11 +81,15 @@ class FlowTable:
         flow = self.flows.get(key)
         if flow is None:
             flow = self._create(key, ts, seq)
-        elif ts - flow.last > self.config.idle_timeout or (
-            flow.closed_at
-            and (flags & 0x12 == 0x02 or ts - flow.closed_at > self.config.tcp_close_grace)
+        elif (
+            ts - flow.last > self.config.idle_timeout
+            or ts - flow.first >= self.config.active_timeout
+            or (
+                flow.closed_at
+                and (flags & 0x12 == 0x02 or ts - flow.closed_at > self.config.tcp_close_grace)
+            )
         ):
-            self._end(flow, flow.end_reason or "idle", ts)
+            self._end(flow, self._due_reason(flow, ts), ts)
             flow = self._create(key, ts, seq)
         if key is flow.key or key == flow.key:
             stats = flow.fwd
@@ -215,6 +219,12 @@ class FlowTable:
         idle = flow.last + config.idle_timeout
         active = flow.first + config.active_timeout
         return (idle, "idle") if idle <= active else (active, "active")
+
+    def _due_reason(self, flow: Flow, ts: float) -> str:
+        """Why a flow that a new packet cannot join ends."""
+        if flow.closed_at:
+            return flow.end_reason
+        return "idle" if ts - flow.last > self.config.idle_timeout else "active"
 
     def _end(self, flow: Flow, reason: str, ts: float) -> None:
         if flow.done:

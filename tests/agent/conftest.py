@@ -24,7 +24,8 @@ from agent.config import AgentConfig
 from agent.pipeline import PipelineStats, run_pipeline
 from storage.events import AgentHeartbeat, DetectionRaised, Event, FlowObserved
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+DATA_DIR = REPO_ROOT / "tests" / "data"
 MARKER_IP = "127.77.0.254"
 MARKER_PORT = 19999
 

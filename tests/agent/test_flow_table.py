@@ -1,0 +1,138 @@
+"""Flow life cycle: timeouts, teardown, eviction, bounded expiry scans, features."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+from scapy.packet import Packet
+from scapy.utils import wrpcap
+
+from agent.config import AgentConfig
+from storage.events import FlowObserved
+
+from .conftest import flows_of, heartbeats_of, replay
+
+T0 = 1_700_000_000.0
+
+
+def udp(t: float, sport: int = 5000, forward: bool = True, size: int = 10) -> Packet:
+    src, dst, sp, dp = ("10.9.0.1", "10.9.0.2", sport, 6000)
+    if not forward:
+        src, dst, sp, dp = dst, src, dp, sp
+    packet = Ether() / IP(src=src, dst=dst) / UDP(sport=sp, dport=dp) / (b"x" * size)
+    packet.time = T0 + t
+    return packet
+
+
+def tcp(t: float, flags: str, forward: bool = True, sport: int = 7000) -> Packet:
+    src, dst, sp, dp = ("10.9.0.1", "10.9.0.2", sport, 80)
+    if not forward:
+        src, dst, sp, dp = dst, src, dp, sp
+    packet = Ether() / IP(src=src, dst=dst) / TCP(sport=sp, dport=dp, flags=flags)
+    packet.time = T0 + t
+    return packet
+
+
+def run(
+    tmp_path: Path, packets: list[Packet], **config: object
+) -> tuple[list[FlowObserved], object]:
+    path = tmp_path / "flows.pcap"
+    wrpcap(str(path), packets)
+    events, stats = replay(path, AgentConfig(agent_id="t", **config))  # type: ignore[arg-type]
+    return flows_of(events), (events, stats)
+
+
+def test_idle_timeout_splits_flows(tmp_path: Path) -> None:
+    flows, _ = run(tmp_path, [udp(0), udp(1, forward=False), udp(40), udp(41)], idle_timeout=30.0)
+    assert [(f.end_reason, f.src2dst_packets, f.dst2src_packets) for f in flows] == [
+        ("idle", 1, 1),
+        ("shutdown", 2, 0),
+    ]
+    assert flows[0].ts >= flows[0].last_seen
+
+
+def test_idle_timeout_expires_on_ticks_of_other_traffic(tmp_path: Path) -> None:
+    packets = [udp(0)] + [udp(t, sport=5001) for t in range(1, 40, 2)]
+    flows, _ = run(tmp_path, packets, idle_timeout=10.0)
+    first = next(f for f in flows if f.src_port == 5000)
+    assert first.end_reason == "idle"
+    assert T0 + 10.0 <= first.ts <= T0 + 12.0  # exported by a tick, not at the end
+
+
+def test_active_timeout_cuts_long_flows(tmp_path: Path) -> None:
+    packets = [udp(t) for t in range(0, 100, 5)]
+    flows, _ = run(tmp_path, packets, idle_timeout=30.0, active_timeout=50.0)
+    assert flows[0].end_reason == "active"
+    assert flows[0].last_seen - flows[0].first_seen < 50.0
+    assert sum(f.src2dst_packets for f in flows) == 20
+
+
+def test_fin_teardown_keeps_the_last_ack_and_new_syn_starts_a_new_flow(tmp_path: Path) -> None:
+    session = [
+        tcp(0.0, "S"),
+        tcp(0.1, "SA", forward=False),
+        tcp(0.2, "A"),
+        tcp(0.3, "FA"),
+        tcp(0.4, "FA", forward=False),
+        tcp(0.5, "A"),  # the last ACK, after both FINs
+        tcp(0.6, "S"),  # the same ports again: a new connection
+        tcp(0.7, "RA", forward=False),
+    ]
+    flows, _ = run(tmp_path, session)
+    assert [(f.end_reason, f.src2dst_packets, f.dst2src_packets) for f in flows] == [
+        ("fin", 4, 2),
+        ("rst", 1, 1),
+    ]
+    features = flows[0].features
+    assert features.syn_count == 2 and features.fin_count == 2 and features.ack_count == 5
+    assert features.handshake_duration == pytest.approx(0.2)
+
+
+def test_full_table_evicts_and_counts(tmp_path: Path) -> None:
+    packets = [udp(i * 0.01, sport=5000 + i) for i in range(10)]
+    flows, (events, stats) = run(tmp_path, packets, max_flows=4)
+    reasons = [f.end_reason for f in flows]
+    assert reasons.count("evicted") == 6 and len(flows) == 10
+    assert stats.flows_evicted == 6  # type: ignore[attr-defined]
+    assert heartbeats_of(events)[-1].flows_evicted == 6
+
+
+def test_expiry_scan_is_bounded_per_tick(tmp_path: Path) -> None:
+    packets = [udp(0.001 * i, sport=5000 + i) for i in range(50)] + [
+        udp(20 + i, sport=4000) for i in range(5)
+    ]
+    flows, _ = run(tmp_path, packets, idle_timeout=5.0, expiry_scan_per_tick=10)
+    idle = sorted(f.ts for f in flows if f.end_reason == "idle")
+    # 50 flows due at once, at most 10 per tick: five distinct ticks export them.
+    assert len(idle) == 50 and len(set(idle)) == 5
+
+
+def test_features_are_the_statistics_of_the_packets(tmp_path: Path) -> None:
+    times = [0.0, 0.5, 1.5, 3.0]
+    sizes = [10, 20, 30, 100]
+    packets = [udp(t, size=s) for t, s in zip(times, sizes, strict=True)]
+    packets.append(udp(3.5, forward=False, size=1))
+    (flow,) = run(tmp_path, packets)[0]
+    lengths = [42 + s for s in sizes]
+    mean = sum(lengths) / 4
+    std = math.sqrt(sum((x - mean) ** 2 for x in lengths) / 3)
+    f = flow.features
+    assert (f.fwd_pkt_len_min, f.fwd_pkt_len_max) == (52.0, 142.0)
+    assert f.fwd_pkt_len_mean == pytest.approx(mean) and f.fwd_pkt_len_std == pytest.approx(std)
+    assert (f.fwd_iat_min, f.fwd_iat_max) == (pytest.approx(0.5), pytest.approx(1.5))
+    assert f.fwd_iat_mean == pytest.approx(1.0) and f.fwd_iat_std == pytest.approx(0.5)
+    assert f.flow_iat_mean == pytest.approx(3.5 / 4)
+    assert f.duration == pytest.approx(3.5) and f.down_up_ratio == 0.25
+    assert f.packets_per_s == pytest.approx(5 / 3.5)
+    assert flow.src2dst_payload_bytes == 160 and flow.dst2src_payload_bytes == 1
+
+
+def test_active_and_idle_periods(tmp_path: Path) -> None:
+    packets = [udp(0), udp(1), udp(10), udp(12)]  # a 9 s gap with a 5 s activity threshold
+    (flow,) = run(tmp_path, packets)[0]
+    assert flow.features.idle_mean == pytest.approx(9.0)
+    assert flow.features.active_mean == pytest.approx(1.5)  # (1 + 2) / 2
