@@ -23,8 +23,9 @@ from pathlib import Path
 import msgspec
 
 from archive.layout import PartitionKey, events_dir, partition_dir
+from archive.zipfiles import Counts
 from storage.journal import HEADER, record_decoder
-from storage.segment_index import index_path, read_index
+from storage.segment_index import SegmentIndex, index_path, read_index
 from storage.segments import INDEX_SUFFIX, SEGMENT_SUFFIX, WRITERS_DIR
 
 log = logging.getLogger("netmon.archive")
@@ -48,6 +49,7 @@ class SegmentFile:
     path: Path
     size: int
     mtime_ns: int
+    counts: Counts  # from the sidecar index the writer made when it sealed the segment
     sidecars: tuple[LiveFile, ...] = ()
 
 
@@ -99,8 +101,9 @@ def plan_partition(
             stat = path.stat()
         except FileNotFoundError:
             continue
-        reason = _held_reason(path, relpath, stat, now, grace_s, journaled)
-        if reason:
+        index = read_index(path)
+        reason = _held_reason(index, relpath, stat, now, grace_s, journaled)
+        if reason or index is None:
             plan.held_back.append((relpath, reason))
             continue
         sidecar = index_path(path)
@@ -110,6 +113,7 @@ def plan_partition(
                 path=path,
                 size=stat.st_size,
                 mtime_ns=stat.st_mtime_ns,
+                counts=_counts(index),
                 sidecars=(LiveFile(f"{relfolder}/{sidecar.name}", sidecar),),
             )
         )
@@ -117,9 +121,13 @@ def plan_partition(
 
 
 def _held_reason(
-    path: Path, relpath: str, stat: os.stat_result, now: float, grace_s: float, journaled: set[str]
+    index: SegmentIndex | None,
+    relpath: str,
+    stat: os.stat_result,
+    now: float,
+    grace_s: float,
+    journaled: set[str],
 ) -> str:
-    index = read_index(path)
     if index is None:
         return "not sealed by its writer (no sidecar index)"
     if index.size != stat.st_size:
@@ -129,6 +137,12 @@ def _held_reason(
     if relpath in journaled:
         return "named in its writer's batch journal"
     return ""
+
+
+def _counts(index: SegmentIndex) -> Counts:
+    if index.events == 0:
+        return Counts(malformed=index.malformed_lines)
+    return Counts(index.events, index.malformed_lines, index.min_ts, index.max_ts)
 
 
 def orphan_sidecars(data_dir: Path, key: PartitionKey) -> list[Path]:

@@ -78,6 +78,33 @@ class ArchiveBusyError(ArchiveError):
     """Another archive run holds the lock."""
 
 
+class ArchiveSettingsError(ArchiveError):
+    """Archive settings that cannot work together; the message names them."""
+
+
+def check_settings(settings: ArchiveSettings) -> None:
+    """Refuse settings that would lose data or never finish (raise ArchiveSettingsError)."""
+    problems = []
+    if settings.after_days < 0:
+        problems.append(f"archive.after_days must be 0 or more, not {settings.after_days}")
+    if settings.retain_days < 0:
+        problems.append(f"archive.retain_days must be 0 (keep) or more, not {settings.retain_days}")
+    elif 0 < settings.retain_days <= settings.after_days:
+        # Every archive would be deleted by the run that made it.
+        problems.append(
+            f"archive.retain_days ({settings.retain_days}) must be more than "
+            f"archive.after_days ({settings.after_days}), or 0 to keep archives"
+        )
+    if not 0 <= settings.compress_level <= 9:
+        problems.append(f"archive.compress_level must be 0-9, not {settings.compress_level}")
+    if settings.grace_s < 0 or settings.interval_s <= 0:
+        problems.append("archive.grace_s must be 0 or more and archive.interval_s more than 0")
+    if not 0 <= settings.min_free_percent < 100:
+        problems.append(f"archive.min_free_percent must be 0-99, not {settings.min_free_percent}")
+    if problems:
+        raise ArchiveSettingsError("; ".join(problems))
+
+
 class Deletion(msgspec.Struct, frozen=True):
     """An archive deleted (or, in a dry run, to be deleted) and why."""
 
@@ -143,6 +170,7 @@ class ArchiveManager:
         steps: StepCounter | None = None,
         progress: bool | None = None,
     ) -> None:
+        check_settings(settings)
         self.data_dir = data_dir
         self.settings = settings
         self._clock = clock
@@ -314,7 +342,7 @@ class ArchiveManager:
                     for member in previous.members:
                         writer.copy_member(old, member)
             for segment in new:
-                member = writer.add_file(segment.relpath, segment.path, progress)
+                member = writer.add_file(segment.relpath, segment.path, progress, segment.counts)
                 if member.size != segment.size:
                     raise ArchiveError(f"{segment.relpath} changed while it was archived")
                 for sidecar in segment.sidecars:

@@ -87,8 +87,21 @@ _manifest_decoder = msgspec.json.Decoder(Manifest)
 _encoder = msgspec.json.Encoder()
 
 
+class Counts(msgspec.Struct, frozen=True):
+    """Events, unreadable lines and time range of one segment."""
+
+    events: int = 0
+    malformed: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+
+
 class _LineStats:
-    """Counts events and the time range of JSON lines fed in arbitrary chunks."""
+    """Counts events and the time range of JSON lines fed in arbitrary chunks.
+
+    Only for segments without a trustworthy sidecar index: decoding every line for its ``ts``
+    costs more than deflating it at level 1.
+    """
 
     def __init__(self) -> None:
         self.events = 0
@@ -104,10 +117,11 @@ class _LineStats:
         if cut:
             self._count(data[:cut])
 
-    def finish(self) -> None:
+    def finish(self) -> Counts:
         if self._rest.strip():
             self.malformed += 1  # a last line without its newline: torn, kept, not counted
         self._rest = b""
+        return Counts(self.events, self.malformed, self.first_ts, self.last_ts)
 
     def _count(self, lines: bytes) -> None:
         try:
@@ -131,20 +145,20 @@ class _LineStats:
 
 
 def _copy_counted(
-    source: IO[bytes], target: IO[bytes], count_lines: bool, progress: Callable[[int], None]
-) -> tuple[int, str, _LineStats]:
+    source: IO[bytes], target: IO[bytes], counts: Counts | None, progress: Callable[[int], None]
+) -> tuple[int, str, Counts]:
+    """Stream ``source`` into ``target``, hashing it; count its lines unless ``counts`` given."""
     digest = hashlib.sha256()
-    stats = _LineStats()
+    stats = _LineStats() if counts is None else None
     size = 0
     while chunk := source.read(CHUNK):
         digest.update(chunk)
         target.write(chunk)
-        if count_lines:
+        if stats is not None:
             stats.feed(chunk)
         size += len(chunk)
         progress(len(chunk))
-    stats.finish()
-    return size, digest.hexdigest(), stats
+    return size, digest.hexdigest(), stats.finish() if stats is not None else counts or Counts()
 
 
 def is_segment(name: str) -> bool:
@@ -165,17 +179,27 @@ class ArchiveWriter:
         self._members: list[ArchiveMember] = []
 
     def add_file(
-        self, name: str, source: Path, progress: Callable[[int], None] = lambda n: None
+        self,
+        name: str,
+        source: Path,
+        progress: Callable[[int], None] = lambda n: None,
+        counts: Counts | None = None,
     ) -> ArchiveMember:
-        """Copy a live file into the archive as ``name``, counting its events as it streams."""
+        """Copy a live file into the archive as ``name``.
+
+        A segment's events are counted as it streams unless ``counts`` (from its sidecar
+        index) are given; other files count nothing.
+        """
+        if counts is None and not is_segment(name):
+            counts = Counts()
         stat = source.stat()
         info = self._info(zipfile.ZipInfo.from_file(source, arcname=name))
         with (
             source.open("rb") as handle,
             self._zip.open(info, "w", force_zip64=stat.st_size >= ZIP64_THRESHOLD) as target,
         ):
-            size, sha, stats = _copy_counted(handle, target, is_segment(name), progress)
-        return self._add(name, size, sha, stats, stat.st_mtime)
+            size, sha, counts = _copy_counted(handle, target, counts, progress)
+        return self._add(name, size, sha, counts, stat.st_mtime)
 
     def copy_member(
         self,
@@ -191,12 +215,13 @@ class ArchiveWriter:
                 source.open(member.name) as handle,
                 self._zip.open(info, "w", force_zip64=member.size >= ZIP64_THRESHOLD) as target,
             ):
-                size, sha, stats = _copy_counted(handle, target, is_segment(member.name), progress)
+                counts = Counts(member.events, member.malformed, member.first_ts, member.last_ts)
+                size, sha, counts = _copy_counted(handle, target, counts, progress)
         except (*ZIP_READ_ERRORS, KeyError) as error:
             raise ArchiveCorruptError(f"{source.filename}: {member.name}: {error}") from None
         if (size, sha) != (member.size, member.sha256):
             raise ArchiveCorruptError(f"{source.filename}: {member.name} does not match manifest")
-        return self._add(member.name, size, sha, stats, member.mtime)
+        return self._add(member.name, size, sha, counts, member.mtime)
 
     def _info(self, info: zipfile.ZipInfo) -> zipfile.ZipInfo:
         info.compress_type = zipfile.ZIP_DEFLATED
@@ -205,9 +230,7 @@ class ArchiveWriter:
         setattr(info, level, self._level)
         return info
 
-    def _add(
-        self, name: str, size: int, sha: str, stats: _LineStats, mtime: float
-    ) -> ArchiveMember:
+    def _add(self, name: str, size: int, sha: str, stats: Counts, mtime: float) -> ArchiveMember:
         member = ArchiveMember(
             name=name,
             size=size,

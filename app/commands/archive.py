@@ -46,16 +46,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _manager(args: argparse.Namespace, crash_at: int = 0) -> Any:
     from app.settings import SettingsError, load_settings
-    from archive.manager import ArchiveManager, StepCounter
+    from archive.manager import ArchiveManager, ArchiveSettingsError, StepCounter
 
     try:
         settings = load_settings(args.config)
-    except SettingsError as error:
+        return ArchiveManager(
+            settings.data_dir, settings.archive, steps=StepCounter(crash_at), progress=args.progress
+        )
+    except (SettingsError, ArchiveSettingsError) as error:
         print(f"netmon archive: {error}", file=sys.stderr)
         return None
-    return ArchiveManager(
-        settings.data_dir, settings.archive, steps=StepCounter(crash_at), progress=args.progress
-    )
 
 
 def run_once(args: argparse.Namespace) -> int:

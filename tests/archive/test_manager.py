@@ -182,7 +182,7 @@ def test_disk_guard_deletes_the_oldest_archives_until_free_space_is_back(tmp_pat
 
 def test_disk_guard_never_touches_live_events(tmp_path: Path) -> None:
     ids = populate(tmp_path, days_ago=[0, 3], branches=["hq"])
-    settings = msgspec.structs.replace(SETTINGS, min_free_percent=100.0)
+    settings = msgspec.structs.replace(SETTINGS, min_free_bytes=1 << 62)
     summary = ArchiveManager(tmp_path, settings).run_once()
     assert archived_ids(tmp_path) == []
     assert sorted(live_ids(tmp_path)) == sorted(e for e in ids if e.startswith("e-0-"))
