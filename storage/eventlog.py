@@ -210,11 +210,20 @@ class EventLog:
         return StoreError(f"batch rejected, nothing stored: event {position}: {reason}")
 
     def _undo(self, parts: list[tuple[_OpenSegment, bytes, list[Event]]]) -> None:
+        """Cut a failed batch off again and seal the segments it touched: a reader may have
+        read past the cut, so nothing may ever be appended at those offsets again."""
         for segment, _, _ in parts:
             try:
                 os.ftruncate(segment.fd, segment.size)
             except OSError as error:  # the journal will cut it on the next open
                 log.error("could not cut a failed write from %s: %s", segment.path, error)
+        for key, segment in list(self._open.items()):
+            if any(segment is touched for touched, _, _ in parts):
+                del self._open[key]
+                try:
+                    self._seal(segment)
+                except OSError as error:  # sealed by recovery on the next open
+                    log.error("could not seal %s after a failed write: %s", segment.path, error)
 
     # --- segments -----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import mmap
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -107,6 +108,7 @@ class EventLogReader:
         self.events_dir = Path(root) / EVENTS_DIR
         self.stats = ReaderStats()
         self._manifests: dict[str, _WriterManifest] = {}
+        self._manifests_lock = threading.Lock()  # one reader may serve several threads
         self._cursor = 0  # where the next poll starts, so one busy segment cannot starve others
 
     # --- tailing ------------------------------------------------------------------------------
@@ -140,23 +142,25 @@ class EventLogReader:
 
     def segments(self) -> list[str]:
         """Every segment the writers' manifests list, in (writer, creation) order."""
-        self._refresh_manifests()
-        return [
-            segment
-            for name in sorted(self._manifests)
-            for segment in self._manifests[name].segments
-        ]
+        with self._manifests_lock:
+            self._refresh_manifests_locked()
+            return [
+                segment
+                for name in sorted(self._manifests)
+                for segment in self._manifests[name].segments
+            ]
 
     def _poll(self, position: Position, max_events: int) -> _PollResult:
-        self._refresh_manifests()
         pending: list[tuple[str, int]] = []  # (segment, offset) that may hold new lines
-        for name in sorted(self._manifests):
-            manifest = self._manifests[name]
-            for segment in manifest.segments:
-                offset = position.offsets.get(segment, 0)
-                sealed_size = manifest.sealed.get(segment)
-                if sealed_size is None or offset < sealed_size:
-                    pending.append((segment, offset))
+        with self._manifests_lock:
+            self._refresh_manifests_locked()
+            for name in sorted(self._manifests):
+                manifest = self._manifests[name]
+                for segment in manifest.segments:
+                    offset = position.offsets.get(segment, 0)
+                    sealed_size = manifest.sealed.get(segment)
+                    if sealed_size is None or offset < sealed_size:
+                        pending.append((segment, offset))
         result = _PollResult()
         if not pending:
             return result
@@ -195,7 +199,7 @@ class EventLogReader:
                 taken += 1
         result.consumed[segment] = offset + cursor  # also past malformed lines that were skipped
 
-    def _refresh_manifests(self) -> None:
+    def _refresh_manifests_locked(self) -> None:
         writers_dir = self.events_dir / WRITERS_DIR
         try:
             names = [

@@ -122,3 +122,20 @@ def test_malformed_lines_are_reported_with_file_and_line_and_skipped(
         position.offsets[segment.relative_to(tmp_path / "events").as_posix()]
         == segment.stat().st_size
     )
+
+
+def test_failed_write_stores_nothing_of_the_batch_and_the_log_goes_on(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.storage.writer_child", "fsize", str(tmp_path), "victim",
+         "30000", "40"],
+        cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    *returned, failure = done.stdout.splitlines()
+    assert failure.startswith(f"failed {len(returned)} append failed, batch not stored")
+    assert "File too large" in failure
+    assert batches_present(tmp_path) == {
+        **{f"victim:{n}": 40 for n in range(len(returned))},
+        "after:0": 40,
+    }
+    for segment in (tmp_path / "events").rglob("*.jsonl"):
+        assert_postings_match_lines(segment)  # every segment sealed, index matching its bytes

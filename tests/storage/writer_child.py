@@ -5,16 +5,20 @@ Modes (each prints one line per batch on stdout, flushed, only after ``append`` 
   count ROOT WRITER N SIZE    append N such batches, close the log, exit
   crash ROOT WRITER N SIZE    append N such batches and exit without closing (like a crash)
   ondemand ROOT WRITER        append one event stamped with time.time() per line read on stdin
+  fsize ROOT WRITER LIMIT N   with files capped at LIMIT bytes, append N-event batches until one
+                              fails, print "failed K", lift the cap, append batch "after", close
 """
 
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import sys
 import time
 from pathlib import Path
 
-from storage.eventlog import EventLog
+from storage.eventlog import EventLog, StoreError
 from tests.storage.helpers import DAY, T0, flow
 
 BRANCHES = ("main", "lab")
@@ -58,6 +62,23 @@ def main(mode: str, root: str, writer: str, *args: str) -> None:
         for number, _ in enumerate(sys.stdin):
             log.append([flow(f"{writer}:{number}", ts=time.time())])
             report(str(number))
+        log.close()
+        return
+    if mode == "fsize":
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the cap then fails: EFBIG
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(args[0]), hard))
+        number = 0
+        while True:
+            try:
+                log.append(batch(writer, number, int(args[1])))
+            except StoreError as error:
+                report(f"failed {number} {error}")
+                break
+            report(str(number))
+            number += 1
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        log.append(batch("after", 0, int(args[1])))
         log.close()
         return
     raise SystemExit(f"unknown mode {mode!r}")
