@@ -99,7 +99,7 @@ def _reader(request: Request) -> Any:
         from web.views import event_source
 
         source = event_source(request)
-    return None if source is None else source.reader
+    return None if source is None else source.new_reader()
 
 
 async def alerts_page(request: Request) -> Response:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from web.analytics import agent_rows
+from web.principals import allowed_branches
 from web.templating import renderer
 
 DEFAULT_LIVE_ROWS = 100
@@ -68,18 +70,32 @@ async def model_page(request: Request) -> Response:
     )
 
 
-async def archives_page(request: Request) -> Response:
-    """GET /archives: sealed ZIPs per date and branch, with downloads."""
-    return renderer(request).page(
-        request,
-        "archives.html",
-        active="archives",
-        available=has_route(request, "/api/v1/archives"),
-    )
-
-
 async def admin_page(request: Request) -> Response:
     """GET /admin: users and agents (admins only)."""
     return renderer(request).page(
         request, "admin.html", active="admin", available=has_route(request, "/api/v1/users")
+    )
+
+
+async def archives_page(request: Request) -> Response:
+    """GET /archives: sealed ZIPs per date and branch, with downloads for analysts."""
+    try:
+        from archive.downloads import archive_listing
+    except ImportError:
+        archive_listing = None
+    entries: list[dict[str, Any]] = []
+    if archive_listing is not None:
+        allowed = await allowed_branches(request)
+        branches = None if allowed is None else frozenset(allowed)
+        data_dir = request.app.state.settings.data_dir
+        entries = await anyio.to_thread.run_sync(archive_listing, data_dir, branches)
+        entries.reverse()  # newest first
+    principal = getattr(request.state, "principal", None)
+    return renderer(request).page(
+        request,
+        "archives.html",
+        active="archives",
+        available=archive_listing is not None,
+        archives=entries,
+        can_download=principal is None or principal.has_role("analyst"),
     )

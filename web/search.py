@@ -50,15 +50,15 @@ class EventSource:
     """Events of one UTC date matching a query, through the store's sidecar indexes when a
     single IP or port is asked for (segments that cannot hold it are never opened)."""
 
-    def __init__(self, reader: Reader) -> None:
-        self.reader = reader
+    def __init__(self, reader: Callable[[], Reader]) -> None:
+        self.new_reader = reader  # one per search: archive readers keep ZIPs open per scan
 
     def day(self, query: EventQuery, day: dt.date, branches: Sequence[str] | None) -> Iterable[Any]:
         """Matches of ``query`` on ``day`` in ``branches`` (None = all)."""
         indexed = _store_query(query, day, branches)
         if indexed is not None:
-            return (e for e in self.reader.search(indexed) if query.matches(e))
-        return self.reader.scan([day], branches, query.matches, needles=query.needles())
+            return (e for e in self.new_reader().search(indexed) if query.matches(e))
+        return self.new_reader().scan([day], branches, query.matches, needles=query.needles())
 
     def find(self, event_id: str, branches: Sequence[str] | None) -> Any:
         """The event with this id (ids start with their creation time: scan that date +-1)."""
@@ -69,7 +69,8 @@ class EventSource:
             return None
         dates = [day, day - dt.timedelta(days=1), day + dt.timedelta(days=1)]
         wanted = lambda e: e.id == event_id  # noqa: E731
-        for event in self.reader.scan(dates, branches, wanted, needles=[event_id.encode()]):
+        scan = self.new_reader().scan(dates, branches, wanted, needles=[event_id.encode()])
+        for event in scan:
             return event
         return None
 
@@ -273,9 +274,17 @@ def _defuse(text: str) -> str:
 
 
 def store_source(data_dir: Path) -> EventSource | None:
-    """Search over the live segments (and archives, once that exists); None before the store."""
+    """Search over live segments and archives alike (the archive part's merged reader, when this
+    build has it: results are the same before and after a date is archived); None without a store.
+    """
+    try:
+        from archive.reader import LogReader
+
+        return EventSource(lambda: LogReader(data_dir))
+    except ImportError:
+        pass
     try:
         from storage.log_reader import EventLogReader
     except ImportError:
         return None
-    return EventSource(EventLogReader(data_dir))
+    return EventSource(lambda: EventLogReader(data_dir))

@@ -14,7 +14,8 @@ from starlette.responses import Response
 from app.access import SecuredRoute
 from web.errors import exception_handlers
 
-PAGES = ["/", "/analytics", "/windows", "/model", "/archives", "/admin"]
+PAGES = ["/", "/analytics", "/windows", "/model", "/admin"]
+EMPTY = [("/alerts", "No alerts"), ("/archives", "No archives yet")]
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -26,6 +27,14 @@ async def test_page_without_its_back_end_says_not_available(
     assert "not available yet" in response.text
     assert 'aria-current="page"' in response.text
     assert "script-src 'self'" in response.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(("path", "title"), EMPTY)
+async def test_page_with_nothing_to_show_says_so(
+    client: httpx.AsyncClient, path: str, title: str
+) -> None:
+    response = await client.get(path)
+    assert response.status_code == 200 and title in response.text
 
 
 async def test_kiosk_mode_drops_the_chrome(client: httpx.AsyncClient) -> None:
