@@ -9,6 +9,7 @@ Live partitions are ``DATA/events/date=YYYY-MM-DD/branch=NAME/`` (the store's la
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
@@ -76,13 +77,15 @@ def partition_dir(data_dir: Path, key: PartitionKey) -> Path:
     return events_dir(data_dir) / f"date={key.day.isoformat()}" / f"branch={key.branch}"
 
 
-def live_partitions(data_dir: Path) -> list[PartitionKey]:
-    """Every live partition folder, sorted; folders whose names do not parse are skipped."""
+def live_partitions(data_dir: Path, dates: Iterable[date] | None = None) -> list[PartitionKey]:
+    """Live partition folders (of ``dates`` only, when given), sorted; odd names are skipped."""
     found: list[PartitionKey] = []
     root = events_dir(data_dir)
-    if not root.is_dir():
-        return found
-    for date_dir in root.iterdir():
+    if dates is not None:
+        date_dirs = [root / f"date={day.isoformat()}" for day in set(dates)]
+    else:
+        date_dirs = list(root.iterdir()) if root.is_dir() else []
+    for date_dir in date_dirs:
         date_match = DATE_DIR.fullmatch(date_dir.name)
         if date_match is None or not date_dir.is_dir():
             continue

@@ -117,7 +117,7 @@ class LogReader:
         )
         keys = set(archived_partitions(self.data_dir))
         if self.include_live:
-            keys.update(live_partitions(self.data_dir))
+            keys.update(live_partitions(self.data_dir, wanted_dates))
         sources: list[_Source] = []
         for key in sorted(keys):
             if wanted_dates is not None and key.day not in wanted_dates:
