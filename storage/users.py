@@ -203,20 +203,24 @@ class UserStore:
     # --- sessions ---------------------------------------------------------------------------
 
     async def create_session(self, session: Session) -> None:
-        """Store a new browser session."""
-        await self._db.execute(
-            "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, last_seen,"
-            " expires_at, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                session.token_hash,
-                session.user_id,
-                session.csrf_token,
-                session.created_at,
-                session.last_seen,
-                session.expires_at,
-                session.source,
-            ),
-        )
+        """Store a new browser session (and drop expired ones while holding the lock)."""
+        async with self._db.write() as connection:
+            await connection.execute(
+                "DELETE FROM sessions WHERE expires_at < ?", (session.created_at,)
+            )
+            await connection.execute(
+                "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, last_seen,"
+                " expires_at, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.token_hash,
+                    session.user_id,
+                    session.csrf_token,
+                    session.created_at,
+                    session.last_seen,
+                    session.expires_at,
+                    session.source,
+                ),
+            )
 
     async def session(self, token_hash: str) -> Session | None:
         """The session with this token hash, or None."""

@@ -19,7 +19,7 @@ from app.auth.passwords import Passwords, generate_password
 from app.auth.sessions import SessionManager, allowed_origins
 from app.auth.throttle import LoginThrottle
 from app.auth.tokens import TokenService, generate_secret
-from app.settings import AuthSettings, Settings
+from app.settings import AuthSettings, Settings, SettingsError
 from storage.audit import AuditTrail
 from storage.database import Database, database_path
 from storage.users import UserExistsError, UserStore
@@ -59,7 +59,7 @@ async def open_auth(
             users=users,
             audit=AuditTrail(db),
             passwords=Passwords(settings.auth),
-            tokens=TokenService(await signing_secret(db, settings.auth), settings.auth),
+            tokens=await token_service(db, settings.auth),
             sessions=SessionManager(users, settings.auth),
             throttle=LoginThrottle(db, settings.auth),
             origins=allowed_origins(settings.auth),
@@ -68,6 +68,14 @@ async def open_auth(
         yield context
     finally:
         await db.close()
+
+
+async def token_service(db: Database, settings: AuthSettings) -> TokenService:
+    """The token service with the configured or stored key; SettingsError for a weak key."""
+    try:
+        return TokenService(await signing_secret(db, settings), settings)
+    except ValueError as error:
+        raise SettingsError(f"auth.jwt_secret (NETMON_AUTH__JWT_SECRET): {error}") from None
 
 
 async def signing_secret(db: Database, settings: AuthSettings) -> str:

@@ -51,6 +51,11 @@ class LoginThrottle:
         settings = self._settings
         blocked: dict[str, float] = {}
         async with self._db.write() as connection:
+            # Forget keys that are quiet and unblocked, so guessed names do not pile up forever.
+            await connection.execute(
+                "DELETE FROM login_throttle WHERE last_failure < ? AND blocked_until < ?",
+                (now - settings.throttle_reset_s, now),
+            )
             for key in keys:
                 row = await (
                     await connection.execute(

@@ -170,3 +170,26 @@ def test_websocket_without_credentials_is_refused(server: LiveServer) -> None:
     with pytest.raises(InvalidStatus) as refused:
         connect(server.ws_url + "/ws/test-echo", origin=server.url, open_timeout=5)
     assert refused.value.response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status"),
+    [
+        (b'{"username": "viewer"}', "application/json", 400),
+        (b"username=%ff%fe&password=x", "application/x-www-form-urlencoded", 400),
+        (b"username=" + b"a" * 300_000, "application/x-www-form-urlencoded", 413),
+    ],
+    ids=["json", "bad-utf8", "oversized"],
+)
+def test_unreadable_login_forms_get_a_clear_answer_and_a_log_line(
+    server: LiveServer,
+    caplog: pytest.LogCaptureFixture,
+    content: bytes,
+    content_type: str,
+    status: int,
+) -> None:
+    with server.client() as client, caplog.at_level("WARNING", logger="app.auth.forms"):
+        answer = client.post("/login", content=content, headers={"Content-Type": content_type})
+    assert answer.status_code == status
+    assert "The form could not be read." in answer.text
+    assert any("bad input" in record.getMessage() for record in caplog.records)

@@ -84,6 +84,7 @@ def test_delays_double_then_cap_and_reset_after_quiet(throttle_db) -> None:  # t
         waits = []
         try:
             t = 1000.0
+            await throttle.failed(("ip:192.0.2.99",), now=t)  # a key that then goes quiet
             for _ in range(9):
                 assert await throttle.failed(keys, now=t) == {}
             assert await throttle.retry_after(keys, now=t) == 0
@@ -93,7 +94,10 @@ def test_delays_double_then_cap_and_reset_after_quiet(throttle_db) -> None:  # t
                 assert await throttle.retry_after(keys, now=t) == blocked[keys[0]]
             t += settings.auth.throttle_reset_s + 1  # quiet long enough: the count restarts
             assert await throttle.failed(keys, now=t) == {}
+            rows = await db.fetch_all("SELECT key FROM login_throttle ORDER BY key")
+            assert [row[0] for row in rows] == sorted(keys)  # the quiet key was forgotten
             await throttle.succeeded(keys[0])
+            assert await db.fetch_all("SELECT key FROM login_throttle") == [(keys[1],)]
         finally:
             await db.close()
         return waits

@@ -232,3 +232,15 @@ def test_generated_secret_is_stored_once_and_reused(tmp_path) -> None:  # type: 
     assert run(twice())[0] == first
     assert OctKey.import_key(first.encode())
     assert UserStore  # the store module is importable next to the key table
+
+
+def test_a_short_configured_secret_stops_the_start_with_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.auth.context import open_auth
+    from app.settings import SettingsError
+
+    async def start() -> None:
+        async with open_auth(server_settings(tmp_path, jwt_secret="too-short")):
+            pass
+
+    with pytest.raises(SettingsError, match=r"NETMON_AUTH__JWT_SECRET.*at least 32"):
+        run(start())
