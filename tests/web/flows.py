@@ -96,3 +96,43 @@ def alert_opened(ts: float, *, entity: str = "203.0.113.7", branch: str = "hq") 
         severity="critical",
         title=f"SSH attempt from {entity}",
     )
+
+
+def write_ssh_attempt_pcap(path: Path, attacker: str, start: float) -> None:
+    """A capture of one SSH attempt from ``attacker`` to 10.0.0.22: handshake, banners, close."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+    from scapy.utils import wrpcap
+
+    client, server = (attacker, 51022), ("10.0.0.22", 22)
+
+    def packet(
+        src: tuple[str, int],
+        dst: tuple[str, int],
+        flags: str,
+        seq: int,
+        ack: int,
+        data: bytes = b"",
+    ):  # type: ignore[no-untyped-def]
+        frame = (
+            Ether()
+            / IP(src=src[0], dst=dst[0])
+            / TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq, ack=ack)
+        )
+        return frame / Raw(data) if data else frame
+
+    banner_s, banner_c = b"SSH-2.0-OpenSSH_9.2p1\r\n", b"SSH-2.0-libssh_0.10\r\n"
+    packets = [
+        packet(client, server, "S", 1000, 0),
+        packet(server, client, "SA", 5000, 1001),
+        packet(client, server, "A", 1001, 5001),
+        packet(server, client, "PA", 5001, 1001, banner_s),
+        packet(client, server, "PA", 1001, 5001 + len(banner_s), banner_c),
+        packet(client, server, "FA", 1001 + len(banner_c), 5001 + len(banner_s)),
+        packet(server, client, "FA", 5001 + len(banner_s), 1002 + len(banner_c)),
+        packet(client, server, "A", 1002 + len(banner_c), 5002 + len(banner_s)),
+    ]
+    for index, item in enumerate(packets):
+        item.time = start + index * 0.01
+    wrpcap(str(path), packets)

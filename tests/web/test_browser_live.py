@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from storage.eventlog import EventLog
 from tests.web.conftest import screenshot
-from tests.web.flows import SSH, XSS_DOMAIN, alert_opened, flow, ssh_detection
-from tests.web.harness import NetmonServer, login, wait_until
+from tests.web.flows import (
+    SSH,
+    XSS_DOMAIN,
+    alert_opened,
+    flow,
+    ssh_detection,
+    write_ssh_attempt_pcap,
+)
+from tests.web.harness import NETMON, NetmonServer, login, wait_until
 
 KIOSK_ROWS = 5
 
@@ -133,3 +142,47 @@ def test_analytics_shows_projection_totals_and_draws_charts(
     screenshot(page, "analytics")
     page.goto(netmon_server.url + "/analytics?branch=lab")
     expect(page.locator(".branches a.active")).to_have_text("lab")
+
+
+def test_a_real_agent_replays_an_ssh_attempt_seen_live_then_searched(
+    netmon_server: NetmonServer, context: BrowserContext, tmp_path: Path
+) -> None:
+    attacker = "203.0.113.50"
+    live = context.new_page()
+    open_live(live, netmon_server)
+    live.evaluate("window.__sameDocument = true")
+    enrolled = subprocess.run(
+        [str(NETMON), "agents", "add", "web-agent", "--branch", "hq",
+         "--server-url", netmon_server.url.replace("http", "ws")],
+        env=netmon_server.env, cwd=netmon_server.workdir, capture_output=True, text=True,
+    )  # fmt: skip
+    if enrolled.returncode != 0 and "invalid choice" in enrolled.stderr:
+        pytest.skip("this build has no agent enrolment yet")
+    assert enrolled.returncode == 0, enrolled.stderr
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        re.sub(r'spool_dir = ".*"', f'spool_dir = "{tmp_path / "spool"}"', enrolled.stdout)
+    )
+    capture = tmp_path / "ssh.pcap"
+    write_ssh_attempt_pcap(capture, attacker, time.time())
+    agent = subprocess.run(
+        [str(NETMON), "agent", "run", "--config", str(config), "--pcap", str(capture),
+         "--drain-timeout", "20"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert agent.returncode == 0, agent.stderr[-2000:]
+    assert "not yet acknowledged" not in agent.stderr, agent.stderr[-2000:]
+    # The agent exits once the server acknowledged (stored) its batches; from then on the live
+    # feed has at most 1 s to show the flow, without a reload.
+    row = live.locator("#live-rows tr", has_text=attacker)
+    expect(row).to_be_visible(timeout=1000)
+    expect(row).to_contain_text("SSH (22/tcp)")
+    assert live.evaluate("window.__sameDocument") is True
+    search = context.new_page()
+    search.goto(f"{netmon_server.url}/events?q={attacker}")
+    found = search.locator("#rows tr.row")
+    expect(found).to_have_count(1)
+    expect(found).to_contain_text("10.0.0.22:22")
+    found.click()
+    expect(search.locator("#drawer")).to_contain_text("web-agent")
+    screenshot(search, "events-agent-ssh")
