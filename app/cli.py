@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "agent.run_command",  # adds `agent run` to the group agent.commands creates
     "app.commands.archive",
     "app.commands.model",
+    "app.commands.analyze",
 )
 
 

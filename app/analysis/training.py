@@ -186,7 +186,7 @@ def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
 def save_model(
     model: Any, report: dict[str, Any], path: Path, *, source: str, labels: Iterable[str]
 ) -> str:
-    """Write the model (joblib, atomically) and its evaluation JSON beside it; return the version."""
+    """Save the model (joblib, atomically) and its evaluation JSON; return the version."""
     digest = hashlib.sha256(joblib.hash(model).encode()).hexdigest()[:10]
     version = f"rf-{time.strftime('%Y%m%d', time.gmtime())}-{digest}"
     meta = {

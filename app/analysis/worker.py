@@ -1,0 +1,296 @@
+"""The analysis worker (`netmon analyze`): follow the log, classify, window, alert, notify.
+
+Exactly-once without a transaction spanning two files: the worker appends its output events
+first and saves its checkpoint (log position + window and alert state, one atomic file) second.
+A crash between the two leaves outputs in the log that the checkpoint does not know about, so
+on start the worker reads the log from the checkpoint to its end and collects what is already
+done (classified flow ids, summarised windows, opened/recovered alert ids); replaying from the
+checkpoint then recomputes the same state and emits only what is missing. Alert ids are
+derived from their trigger, so a replayed alert is recognised.
+
+Window summaries run as tasks (bounded by the provider timeout): the worker keeps reading while
+a model thinks; closed windows wait in the checkpoint's ``pending`` list until summarised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from app.analysis.classifier import Classifier
+from app.analysis.notify import Notifier
+from app.analysis.rules import RECOVERED_BY, AlertEngine, AlertsState
+from app.analysis.summaries import Summarizer
+from app.analysis.windows import WindowAggregator, WindowsState, window_key
+from app.settings import Settings
+from storage.eventlog import EventLog
+from storage.events import (
+    AlertAcknowledged,
+    AlertOpened,
+    AlertResolved,
+    AlertSuppressed,
+    AnyEvent,
+    DetectionRaised,
+    Event,
+    FlowClassified,
+    FlowObserved,
+    WindowSummarized,
+)
+from storage.log_reader import EventLogReader
+from storage.positions import Position
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoint(msgspec.Struct, kw_only=True):
+    """Everything the worker needs to resume: saved atomically after each appended batch."""
+
+    position: Position = msgspec.field(default_factory=Position)
+    windows: WindowsState = msgspec.field(default_factory=WindowsState)
+    alerts: AlertsState = msgspec.field(default_factory=AlertsState)
+    pending: list[WindowSummarized] = []  # closed windows whose summary is not in the log yet
+
+
+class Done(msgspec.Struct):
+    """Outputs already in the log after the checkpoint (found on start)."""
+
+    flows: dict[str, tuple[str, str]] = {}  # flow_id -> (label, attack_type)
+    windows: set[str] = set()
+    opened: set[str] = set()
+    recovered: set[str] = set()
+
+
+class WorkerStats(msgspec.Struct):
+    """Counters for logs and tests."""
+
+    events_read: int = 0
+    flows_classified: int = 0
+    duplicates_skipped: int = 0
+    windows_summarized: int = 0
+    alerts_opened: int = 0
+    lag_s: float = 0.0  # now - ts of the newest event processed
+
+
+class AnalysisWorker:
+    """One worker per data dir (its writer name is locked by the store)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        classifier: Classifier,
+        summarizer: Summarizer,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.a = settings.analysis
+        self.classifier, self.summarizer, self.notifier, self.clock = (
+            classifier,
+            summarizer,
+            notifier,
+            clock,
+        )
+        data_dir = settings.data_dir
+        self.reader = EventLogReader(data_dir)
+        self.writer = EventLog(
+            data_dir,
+            self.a.writer,
+            durability=settings.store.durability,
+            segment_max_bytes=settings.store.segment_max_bytes,
+        )
+        self.checkpoint_path = data_dir / "analysis" / f"{self.a.writer}.checkpoint.json"
+        self.stats = WorkerStats()
+        self.windows = WindowAggregator(self.a.window_s, self.a.window_grace_s, self.a.top_n)
+        self.alerts = AlertEngine(self.a)
+        checkpoint = load_checkpoint(self.checkpoint_path)
+        self.position = checkpoint.position
+        self.windows.state = checkpoint.windows
+        self.alerts.state = checkpoint.alerts
+        self.pending: dict[str, WindowSummarized] = {
+            window_key(w.branch, w.window_start): w for w in checkpoint.pending
+        }
+        self.done = self._already_done()
+        self._summaries: dict[str, asyncio.Task[dict[str, str]]] = {}
+
+    # --- start-up ------------------------------------------------------------------------------
+
+    def _already_done(self) -> Done:
+        """Scan the log from the checkpoint to its end for outputs the checkpoint missed."""
+        done = Done()
+        position = self.position
+        while True:
+            events, position = self.reader.read_new(position, 50_000)
+            if not events:
+                break
+            for event in events:
+                if isinstance(event, FlowClassified):
+                    done.flows[event.flow_id] = (event.label, event.attack_type)
+                elif isinstance(event, WindowSummarized):
+                    done.windows.add(window_key(event.branch, event.window_start))
+                elif isinstance(event, AlertOpened):
+                    done.opened.add(event.alert_id)
+                elif isinstance(event, AlertResolved) and event.by == RECOVERED_BY:
+                    done.recovered.add(event.alert_id)
+        if done.flows or done.windows or done.opened:
+            log.info(
+                "resuming: %d classifications, %d windows, %d alerts already in the log",
+                len(done.flows),
+                len(done.windows),
+                len(done.opened),
+            )
+        return done
+
+    # --- main loop -----------------------------------------------------------------------------
+
+    async def run(
+        self, stop: asyncio.Event | None = None, *, once: bool = False, poll_s: float = 0.05
+    ) -> None:
+        """Process the log until ``stop`` is set (or, with ``once``, until caught up)."""
+        stop = stop or asyncio.Event()
+        if self.notifier is not None:
+            self.notifier.start()
+        for key, draft in self.pending.items():
+            self._start_summary(key, draft)
+        try:
+            while not stop.is_set():
+                caught_up = await self.step()
+                if caught_up and once and not self._summaries:
+                    break
+                if caught_up:
+                    waiters = [asyncio.ensure_future(stop.wait())] + list(self._summaries.values())
+                    await asyncio.wait(waiters, timeout=poll_s, return_when=asyncio.FIRST_COMPLETED)
+                    waiters[0].cancel()
+        finally:
+            for task in self._summaries.values():
+                task.cancel()
+            if self.notifier is not None:
+                await self.notifier.close()
+            self.writer.close()
+
+    async def step(self) -> bool:
+        """Read one batch, emit what follows from it; return True when caught up."""
+        events, position = await asyncio.to_thread(
+            self.reader.read_new, self.position, self.a.batch_size
+        )
+        outputs: list[Event] = []
+        if events:
+            outputs += await self._process(events)
+        caught_up = len(events) < self.a.batch_size
+        for window in self.windows.due(self.clock() if caught_up else None):
+            outputs += self._close(window)
+        outputs += self._finished_summaries()
+        if outputs or position != self.position:
+            await self._commit(outputs, position)
+        return caught_up
+
+    async def _process(self, events: list[AnyEvent]) -> list[Event]:
+        self.stats.events_read += len(events)
+        outputs: list[Event] = []
+        flows: list[FlowObserved] = []
+        for event in events:
+            if isinstance(event, FlowObserved):
+                flows.append(event)
+                outputs += self.alerts.on_flow(event)
+            elif isinstance(event, DetectionRaised):
+                self.windows.add_detection(event)
+                outputs += self.alerts.on_detection(event)
+            elif isinstance(event, AlertAcknowledged | AlertSuppressed | AlertResolved):
+                self.alerts.apply(event)
+        if not flows:
+            return outputs
+        fresh = [f for f in flows if f.id not in self.done.flows]
+        self.stats.duplicates_skipped += len(flows) - len(fresh)
+        verdicts = await asyncio.to_thread(self.classifier.classify, fresh, self.clock())
+        self.stats.flows_classified += len(verdicts)
+        labels = {v.flow_id: (v.label, v.attack_type) for v in verdicts}
+        for flow in flows:
+            label, kind = labels.get(flow.id) or self.done.flows[flow.id]
+            self.windows.add_flow(flow, label, kind)
+        self.stats.lag_s = max(0.0, self.clock() - flows[-1].ts)
+        return [*verdicts, *outputs]
+
+    def _close(self, window: object) -> list[Event]:
+        draft = self.windows.summarized(window, self.clock())  # type: ignore[arg-type]
+        key = window_key(draft.branch, draft.window_start)
+        outputs = self.alerts.on_window(draft)  # judged at close, in window order, every time
+        if key not in self.done.windows:
+            self.pending[key] = draft
+            self._start_summary(key, draft)
+        return outputs
+
+    def _start_summary(self, key: str, draft: WindowSummarized) -> None:
+        if key in self.done.windows:
+            self.pending.pop(key, None)
+            return
+        self._summaries[key] = asyncio.create_task(
+            self.summarizer.summarize(draft), name=f"summary {key}"
+        )
+
+    def _finished_summaries(self) -> list[Event]:
+        outputs: list[Event] = []
+        for key, task in list(self._summaries.items()):
+            if not task.done():
+                continue
+            del self._summaries[key]
+            draft = self.pending.pop(key)
+            fields = task.result()  # summarize() never raises: failures become the template
+            outputs.append(msgspec.structs.replace(draft, **fields))
+            self.stats.windows_summarized += 1
+        return outputs
+
+    async def _commit(self, outputs: list[Event], position: Position) -> None:
+        """Append outputs (minus those already in the log), then save the checkpoint."""
+        fresh = [e for e in outputs if not self._already_emitted(e)]
+        if fresh:
+            await asyncio.to_thread(self.writer.append, fresh)
+        self.position = position
+        checkpoint = Checkpoint(
+            position=position,
+            windows=self.windows.state,
+            alerts=self.alerts.state,
+            pending=list(self.pending.values()),
+        )
+        await asyncio.to_thread(save_checkpoint, self.checkpoint_path, checkpoint)
+        for event in fresh:
+            if isinstance(event, AlertOpened):
+                self.stats.alerts_opened += 1
+                if self.notifier is not None:
+                    self.notifier.notify(event)
+
+    def _already_emitted(self, event: Event) -> bool:
+        if isinstance(event, AlertOpened):
+            return event.alert_id in self.done.opened
+        if isinstance(event, AlertResolved):
+            return event.alert_id in self.done.recovered
+        if isinstance(event, WindowSummarized):
+            return window_key(event.branch, event.window_start) in self.done.windows
+        return False
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """The saved checkpoint, or a fresh one (start of the log) when there is none."""
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=Checkpoint)
+    except FileNotFoundError:
+        return Checkpoint()
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        # Never silently restart from zero over a damaged file: the operator decides.
+        raise RuntimeError(
+            f"checkpoint {path} is damaged ({error}); move it away to reprocess the log"
+        ) from None
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    """Write the checkpoint atomically (temp file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        handle.write(msgspec.json.encode(checkpoint))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

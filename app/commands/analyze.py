@@ -1,0 +1,114 @@
+"""``netmon analyze``: run the analysis worker (classify, window, summarise, alert, notify)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``analyze`` command."""
+    parser = subparsers.add_parser("analyze", help="run the analysis worker over the event log")
+    parser.add_argument("--config", type=Path, help="TOML settings file (or NETMON_CONFIG)")
+    parser.add_argument("--model", type=Path, help="model file (default: analysis.model_path)")
+    parser.add_argument("--once", action="store_true", help="stop once caught up with the log")
+    parser.add_argument(
+        "--set-key",
+        metavar="PROVIDER",
+        choices=("openai", "anthropic"),
+        help="store PROVIDER's API key (read from stdin), encrypted with server.secret_key",
+    )
+    parser.set_defaults(handler=run_analyze)
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """Build the worker from the settings and run it until interrupted."""
+    from app.analysis.classifier import Classifier, ModelError
+    from app.analysis.notify import Notifier, NotifyConfigError, channels_from_settings
+    from app.analysis.summaries import (
+        KeyStoreError,
+        ProviderKeys,
+        Summarizer,
+        provider_from_settings,
+    )
+    from app.analysis.worker import AnalysisWorker
+    from app.commands.model import model_path
+    from app.settings import SettingsError, load_settings
+    from storage.eventlog import StoreError
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as error:
+        print(f"netmon analyze: {error}", file=sys.stderr)
+        return 2
+    analysis = settings.analysis
+    keys = None
+    try:
+        if settings.server.secret_key or args.set_key:
+            keys = ProviderKeys(settings.data_dir, settings.server.secret_key)
+        if args.set_key:
+            assert keys is not None
+            keys.set(args.set_key, sys.stdin.readline())
+            print(f"netmon analyze: {args.set_key} key stored encrypted in {keys.path}")
+            return 0
+        provider = provider_from_settings(analysis, keys)
+        channels = channels_from_settings(analysis)
+    except (KeyStoreError, NotifyConfigError) as error:
+        print(f"netmon analyze: {error}", file=sys.stderr)
+        return 2
+
+    path = model_path(settings, args.model)
+    if not path.exists():
+        from app.analysis.corpus.build import build_default_model
+
+        log.warning("no model at %s: building the default model from the generated corpus", path)
+        build_default_model(path)
+    try:
+        classifier = Classifier(path, analysis.threshold)
+    except ModelError as error:
+        print(f"netmon analyze: {error}", file=sys.stderr)
+        return 2
+    notifier = Notifier(
+        channels,
+        retries=analysis.notify_retries,
+        backoff=analysis.notify_backoff_s,
+        min_severity=analysis.notify_min_severity,
+    )
+    try:
+        worker = AnalysisWorker(
+            settings, classifier, Summarizer(provider, analysis.llm_timeout_s), notifier
+        )
+    except (StoreError, RuntimeError) as error:
+        print(f"netmon analyze: {error}", file=sys.stderr)
+        return 2
+    log.info(
+        "analyzing %s with model %s (threshold %.2f)",
+        settings.data_dir,
+        classifier.version,
+        analysis.threshold,
+    )
+    return asyncio.run(_serve(worker, args.once))
+
+
+async def _serve(worker: Any, once: bool) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await worker.run(stop, once=once)
+    stats = worker.stats
+    log.info(
+        "stopped: %d events read, %d flows classified, %d windows, %d alerts",
+        stats.events_read,
+        stats.flows_classified,
+        stats.windows_summarized,
+        stats.alerts_opened,
+    )
+    return 0
