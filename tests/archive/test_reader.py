@@ -149,3 +149,31 @@ def test_a_damaged_archive_is_an_error_not_silence(tmp_path: Path) -> None:
 def test_bad_branch_names_are_refused(tmp_path: Path, branch: str) -> None:
     with pytest.raises(InvalidNameError):
         list(LogReader(tmp_path).scan(None, [branch]))
+
+
+def test_one_store_answers_the_same_before_and_after_its_dates_are_archived(
+    tmp_path: Path,
+) -> None:
+    populate(tmp_path, days_ago=[0, 3, 5], per_partition=100)
+    query = Query(port=22, start=midnight(day_ago(5)), end=midnight(day_ago(0)) + 86_400)
+    store_before = (
+        list(EventLogReader(tmp_path).scan(None, None, is_ssh)),
+        list(EventLogReader(tmp_path).search(query)),
+    )
+    merged_before = (
+        list(LogReader(tmp_path).scan(None, None, is_ssh)),
+        list(LogReader(tmp_path).search(query)),
+    )
+    summary = ArchiveManager(tmp_path, SETTINGS).run_once()
+    assert len(summary.partitions_sealed) == 4
+    merged_after = (
+        list(LogReader(tmp_path).scan(None, None, is_ssh)),
+        list(LogReader(tmp_path).search(query)),
+    )
+    assert store_before[0] and store_before[1]
+    assert merged_before == store_before
+    assert merged_after == store_before
+    # What the store alone still sees: only today's partitions.
+    assert {e.ts // 86_400 for e in EventLogReader(tmp_path).scan(None, None)} == {
+        midnight(day_ago(0)) // 86_400
+    }
