@@ -18,7 +18,10 @@ import logging
 import os
 import sys
 from array import array
+from collections import Counter
 from collections.abc import Sequence
+from itertools import accumulate
+from operator import add, attrgetter
 from pathlib import Path
 
 import msgspec
@@ -67,6 +70,12 @@ class SegmentIndex(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         return offsets.tolist()
 
 
+_FLOW_TYPES = frozenset((FlowObserved, DetectionRaised))  # the events that carry IPs and ports
+_TS = attrgetter("ts")
+_SRC_IP, _DST_IP = attrgetter("src_ip"), attrgetter("dst_ip")
+_SRC_PORT, _DST_PORT = attrgetter("src_port"), attrgetter("dst_port")
+_DOMAIN = attrgetter("domain")
+
 index_encoder = msgspec.json.Encoder()
 index_decoder = msgspec.json.Decoder(SegmentIndex)
 ip_lines_decoder = msgspec.json.Decoder(dict[str, bytes])
@@ -88,43 +97,51 @@ class IndexBuilder:
         self.malformed = 0
 
     def add(self, events: Sequence[Event], lines: bytes, start: int) -> None:
-        """Count ``events``, encoded as ``lines`` written at offset ``start``, into the index."""
-        types = self.types
-        ip_lines, ports, domains = self.ip_lines, self.ports, self.domains
-        count = 0
-        low, high = self.min_ts, self.max_ts
-        find = lines.find
-        cursor = 0
-        for event in events:
-            line_start = start + cursor
-            cursor = find(b"\n", cursor) + 1
-            count += 1
-            ts = event.ts
-            if ts < low:
-                low = ts
-            if ts > high:
-                high = ts
-            name = type(event).__name__
-            types[name] = types.get(name, 0) + 1
-            if isinstance(event, FlowObserved | DetectionRaised):
-                src, dst = event.src_ip, event.dst_ip
-                offsets = ip_lines.get(src)
+        """Count ``events``, encoded as ``lines`` written at offset ``start``, into the index.
+
+        Runs on every append, so the per-event work is left to C where it can be (map,
+        Counter, set.update); only the IP -> lines grouping is a Python loop.
+        """
+        if not events:
+            return
+        self.events += len(events)
+        stamps = list(map(_TS, events))
+        self.min_ts = min(self.min_ts, min(stamps))
+        self.max_ts = max(self.max_ts, max(stamps))
+        kinds = Counter(map(type, events))
+        for kind, count in kinds.items():
+            self.types[kind.__name__] = self.types.get(kind.__name__, 0) + count
+        # Line i starts after the i earlier lines and their i newlines.
+        lengths = accumulate(map(len, lines.split(b"\n")[:-1]), initial=0)
+        starts = list(map(add, lengths, range(start, start + len(events))))
+        if all(kind in _FLOW_TYPES for kind in kinds):
+            flows: Sequence[Event] = events
+        else:
+            picked = [
+                (e, at) for e, at in zip(events, starts, strict=False) if type(e) in _FLOW_TYPES
+            ]
+            flows = [e for e, _ in picked]
+            starts = [at for _, at in picked]
+        if not flows:
+            return
+        self.ports.update(map(_SRC_PORT, flows))
+        self.ports.update(map(_DST_PORT, flows))
+        self.domains.update(map(_DOMAIN, flows))
+        self.domains.discard("")
+        ip_lines = self.ip_lines
+        get = ip_lines.get
+        for src, dst, at in zip(map(_SRC_IP, flows), map(_DST_IP, flows), starts, strict=False):
+            offsets = get(src)
+            if offsets is None:
+                ip_lines[src] = [at]
+            else:
+                offsets.append(at)
+            if dst != src:
+                offsets = get(dst)
                 if offsets is None:
-                    ip_lines[src] = [line_start]
+                    ip_lines[dst] = [at]
                 else:
-                    offsets.append(line_start)
-                if dst != src:
-                    offsets = ip_lines.get(dst)
-                    if offsets is None:
-                        ip_lines[dst] = [line_start]
-                    else:
-                        offsets.append(line_start)
-                ports.add(event.src_port)
-                ports.add(event.dst_port)
-                if event.domain:
-                    domains.add(event.domain)
-        self.events += count
-        self.min_ts, self.max_ts = low, high
+                    offsets.append(at)
 
     def build(self, segment: str, size: int) -> SegmentIndex:
         """The frozen index of the segment sealed at ``size`` bytes."""
