@@ -50,6 +50,7 @@ class LiveService:
         self.clock = clock
         self.caught_up = anyio.Event()
         self.agents_up: set[str] = set()
+        self._saving = anyio.Lock()
 
     async def run(self) -> None:
         """Follow the log forever: apply, publish once caught up, save every ``save_interval_s``."""
@@ -77,9 +78,10 @@ class LiveService:
                 dirty, last_save = False, time.monotonic()
 
     async def save(self) -> None:
-        """Encode on the loop (consistent), write and fsync in a thread."""
-        data = self.runner.encode()
-        await anyio.to_thread.run_sync(self.runner.save, data)
+        """Encode on the loop (consistent), write and fsync in a thread; one save at a time."""
+        async with self._saving:
+            data = self.runner.encode()
+            await anyio.to_thread.run_sync(self.runner.save, data)
 
     def _agent_changes(self, events: list[AnyEvent]) -> list[AgentStatusChanged]:
         """Agents that speak after being silent longer than the timeout (or for the first time)."""

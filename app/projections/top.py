@@ -23,12 +23,14 @@ DIMENSIONS = ("src_ip", "dst_ip", "domain", "dst_port", "detection")
 PRUNE_AT = 512
 KEEP = 128
 
-# dimension -> key -> [flows, bytes]
-HourTop = dict[str, dict[str, list[int]]]
+# dimension -> key -> (flows, bytes). Tuples of ints, not lists: the garbage collector stops
+# tracking them, so a full week of buckets (up to a few million entries) costs no GC pauses.
+Counts = dict[str, tuple[int, int]]
+HourTop = dict[str, Counts]
 
 
 class TopState(msgspec.Struct):
-    """The top-N projection's state: branch -> hour start -> dimension -> key -> [flows, bytes]."""
+    """The top-N projection's state: branch -> hour start -> dimension -> key -> (flows, bytes)."""
 
     watermark: float = 0.0
     branches: dict[str, dict[int, HourTop]] = {}
@@ -64,18 +66,17 @@ def _cutoff(watermark: float) -> int:
     return bucket_start(watermark, HOUR) - WEEK + HOUR
 
 
-def _count(counts: dict[str, list[int]], key: str, size: int) -> None:
+def _count(counts: Counts, key: str, size: int) -> None:
     entry = counts.get(key)
     if entry is None:
-        counts[key] = [1, size]
+        counts[key] = (1, size)
         if len(counts) > PRUNE_AT:
             _cut(counts)
     else:
-        entry[0] += 1
-        entry[1] += size
+        counts[key] = (entry[0] + 1, entry[1] + size)
 
 
-def _cut(counts: dict[str, list[int]]) -> None:
+def _cut(counts: Counts) -> None:
     """Keep the KEEP largest keys by bytes and the KEEP largest by flows."""
     by_bytes = heapq.nlargest(KEEP, counts.items(), key=lambda item: (item[1][1], item[0]))
     by_flows = heapq.nlargest(KEEP, counts.items(), key=lambda item: (item[1][0], item[0]))
@@ -96,9 +97,12 @@ def view(
                 for dimension, counts in bucket.items():
                     into = totals[dimension]
                     for key, (flows, size) in counts.items():
-                        entry = into.setdefault(key, [0, 0])
-                        entry[0] += flows
-                        entry[1] += size
+                        entry = into.get(key)
+                        if entry is None:
+                            into[key] = [flows, size]
+                        else:
+                            entry[0] += flows
+                            entry[1] += size
     result: dict[str, Any] = {"hours": hours}
     for dimension, counts in totals.items():
         result[dimension] = {

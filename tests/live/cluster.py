@@ -121,13 +121,17 @@ class Cluster:
             check=True,
         )
 
-    def start(self) -> None:
-        """Create the admin, start every replica and nginx, wait until all answer."""
+    def create_admin(self) -> None:
+        """The first admin, made with the CLI (its generated password is kept for login)."""
         self.root.mkdir(parents=True, exist_ok=True)
         created = self.netmon("users", "create-admin", "--username", "admin", "--generate")
         match = re.search(r"password \(shown once\): (\S+)", created.stdout)
         assert match, created.stdout
         self.password = match.group(1)
+
+    def start(self) -> None:
+        """Create the admin, start every replica and nginx, wait until all answer."""
+        self.create_admin()
         for replica in self.replicas:
             self.start_replica(replica)
         for replica in self.replicas:
@@ -212,10 +216,12 @@ class Cluster:
 
         return AgentRegistry(self.data_dir, self.env["NETMON_SERVER__SECRET_KEY"]).add(name, branch)
 
-    def login(self, username: str = "admin", password: str | None = None) -> dict[str, str]:
+    def login(
+        self, username: str = "admin", password: str | None = None, url: str | None = None
+    ) -> dict[str, str]:
         """Headers of a logged-in user (OAuth2 password grant through nginx); admin by default."""
         answer = httpx.post(
-            f"{self.url}/api/v1/auth/token",
+            f"{url or self.url}/api/v1/auth/token",
             data={"grant_type": "password", "username": username, "password": password or self.password},
             timeout=30,
         )

@@ -1,0 +1,252 @@
+"""Live feed and projections benchmark, on the real topology (nginx + three replicas).
+
+    .venv/bin/python bench/live.py                      # 20 s of feed, 1M and 10M stored events
+    .venv/bin/python bench/live.py --quick              # 10 s, 100k and 1M
+
+Part 1, feed latency: an agent (the real transport) streams through nginx while one dashboard per
+replica is connected through nginx. Probe events (critical flows, 20/s) are timed from the
+agent's ``emit`` to each dashboard's receive. Measured twice in the same run: first with only the
+probes (the baseline), then with background ingest of ``--rate`` events/s (10,000 by default);
+printed as p50/p99 and the ratio to the baseline. Target: p99 < 250 ms under load.
+
+Part 2, summary latency: one replica answers /api/v1/summary and /api/v1/summary/top from its
+projections with 1M, then 10M events stored (built with ``ProjectionRunner`` the way
+``netmon projections rebuild`` does, then resumed for the next 9M: incremental; both spread
+over the same 7 days, so the windows hold 10x the events at 10M). Target: the
+latency at 10M equals the latency at 1M within noise (it reads projections, never the log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import msgspec
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.follower import read_to_end  # noqa: E402
+from app.projections.runner import ProjectionRunner, snapshot_path  # noqa: E402
+from storage.eventlog import EventLog  # noqa: E402
+from storage.events import FlowObserved, new_event_id  # noqa: E402
+from tests.live.cluster import Agent, Cluster, Dashboard, wait_for, wait_http  # noqa: E402
+from tests.live.factory import flow  # noqa: E402
+
+BRANCHES = ("hq", "branch-a", "branch-b", "branch-c")
+WEEK = 7 * 86_400.0
+AGENT = "bench-agent"  # events must carry the sending agent's id
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def templates(count: int, seed: int = 11) -> list[FlowObserved]:
+    """Varied flows to copy with a fresh id and time (building each from scratch is slower)."""
+    rng = random.Random(seed)
+    return [
+        flow(1_800_000_000.0 + i, rng=rng, branch=rng.choice(BRANCHES), agent_id=AGENT)
+        for i in range(count)
+    ]
+
+
+# --- part 1: feed latency ---------------------------------------------------------------------
+
+
+async def feed_phase(
+    agent: Agent, dashboards: list[Dashboard], seconds: float, rate: int, pool: list[FlowObserved]
+) -> tuple[list[float], float]:
+    """Probes at 20/s (+ background at ``rate``/s); latencies and the achieved ingest rate."""
+    sent: dict[str, float] = {}
+    tick, per_tick = 0.01, rate // 100
+    acked_before = agent.transport.stats.events_acked
+    started = time.monotonic()
+    next_tick, next_probe, emitted = started, started, 0
+    replace = msgspec.structs.replace
+    while time.monotonic() - started < seconds:
+        now = time.monotonic()
+        if per_tick:
+            wall = time.time()
+            batch = [
+                replace(pool[(emitted + i) % len(pool)], id=new_event_id(wall), ts=wall)
+                for i in range(per_tick)
+            ]
+            for event in batch:
+                agent.transport.emit(event)
+            emitted += per_tick
+        if now >= next_probe:
+            probe = flow(time.time(), critical=True, agent_id=AGENT)
+            sent[probe.id] = time.monotonic()
+            agent.transport.emit(probe)
+            emitted += 1
+            next_probe += 0.05
+        next_tick += tick
+        await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+    total = emitted
+    await wait_for(
+        lambda: agent.transport.stats.events_acked - acked_before >= total, 120, "acks"
+    )
+    ingest_rate = total / (time.monotonic() - started)
+    await wait_for(lambda: all(sent.keys() <= d.received.keys() for d in dashboards), 60, "probes")
+    latencies = [d.received[i] - sent[i] for d in dashboards for i in sent]
+    return latencies, ingest_rate
+
+
+async def feed_bench(root: Path, seconds: float, rate: int) -> None:
+    cluster = Cluster(root, env={"NETMON_LIVE__QUEUE_SIZE": "4096"})
+    cluster.start()
+    dashboards: list[Dashboard] = []
+    agent = Agent(cluster, AGENT, "hq", root / "spool")
+    try:
+        headers = cluster.login()
+        names = {r.name for r in cluster.replicas}
+        while {d.replica for d in dashboards} != names and len(dashboards) < 12:
+            dashboard = Dashboard(f"{cluster.ws_url}/ws/live.json", lambda: headers)
+            dashboard.start()
+            await asyncio.wait_for(dashboard.connected.wait(), 10)
+            dashboards.append(dashboard)
+        agent.start()
+        await wait_for(lambda: agent.transport.connected, 10, "the agent")
+        pool = templates(5000)
+        base, base_rate = await feed_phase(agent, dashboards, seconds / 2, 0, pool)
+        loaded, load_rate = await feed_phase(agent, dashboards, seconds, rate, pool)
+        print(f"\nfeed latency, agent emit -> dashboard receive, through nginx, "
+              f"{len(dashboards)} dashboards on {len({d.replica for d in dashboards})} replicas")
+        print(f"{'phase':<34}{'ingest ev/s':>12}{'probes':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+        for name, values, achieved in (
+            ("baseline (probes only)", base, base_rate),
+            (f"background ingest {rate:,}/s", loaded, load_rate),
+        ):
+            print(
+                f"{name:<34}{achieved:>12,.0f}{len(values):>8}{percentile(values, 0.5) * 1000:>9.1f}"
+                f"{percentile(values, 0.99) * 1000:>9.1f}{max(values) * 1000:>9.1f}"
+            )
+        ratio = percentile(loaded, 0.99) / percentile(base, 0.99)
+        target = "met" if percentile(loaded, 0.99) < 0.25 else "MISSED"
+        print(f"p99 under load / baseline p99: {ratio:.2f}x; target p99 < 250 ms: {target}")
+    finally:
+        await agent.stop()
+        for dashboard in dashboards:
+            await dashboard.stop()
+        cluster.stop()
+
+
+# --- part 2: summary latency over 1M and 10M stored events ------------------------------------
+
+
+def fill(data: Path, count: int, pool: list[FlowObserved], start_ts: float, span: float) -> None:
+    """Append ``count`` flows spread over ``span`` seconds, 10,000 per batch."""
+    replace = msgspec.structs.replace
+    step = span / count
+    with EventLog(data, "bench-writer", durability="none") as log, tqdm(
+        total=count, unit="ev", desc="append", unit_scale=True
+    ) as bar:
+        for first in range(0, count, 10_000):
+            size = min(10_000, count - first)
+            batch = [
+                replace(pool[(first + i) % len(pool)], id=new_event_id(), ts=start_ts + (first + i) * step)
+                for i in range(size)
+            ]
+            log.append(batch)
+            bar.update(size)
+
+
+def project(data: Path, replica: str) -> float:
+    """Bring the replica's snapshot up to the end of the log (resuming); events/s."""
+    runner = ProjectionRunner(snapshot_path(data, replica))
+    runner.load()
+    before, started = runner.state.events, time.monotonic()
+    with tqdm(unit="ev", desc="project", unit_scale=True) as bar:
+        for batch in read_to_end(data, runner.state.offsets):
+            runner.apply(batch.events, batch.offsets)
+            bar.update(len(batch.events))
+    runner.save()
+    return (runner.state.events - before) / (time.monotonic() - started)
+
+
+def time_endpoint(url: str, headers: dict[str, str], requests: int) -> list[float]:
+    times = []
+    with httpx.Client(headers=headers, timeout=30) as client:
+        client.get(url).raise_for_status()  # warm-up
+        for _ in range(requests):
+            started = time.perf_counter()
+            client.get(url).raise_for_status()
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def summary_bench(root: Path, sizes: list[int], requests: int) -> None:
+    cluster = Cluster(root, replicas=1)
+    cluster.create_admin()
+    replica = cluster.replicas[0]
+    pool = templates(20_000)
+    stored = 0
+    rows = []
+    end_ts = time.time()
+    for size in sizes:
+        # Every size spreads over the same 7 days: same windows, 10x the events in them.
+        fill(cluster.data_dir, size - stored, pool, end_ts - WEEK, WEEK)
+        stored = size
+        rate = project(cluster.data_dir, replica.name)
+        cluster.start_replica(replica)
+        url = f"http://127.0.0.1:{replica.port}"
+        try:
+            wait_http(f"{url}/healthz", replica, timeout=120)
+            headers = cluster.login(url=url)
+            summary = time_endpoint(f"{url}/api/v1/summary", headers, requests)
+            top = time_endpoint(f"{url}/api/v1/summary/top?hours=24", headers, requests)
+            events = httpx.get(f"{url}/api/v1/summary", headers=headers).json()["events"]
+        finally:
+            cluster.stop()
+        rows.append((size, events, rate, summary, top))
+    print("\nsummary endpoints on one replica (projections, not the log), "
+          f"{requests} requests each, ms")
+    print(f"{'stored':>12}{'projected':>12}{'project ev/s':>14}{'summary p50':>13}{'p99':>8}"
+          f"{'top p50':>10}{'p99':>8}")
+    for size, events, rate, summary, top in rows:
+        print(f"{size:>12,}{events:>12,}{rate:>14,.0f}{statistics.median(summary) * 1000:>13.1f}"
+              f"{percentile(summary, 0.99) * 1000:>8.1f}{statistics.median(top) * 1000:>10.1f}"
+              f"{percentile(top, 0.99) * 1000:>8.1f}")
+    first, last = rows[0], rows[-1]
+    print(f"p50 ratio {last[0]:,} / {first[0]:,} stored: summary "
+          f"{statistics.median(last[3]) / statistics.median(first[3]):.2f}x, top "
+          f"{statistics.median(last[4]) / statistics.median(first[4]):.2f}x (target: ~1.0)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of the loaded phase")
+    parser.add_argument("--rate", type=int, default=10_000, help="background ingest, events/s")
+    parser.add_argument("--sizes", default="1000000,10000000", help="stored events for part 2")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="10 s and 100k,1M events")
+    parser.add_argument("--skip-feed", action="store_true")
+    parser.add_argument("--skip-summary", action="store_true")
+    parser.add_argument("--dir", type=Path, help="work here (kept) instead of a temp dir")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.sizes = 10.0, "100000,1000000"
+    root = args.dir or Path(tempfile.mkdtemp(prefix="netmon-bench-live-"))
+    try:
+        if not args.skip_feed:
+            asyncio.run(feed_bench(root / "feed", args.seconds, args.rate))
+        if not args.skip_summary:
+            summary_bench(root / "summary", [int(s) for s in args.sizes.split(",")], args.requests)
+    finally:
+        if args.dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
