@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -87,3 +88,31 @@ def test_kill_at_every_step_then_rerun_loses_and_doubles_nothing(tmp_path: Path)
         assert placement(data) == expected, k
         assert archive_names(data) == final_archives, k
         shutil.rmtree(data.parent)
+
+
+@pytest.mark.slow
+def test_crashes_during_recovery_runs_are_recovered_too(tmp_path: Path) -> None:
+    """Chains of kills: each recovery run is itself killed somewhere, then one finishes."""
+    template = tmp_path / "template"
+    ids = build_template(template)
+    expected = {event_id: 1 for event_id in ids if not event_id.startswith("a-20-")}
+    chooser = random.Random(20261121)
+    total_kills = 0
+    for chain in range(6):
+        data = tmp_path / f"chain{chain}" / "data"
+        shutil.copytree(template, data)
+        kills = 0
+        for _ in range(3):
+            run = archive_once(data, f"--crash-at-step={chooser.randint(1, 30)}")
+            if run.returncode == 0:
+                break  # the run finished before reaching that step
+            assert run.returncode == -signal.SIGKILL, run.stderr
+            kills += 1
+            assert set(placement(data)) >= set(expected), chain
+        final = archive_once(data)
+        assert final.returncode == 0, final.stderr
+        assert placement(data) == expected, (chain, kills)
+        assert not [n for n in archive_names(data) if n.startswith(".tmp-")]
+        shutil.rmtree(data.parent)
+        total_kills += kills
+    assert total_kills >= 10  # most chains were killed more than once before finishing
