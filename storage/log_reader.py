@@ -129,10 +129,13 @@ class EventLogReader:
     async def follow(
         self, position: Position, poll_interval: float = 0.02
     ) -> AsyncIterator[tuple[AnyEvent, Position]]:
-        """Yield every event appended after ``position``, forever, with the position after it."""
+        """Yield every event appended after ``position``, forever, with the position after it.
+
+        Each poll (file reads and decoding) runs in a worker thread, off the event loop.
+        """
         offsets = dict(position.offsets)
         while True:
-            batch = self._poll(Position(offsets=offsets), 10_000)
+            batch = await asyncio.to_thread(self._poll, Position(offsets=offsets), 10_000)
             for event, segment, end in batch.events:
                 offsets[segment] = end
                 yield event, Position(offsets=dict(offsets))
