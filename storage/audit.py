@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -21,6 +22,7 @@ import msgspec
 from storage.database import Database
 
 GENESIS = "0" * 64
+VERIFY_PAGE = 5000
 _COLUMNS = "seq, ts, actor, action, target, source, outcome, detail, prev_hash, hash"
 
 
@@ -161,40 +163,54 @@ class AuditTrail:
         )
         return [_record(row) for row in rows]
 
-    async def verify(self) -> VerifyResult:
-        """Walk the whole chain; report the first record that is missing or altered."""
-        rows = await self._db.fetch_all(f"SELECT {_COLUMNS} FROM audit ORDER BY seq")
-        prev_hash, expected_seq = GENESIS, 1
-        for checked, row in enumerate(rows):
-            seq, stored_prev, stored_hash = row[0], row[8], row[9]
-            if seq != expected_seq:
-                return VerifyResult(
-                    ok=False,
-                    checked=checked,
-                    first_bad=expected_seq,
-                    reason=f"record {expected_seq} is missing (next present is {seq})",
-                )
-            if stored_prev != prev_hash:
-                return VerifyResult(
-                    ok=False,
-                    checked=checked,
-                    first_bad=seq,
-                    reason=f"record {seq} does not chain to record {seq - 1}",
-                )
-            if record_hash(stored_prev, seq, tuple(row[1:8])) != stored_hash:
-                return VerifyResult(
-                    ok=False,
-                    checked=checked,
-                    first_bad=seq,
-                    reason=f"record {seq} was altered (hash mismatch)",
-                )
-            prev_hash, expected_seq = stored_hash, seq + 1
+    async def count(self) -> int:
+        """How many records the trail holds."""
+        row = await self._db.fetch_one("SELECT COUNT(*) FROM audit")
+        return int(row[0]) if row else 0
+
+    async def verify(
+        self, progress: Callable[[int], None] | None = None, page: int = VERIFY_PAGE
+    ) -> VerifyResult:
+        """Walk the whole chain; report the first record that is missing or altered.
+
+        Reads the trail ``page`` records at a time; ``progress(n)`` is called after each page.
+        """
+        prev_hash, expected_seq, checked = GENESIS, 1, 0
+        while True:
+            rows = await self._db.fetch_all(
+                f"SELECT {_COLUMNS} FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?",
+                (expected_seq, page),
+            )
+            for row in rows:
+                problem = _check_row(row, expected_seq, prev_hash)
+                if problem is not None:
+                    first_bad, reason = problem
+                    return VerifyResult(
+                        ok=False, checked=checked, first_bad=first_bad, reason=reason
+                    )
+                prev_hash, expected_seq, checked = row[9], row[0] + 1, checked + 1
+            if progress is not None and rows:
+                progress(len(rows))
+            if len(rows) < page:
+                break
         counter = await self._db.fetch_one("SELECT seq FROM sqlite_sequence WHERE name = 'audit'")
         if counter is not None and counter[0] >= expected_seq:
             return VerifyResult(
                 ok=False,
-                checked=len(rows),
+                checked=checked,
                 first_bad=expected_seq,
                 reason=f"record {expected_seq} is missing (the trail ends early)",
             )
-        return VerifyResult(ok=True, checked=len(rows))
+        return VerifyResult(ok=True, checked=checked)
+
+
+def _check_row(row: tuple[Any, ...], expected_seq: int, prev_hash: str) -> tuple[int, str] | None:
+    """(first bad record, reason) when ``row`` is not the expected next link of the chain."""
+    seq, stored_prev, stored_hash = row[0], row[8], row[9]
+    if seq != expected_seq:
+        return expected_seq, f"record {expected_seq} is missing (next present is {seq})"
+    if stored_prev != prev_hash:
+        return seq, f"record {seq} does not chain to record {seq - 1}"
+    if record_hash(stored_prev, seq, tuple(row[1:8])) != stored_hash:
+        return seq, f"record {seq} was altered (hash mismatch)"
+    return None

@@ -45,12 +45,17 @@ def _run(action: Any, args: argparse.Namespace) -> int:
 
 
 async def _verify(path: Path, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from storage.audit import AuditTrail
     from storage.database import Database
 
     db = await Database.open(path)
     try:
-        result = await AuditTrail(db).verify()
+        trail = AuditTrail(db)
+        # Progress on stderr, only on a terminal: stdout stays one parseable verdict line.
+        with tqdm(total=await trail.count(), unit="rec", desc="verifying", disable=None) as bar:
+            result = await trail.verify(progress=bar.update)
     finally:
         await db.close()
     if result.ok:

@@ -194,3 +194,26 @@ def test_create_admin_cli_generates_and_prints_the_password_once(tmp_path: Path)
     listed = _netmon(tmp_path, "users", "list")
     assert "admin\t-\troot'; --" in listed.stdout
     assert _netmon(tmp_path, "audit", "verify").returncode == 0
+
+
+@pytest.mark.parametrize(("delete", "bad"), [(None, None), (2, 2), (3, 3), (5, 5)])
+def test_verify_reads_page_by_page_across_boundaries(
+    data_dir: Path, delete: int | None, bad: int | None
+) -> None:
+    if delete is not None:
+        with sqlite3.connect(database_path(data_dir)) as db:
+            db.execute("DELETE FROM audit WHERE seq = ?", (delete,))
+
+    async def verify() -> tuple[bool, int | None, list[int]]:
+        pages: list[int] = []
+        db = await Database.open(database_path(data_dir))
+        try:
+            result = await AuditTrail(db).verify(progress=pages.append, page=2)
+        finally:
+            await db.close()
+        return result.ok, result.first_bad, pages
+
+    ok, first_bad, pages = run(verify())
+    assert (ok, first_bad) == (delete is None, bad)
+    if delete is None:
+        assert pages == [2, 2, 2]
