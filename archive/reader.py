@@ -263,6 +263,30 @@ def _needle_spans(data: bytes, needles: Sequence[bytes]) -> list[tuple[int, int]
     return sorted(spans)
 
 
+def archived_segment(data_dir: Path, relpath: str) -> bytes | None:
+    """The bytes of an archived segment (``date=D/branch=B/W-N.jsonl``), None when not archived.
+
+    For readers that follow segments by name (writer manifests) and find one gone.
+    """
+    parts = relpath.split("/")
+    if len(parts) != 3 or not parts[0].startswith("date=") or not parts[1].startswith("branch="):
+        return None
+    try:
+        key = PartitionKey(date.fromisoformat(parts[0][5:]), validate_name("branch", parts[1][7:]))
+    except ValueError:
+        return None
+    path = archive_path(data_dir, key)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(relpath)
+    except FileNotFoundError:
+        return None
+    except KeyError:
+        return None
+    except ZIP_READ_ERRORS as error:
+        raise ArchiveCorruptError(f"{path}: {error}") from None
+
+
 def archived_dates(data_dir: Path) -> dict[str, list[date]]:
     """Branch -> dates that have an archive (for pages that offer archived dates)."""
     found: dict[str, list[date]] = {}

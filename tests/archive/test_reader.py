@@ -177,3 +177,16 @@ def test_one_store_answers_the_same_before_and_after_its_dates_are_archived(
     assert {e.ts // 86_400 for e in EventLogReader(tmp_path).scan(None, None)} == {
         midnight(day_ago(0)) // 86_400
     }
+
+
+def test_an_archived_segment_can_be_fetched_by_its_store_path(tmp_path: Path) -> None:
+    from archive.reader import archived_segment
+
+    populate(tmp_path, days_ago=[4], branches=["hq"])
+    segment = sorted((tmp_path / "events").rglob("*.jsonl"))[0]
+    relpath, data = segment.relative_to(tmp_path / "events").as_posix(), segment.read_bytes()
+    assert archived_segment(tmp_path, relpath) is None  # not archived yet
+    ArchiveManager(tmp_path, SETTINGS).run_once()
+    assert not segment.exists() and archived_segment(tmp_path, relpath) == data
+    for bad in ("../../etc/passwd", "date=x/branch=hq/a.jsonl", "date=2026-01-01/branch=../a"):
+        assert archived_segment(tmp_path, bad) is None
