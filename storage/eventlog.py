@@ -76,6 +76,9 @@ class _OpenSegment:
         self.index = IndexBuilder()
 
 
+_Part = tuple[_OpenSegment, bytes, list[Event]]  # a segment, the bytes for it, their events
+
+
 class EventLog:
     """The writer of one process (``writer`` = the replica's name). Thread-safe."""
 
@@ -127,21 +130,12 @@ class EventLog:
         with self._mutex:
             if self._closed:
                 raise StoreError(f"event log of writer {self.writer!r} is closed")
-            self._roll_at_midnight()
-            parts: list[tuple[_OpenSegment, bytes, list[Event]]] = []
-            for key, group in groups.items():
-                data = _encoder.encode_lines(group)
-                parts.append((self._segment_for(key, len(data)), data, group))
-            # Durable first only when the batch spans several segments: a power loss could
-            # otherwise keep one part and lose another. A one-segment batch is written by one
-            # write(), so the record (in the page cache) still covers any process crash.
-            self._journal.record(
-                [
-                    BatchPart(seg.relpath, seg.size, len(data), zlib.crc32(data))
-                    for seg, data, _ in parts
-                ],
-                durable=self._fsync and len(parts) > 1,
-            )
+            try:
+                self._roll_at_midnight()
+                parts = self._prepare(groups)
+            except OSError as error:  # e.g. no space for a new segment: nothing written yet
+                log.error("append of %d events failed, nothing written: %s", len(events), error)
+                raise StoreError(f"append failed, batch not stored: {error}") from error
             try:
                 for segment, data, _ in parts:
                     write_all(segment.fd, data)
@@ -152,10 +146,31 @@ class EventLog:
                 self._undo(parts)
                 log.error("append of %d events failed, nothing written: %s", len(events), error)
                 raise StoreError(f"append failed, batch not stored: {error}") from error
-            self._journal.clear()
+            try:
+                self._journal.clear()
+            except OSError as error:  # harmless: recovery finds every part complete
+                log.warning("could not clear the journal of %s: %s", self.writer, error)
             for segment, data, group in parts:
                 segment.index.add(group, data, segment.size)
                 segment.size += len(data)
+
+    def _prepare(self, groups: dict[tuple[int, str], list[Event]]) -> list[_Part]:
+        """Encode each group, pick (or roll) its segment and journal the batch."""
+        parts: list[_Part] = []
+        for key, group in groups.items():
+            data = _encoder.encode_lines(group)
+            parts.append((self._segment_for(key, len(data)), data, group))
+        # Durable first only when the batch spans several segments: a power loss could
+        # otherwise keep one part and lose another. A one-segment batch is written by one
+        # write(), so the record (in the page cache) still covers any process crash.
+        self._journal.record(
+            [
+                BatchPart(seg.relpath, seg.size, len(data), zlib.crc32(data))
+                for seg, data, _ in parts
+            ],
+            durable=self._fsync and len(parts) > 1,
+        )
+        return parts
 
     def close(self) -> None:
         """Seal every open segment (writing its sidecar index) and release the writer name."""
@@ -209,7 +224,7 @@ class EventLog:
         log.warning("rejected a batch for writer %s: event %d: %s", self.writer, position, reason)
         return StoreError(f"batch rejected, nothing stored: event {position}: {reason}")
 
-    def _undo(self, parts: list[tuple[_OpenSegment, bytes, list[Event]]]) -> None:
+    def _undo(self, parts: list[_Part]) -> None:
         """Cut a failed batch off again and seal the segments it touched: a reader may have
         read past the cut, so nothing may ever be appended at those offsets again."""
         for segment, _, _ in parts:
