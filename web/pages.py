@@ -56,20 +56,6 @@ async def live_page(request: Request) -> Response:
     )
 
 
-async def windows_page(request: Request) -> Response:
-    """GET /windows: 5-minute window summaries from the analysis worker."""
-    return renderer(request).page(
-        request, "windows.html", active="windows", available=has_route(request, "/api/v1/windows")
-    )
-
-
-async def model_page(request: Request) -> Response:
-    """GET /model: the classifier's held-out evaluation."""
-    return renderer(request).page(
-        request, "model.html", active="model", available=has_route(request, "/api/v1/model")
-    )
-
-
 async def admin_page(request: Request) -> Response:
     """GET /admin: users and agents (admins only)."""
     return renderer(request).page(

@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from app.access import SecuredRoute
-from web import alerts, analytics, pages, views
+from web import alerts, analysis_pages, analytics, pages, views
 from web.assets import AssetCatalog, serve_asset
 from web.errors import exception_handlers
 from web.templating import Renderer
@@ -33,8 +33,8 @@ def web_routes() -> list[BaseRoute]:
             "/events/{event_id:str}", views.event_detail, access="viewer", methods=["GET"]
         ),
         SecuredRoute("/analytics", analytics.analytics_page, access="viewer", methods=["GET"]),
-        SecuredRoute("/windows", pages.windows_page, access="viewer", methods=["GET"]),
-        SecuredRoute("/model", pages.model_page, access="viewer", methods=["GET"]),
+        SecuredRoute("/windows", analysis_pages.windows_page, access="viewer", methods=["GET"]),
+        SecuredRoute("/model", analysis_pages.model_page, access="viewer", methods=["GET"]),
         SecuredRoute("/archives", pages.archives_page, access="viewer", methods=["GET"]),
         SecuredRoute("/admin", pages.admin_page, access="admin", methods=["GET"]),
     ]

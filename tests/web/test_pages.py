@@ -14,8 +14,13 @@ from starlette.responses import Response
 from app.access import SecuredRoute
 from web.errors import exception_handlers
 
-PAGES = ["/", "/analytics", "/windows", "/model", "/admin"]
-EMPTY = [("/alerts", "No alerts"), ("/archives", "No archives yet")]
+PAGES = ["/", "/analytics", "/admin"]
+EMPTY = [
+    ("/alerts", "No alerts"),
+    ("/archives", "No archives yet"),
+    ("/windows", "No window summaries yet"),
+    ("/model", "No model evaluation yet"),
+]
 
 
 @pytest.mark.parametrize("path", PAGES)

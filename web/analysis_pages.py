@@ -1,0 +1,100 @@
+"""Pages over the analysis worker's output: 5-minute window summaries and the model evaluation.
+
+Windows are ``WindowSummarized`` events in the log (the store's raw-bytes pre-filter skips every
+other line); the model evaluation is the JSON the trainer saves beside the model
+(``model.eval.json``). Both pages show an empty state until the worker has produced them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from storage.events import WindowSummarized
+from web.principals import allowed_branches
+from web.templating import renderer
+
+log = logging.getLogger(__name__)
+
+WINDOW_NEEDLE = b'"type":"WindowSummarized"'
+WINDOW_HOURS = 24
+MAX_WINDOWS = 100
+
+
+def recent_windows(reader: Any, now: float, branches: list[str] | None) -> list[WindowSummarized]:
+    """The newest window summaries of the last WINDOW_HOURS hours, newest first."""
+    since = now - WINDOW_HOURS * 3600
+    days = {dt.datetime.fromtimestamp(t, dt.UTC).date() for t in (since, now)}
+    windows = reader.scan(
+        sorted(days),
+        branches,
+        lambda e: isinstance(e, WindowSummarized) and e.ts >= since,
+        needles=[WINDOW_NEEDLE],
+    )
+    return heapq.nlargest(MAX_WINDOWS, windows, key=lambda w: (w.window_end, w.branch))
+
+
+async def windows_page(request: Request) -> Response:
+    """GET /windows: what each branch's last 5-minute windows held, and their summaries."""
+    from web.views import event_source
+
+    source = event_source(request)
+    windows: list[WindowSummarized] = []
+    if source is not None:
+        branches = await allowed_branches(request)
+        windows = await anyio.to_thread.run_sync(
+            recent_windows, source.new_reader(), time.time(), branches
+        )
+    return renderer(request).page(
+        request, "windows.html", active="windows", available=source is not None, windows=windows
+    )
+
+
+def model_file(request: Request) -> Path:
+    """The classifier's model file (the analysis settings' path, or its default)."""
+    settings = request.app.state.settings
+    analysis = getattr(settings, "analysis", None)
+    configured = getattr(analysis, "model_path", "") if analysis is not None else ""
+    return Path(configured) if configured else settings.data_dir / "analysis" / "model.joblib"
+
+
+def load_evaluation(path: Path) -> dict[str, Any] | None:
+    """The saved evaluation, or None when there is none; a damaged file is logged, not fatal."""
+    report = path.with_suffix(".eval.json")
+    try:
+        data: dict[str, Any] = json.loads(report.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        log.error("model evaluation %s unreadable: %s", report, error)
+        return {"error": f"{report.name} could not be read: {error}"}
+    return data
+
+
+async def model_page(request: Request) -> Response:
+    """GET /model: per-class precision, recall, F1 and the confusion matrices."""
+    path = model_file(request)
+    report = await anyio.to_thread.run_sync(load_evaluation, path)
+    levels = []
+    if report and "error" not in report:
+        for level, title in (("coarse", "Benign vs attack"), ("fine", "Per class")):
+            if isinstance(report.get(level), dict):
+                levels.append((level, title, report[level]))
+    return renderer(request).page(
+        request,
+        "model.html",
+        active="model",
+        available=True,
+        report=report,
+        levels=levels,
+        model_path=str(path),
+    )
