@@ -219,8 +219,9 @@ class ArchiveManager:
         """One complete run; with ``dry_run`` only report what would be done."""
         started = time.monotonic()
         summary = RunSummary(dry_run=dry_run)
-        archives_dir(self.data_dir).mkdir(parents=True, exist_ok=True)
-        with self._locked():
+        if not dry_run:
+            archives_dir(self.data_dir).mkdir(parents=True, exist_ok=True)
+        with self._locked(create=not dry_run):
             self._step("locked")
             plans = self.plan()
             for plan in plans:
@@ -238,8 +239,11 @@ class ArchiveManager:
         return summary
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, create: bool) -> Iterator[None]:
         path = archives_dir(self.data_dir) / LOCK_NAME
+        if not create and not path.parent.is_dir():
+            yield  # a dry run on a data dir that was never archived: nothing to lock, or to make
+            return
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
@@ -261,6 +265,7 @@ class ArchiveManager:
             if plan.segments:
                 summary.partitions_sealed.append(str(plan.key))
                 summary.segments_archived += len(plan.segments)
+                summary.events_archived += sum(s.counts.events for s in plan.segments)
                 summary.bytes_in += sum(segment.size for segment in plan.segments)
         expired = self.expired()
         summary.deleted.extend(self._deletion(key, "retention") for key in expired)

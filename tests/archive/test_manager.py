@@ -199,3 +199,12 @@ def test_zip_members_keep_the_store_layout(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "archives" / f"{day_ago(3).isoformat()}_hq.zip") as archive:
         restored = {n: archive.read(n) for n in archive.namelist() if n != "manifest.json"}
     assert restored == before  # `unzip -d DATA/events` puts every file back byte for byte
+
+
+def test_a_dry_run_on_a_never_archived_store_creates_nothing(tmp_path: Path) -> None:
+    populate(tmp_path, days_ago=[0, 4], branches=["hq"])
+    before = sorted(tmp_path.rglob("*"))
+    summary = ArchiveManager(tmp_path, SETTINGS).run_once(dry_run=True)
+    assert sorted(tmp_path.rglob("*")) == before
+    assert summary.partitions_sealed == [f"date={day_ago(4).isoformat()}/branch=hq"]
+    assert summary.events_archived == 60 and summary.bytes_out == 0
