@@ -56,13 +56,6 @@ async def live_page(request: Request) -> Response:
     )
 
 
-async def admin_page(request: Request) -> Response:
-    """GET /admin: users and agents (admins only)."""
-    return renderer(request).page(
-        request, "admin.html", active="admin", available=has_route(request, "/api/v1/users")
-    )
-
-
 async def archives_page(request: Request) -> Response:
     """GET /archives: sealed ZIPs per date and branch, with downloads for analysts."""
     try:
@@ -84,4 +77,28 @@ async def archives_page(request: Request) -> Response:
         available=archive_listing is not None,
         archives=entries,
         can_download=principal is None or principal.has_role("analyst"),
+    )
+
+
+async def admin_view(request: Request) -> dict[str, Any]:
+    """Users (identity's store) and enrolled agents (the ingest registry), when present."""
+    view: dict[str, Any] = {"users": None, "agents": None}
+    auth = getattr(request.app.state, "auth", None)
+    if auth is not None:
+        view["users"] = await auth.users.all()
+    ingestor = getattr(request.app.state, "ingestor", None)
+    if ingestor is not None:
+        view["agents"] = await anyio.to_thread.run_sync(ingestor.registry.list)
+    return view
+
+
+async def admin_page(request: Request) -> Response:
+    """GET /admin: users and agents (admins only; changes go through the CLI and JSON API)."""
+    view = await admin_view(request)
+    return renderer(request).page(
+        request,
+        "admin.html",
+        active="admin",
+        available=view["users"] is not None or view["agents"] is not None,
+        **view,
     )

@@ -186,3 +186,7 @@ def test_a_real_agent_replays_an_ssh_attempt_seen_live_then_searched(
     found.click()
     expect(search.locator("#drawer")).to_contain_text("web-agent")
     screenshot(search, "events-agent-ssh")
+    search.goto(netmon_server.url + "/admin")
+    expect(search.locator("#enrolled-web-agent")).to_contain_text("hq")
+    expect(search.locator("#users")).to_contain_text("admin")
+    screenshot(search, "admin")
