@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import http.client
 import io
+import logging
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,3 +149,21 @@ def test_a_missing_archive_is_404_and_audited(server: LiveServer) -> None:
         answer = client.get(f"/api/v1/archives/{missing}", headers=server.bearer("analyst"))
     assert answer.status_code == 404
     assert audit(server, target=missing)[-1]["outcome"] == "refused"
+
+
+def test_a_damaged_archive_is_listed_with_its_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from archive.downloads import archive_listing
+
+    populate(tmp_path, days_ago=[4, 5], branches=["north"])
+    ArchiveManager(tmp_path, SETTINGS).run_once()
+    damaged = tmp_path / "archives" / NORTH
+    damaged.write_bytes(damaged.read_bytes()[:-30])  # the central directory's tail is gone
+    with caplog.at_level(logging.ERROR, logger="netmon.archive"):
+        entries = archive_listing(tmp_path, frozenset({"north"}))
+    assert [e["name"] for e in entries] == [f"{day_ago(5).isoformat()}_north.zip", NORTH]
+    assert "events" in entries[0] and "error" not in entries[0]
+    assert NORTH in entries[1]["error"] and "events" not in entries[1]
+    assert f"listing {NORTH}" in caplog.text
+    assert archive_listing(tmp_path, frozenset({"south"})) == []
