@@ -70,7 +70,7 @@ async def summary_endpoint(request: Request) -> JSONResponse:
 
 
 async def top_endpoint(request: Request) -> JSONResponse:
-    """GET /api/v1/summary/top?hours=24&k=10&branch=B: top talkers, domains, ports and detections."""
+    """GET /api/v1/summary/top?hours=24&k=10&branch=B: top IPs, domains, ports, detections."""
     service: LiveService = request.app.state.live
     try:
         hours = _int_param(request, "hours", 24, 1, 24 * 7)
@@ -100,5 +100,3 @@ def routes() -> list[SecuredRoute]:
         SecuredRoute("/api/v1/summary/top", top_endpoint, access="viewer"),
         SecuredRoute("/api/v1/summary/agents", agents_endpoint, access="viewer"),
     ]
-
-

@@ -73,7 +73,9 @@ class FileFeed:
             await anyio.sleep(self.poll_interval)
 
 
-def read_to_end(root: Path, offsets: dict[str, int], max_events: int = 50_000) -> Iterator[FeedBatch]:
+def read_to_end(
+    root: Path, offsets: dict[str, int], max_events: int = 50_000
+) -> Iterator[FeedBatch]:
     """Every batch from ``offsets`` up to the current end of the log, then stop (for rebuilds)."""
     from storage.eventlog import EventLogReader
     from storage.positions import Position

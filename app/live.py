@@ -211,7 +211,10 @@ class LiveRenderer:
     def status_html(self, change: AgentStatusChanged) -> str:
         """An agent row replaced in #agent-rows."""
         return self.env.get_template("_agent_row.html").render(
-            agent_id=change.agent_id, branch=change.branch, status=change.status, when=_when(change.ts)
+            agent_id=change.agent_id,
+            branch=change.branch,
+            status=change.status,
+            when=_when(change.ts),
         )
 
     def event_json(self, event: AnyEvent) -> str:

@@ -89,7 +89,7 @@ class LiveService:
         for event in events:
             if not isinstance(event, AGENT_EVENT_TYPES):
                 continue
-            agent_id: str = event.agent_id  # type: ignore[attr-defined]
+            agent_id: str = event.agent_id  # type: ignore[union-attr]
             if agent_id in self.agents_up:
                 continue
             # Not up: never seen, or announced down by watch_agents since.

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import random
 import shutil
 import statistics
@@ -38,7 +40,7 @@ from app.follower import read_to_end  # noqa: E402
 from app.projections.runner import ProjectionRunner, snapshot_path  # noqa: E402
 from storage.eventlog import EventLog  # noqa: E402
 from storage.events import FlowObserved, new_event_id  # noqa: E402
-from tests.live.cluster import Agent, Cluster, Dashboard, wait_for, wait_http  # noqa: E402
+from tests.live.cluster import Cluster, Dashboard, wait_for, wait_http  # noqa: E402
 from tests.live.factory import flow  # noqa: E402
 
 BRANCHES = ("hq", "branch-a", "branch-b", "branch-c")
@@ -61,81 +63,160 @@ def templates(count: int, seed: int = 11) -> list[FlowObserved]:
 
 
 # --- part 1: feed latency ---------------------------------------------------------------------
+# The agent runs in its own process (as in production): its batching, spooling (fsync) and
+# encryption must not share an event loop or a core slice with the dashboards being timed.
+# time.monotonic() is CLOCK_MONOTONIC, comparable across processes of one machine.
+
+
+async def agent_child(url: str, key: str, spool: str, seconds: float, rate: int) -> None:
+    """Child process: emit ``rate`` flows/s plus 20 probes/s; print probe send times as JSON."""
+    from agent.transport import AgentTransport, TransportConfig
+
+    config = TransportConfig(
+        key=key,
+        spool_dir=spool,
+        batch_max_delay_s=0.02,
+        critical_delay_s=0.01,
+        backoff_base_s=0.1,
+        backoff_cap_s=1.0,
+        offline_archives=False,
+    )
+    transport = AgentTransport(AGENT, url, config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(transport.run(stop))
+    await wait_for(lambda: transport.connected, 20, "the agent to connect")
+    pool, replace = templates(5000), msgspec.structs.replace
+    sent: dict[str, float] = {}
+    per_tick, emitted = rate // 100, 0
+    started = time.monotonic()
+    next_tick = next_probe = started
+    while time.monotonic() - started < seconds:
+        if per_tick:
+            wall = time.time()
+            for i in range(per_tick):
+                transport.emit(
+                    replace(pool[(emitted + i) % len(pool)], id=new_event_id(wall), ts=wall)
+                )
+            emitted += per_tick
+        if time.monotonic() >= next_probe:
+            probe = flow(time.time(), critical=True, agent_id=AGENT)
+            sent[probe.id] = time.monotonic()
+            transport.emit(probe)
+            emitted += 1
+            next_probe += 0.05
+        next_tick += 0.01
+        await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+    await wait_for(lambda: transport.stats.events_acked >= emitted, 120, "acks")
+    rate_achieved = emitted / (time.monotonic() - started)
+    stop.set()
+    await task
+    print(json.dumps({"sent": sent, "rate": rate_achieved}))
 
 
 async def feed_phase(
-    agent: Agent, dashboards: list[Dashboard], seconds: float, rate: int, pool: list[FlowObserved]
-) -> tuple[list[float], float]:
-    """Probes at 20/s (+ background at ``rate``/s); latencies and the achieved ingest rate."""
-    sent: dict[str, float] = {}
-    tick, per_tick = 0.01, rate // 100
-    acked_before = agent.transport.stats.events_acked
-    started = time.monotonic()
-    next_tick, next_probe, emitted = started, started, 0
-    replace = msgspec.structs.replace
-    while time.monotonic() - started < seconds:
-        now = time.monotonic()
-        if per_tick:
-            wall = time.time()
-            batch = [
-                replace(pool[(emitted + i) % len(pool)], id=new_event_id(wall), ts=wall)
-                for i in range(per_tick)
-            ]
-            for event in batch:
-                agent.transport.emit(event)
-            emitted += per_tick
-        if now >= next_probe:
-            probe = flow(time.time(), critical=True, agent_id=AGENT)
-            sent[probe.id] = time.monotonic()
-            agent.transport.emit(probe)
-            emitted += 1
-            next_probe += 0.05
-        next_tick += tick
-        await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
-    total = emitted
-    await wait_for(
-        lambda: agent.transport.stats.events_acked - acked_before >= total, 120, "acks"
-    )
-    ingest_rate = total / (time.monotonic() - started)
+    cluster: Cluster, key: str, dashboards: list[Dashboard], seconds: float, rate: int
+) -> tuple[list[float], float, dict[str, float]]:
+    """One agent child run; latencies over every dashboard, achieved rate, CPU per process."""
+    command = [
+        sys.executable,
+        __file__,
+        "--agent-child",
+        cluster.ws_url,
+        key,
+        str(cluster.root / "spool"),
+        str(seconds),
+        str(rate),
+    ]
+    cpu = CpuMeter(cluster)
+    child = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    cpu.watch("agent", child.pid)
+    cpu.start()
+    out, _ = await child.communicate()
+    usage = cpu.stop()
+    assert child.returncode == 0, "agent child failed"
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    sent: dict[str, float] = report["sent"]
     await wait_for(lambda: all(sent.keys() <= d.received.keys() for d in dashboards), 60, "probes")
     latencies = [d.received[i] - sent[i] for d in dashboards for i in sent]
-    return latencies, ingest_rate
+    return latencies, float(report["rate"]), usage
+
+
+class CpuMeter:
+    """CPU seconds used per process (from /proc) between start and stop, as % of one core."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.pids = {r.name: r.process.pid for r in cluster.replicas if r.process}
+        if cluster.nginx is not None:
+            self.pids["nginx"] = cluster.nginx.pid
+        self.pids["bench"] = os.getpid()
+        self.before: dict[str, float] = {}
+        self.started = 0.0
+
+    def watch(self, name: str, pid: int) -> None:
+        self.pids[name] = pid
+
+    @staticmethod
+    def _cpu(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return 0.0
+        # utime, stime, cutime, cstime (children: nginx workers, uvicorn has none)
+        ticks = sum(int(value) for value in fields[11:15])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def start(self) -> None:
+        self.before = {name: self._cpu(pid) for name, pid in self.pids.items()}
+        self.started = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        elapsed = time.monotonic() - self.started
+        return {
+            name: 100 * (self._cpu(pid) - self.before.get(name, 0.0)) / elapsed
+            for name, pid in self.pids.items()
+        }
 
 
 async def feed_bench(root: Path, seconds: float, rate: int) -> None:
     cluster = Cluster(root, env={"NETMON_LIVE__QUEUE_SIZE": "4096"})
     cluster.start()
     dashboards: list[Dashboard] = []
-    agent = Agent(cluster, AGENT, "hq", root / "spool")
     try:
         headers = cluster.login()
+        key = cluster.enroll_agent(AGENT, "hq")
         names = {r.name for r in cluster.replicas}
         while {d.replica for d in dashboards} != names and len(dashboards) < 12:
             dashboard = Dashboard(f"{cluster.ws_url}/ws/live.json", lambda: headers)
             dashboard.start()
             await asyncio.wait_for(dashboard.connected.wait(), 10)
             dashboards.append(dashboard)
-        agent.start()
-        await wait_for(lambda: agent.transport.connected, 10, "the agent")
-        pool = templates(5000)
-        base, base_rate = await feed_phase(agent, dashboards, seconds / 2, 0, pool)
-        loaded, load_rate = await feed_phase(agent, dashboards, seconds, rate, pool)
-        print(f"\nfeed latency, agent emit -> dashboard receive, through nginx, "
-              f"{len(dashboards)} dashboards on {len({d.replica for d in dashboards})} replicas")
-        print(f"{'phase':<34}{'ingest ev/s':>12}{'probes':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+        base, base_rate, base_cpu = await feed_phase(cluster, key, dashboards, seconds / 2, 0)
+        loaded, load_rate, load_cpu = await feed_phase(cluster, key, dashboards, seconds, rate)
+        print(
+            f"\nfeed latency, agent emit -> dashboard receive, through nginx, "
+            f"{len(dashboards)} dashboards on {len({d.replica for d in dashboards})} replicas"
+        )
+        print(
+            f"{'phase':<30}{'ingest ev/s':>12}{'probes':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+        )
         for name, values, achieved in (
             ("baseline (probes only)", base, base_rate),
             (f"background ingest {rate:,}/s", loaded, load_rate),
         ):
             print(
-                f"{name:<34}{achieved:>12,.0f}{len(values):>8}{percentile(values, 0.5) * 1000:>9.1f}"
+                f"{name:<30}{achieved:>12,.0f}{len(values):>8}"
+                f"{percentile(values, 0.5) * 1000:>9.1f}"
                 f"{percentile(values, 0.99) * 1000:>9.1f}{max(values) * 1000:>9.1f}"
             )
         ratio = percentile(loaded, 0.99) / percentile(base, 0.99)
         target = "met" if percentile(loaded, 0.99) < 0.25 else "MISSED"
         print(f"p99 under load / baseline p99: {ratio:.2f}x; target p99 < 250 ms: {target}")
+        print(
+            "CPU % of one core during the loaded phase: "
+            + ", ".join(f"{name} {value:.0f}" for name, value in load_cpu.items())
+            + f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        )
     finally:
-        await agent.stop()
         for dashboard in dashboards:
             await dashboard.stop()
         cluster.stop()
@@ -148,13 +229,18 @@ def fill(data: Path, count: int, pool: list[FlowObserved], start_ts: float, span
     """Append ``count`` flows spread over ``span`` seconds, 10,000 per batch."""
     replace = msgspec.structs.replace
     step = span / count
-    with EventLog(data, "bench-writer", durability="none") as log, tqdm(
-        total=count, unit="ev", desc="append", unit_scale=True
-    ) as bar:
+    with (
+        EventLog(data, "bench-writer", durability="none") as log,
+        tqdm(total=count, unit="ev", desc="append", unit_scale=True) as bar,
+    ):
         for first in range(0, count, 10_000):
             size = min(10_000, count - first)
             batch = [
-                replace(pool[(first + i) % len(pool)], id=new_event_id(), ts=start_ts + (first + i) * step)
+                replace(
+                    pool[(first + i) % len(pool)],
+                    id=new_event_id(),
+                    ts=start_ts + (first + i) * step,
+                )
                 for i in range(size)
             ]
             log.append(batch)
@@ -209,22 +295,36 @@ def summary_bench(root: Path, sizes: list[int], requests: int) -> None:
         finally:
             cluster.stop()
         rows.append((size, events, rate, summary, top))
-    print("\nsummary endpoints on one replica (projections, not the log), "
-          f"{requests} requests each, ms")
-    print(f"{'stored':>12}{'projected':>12}{'project ev/s':>14}{'summary p50':>13}{'p99':>8}"
-          f"{'top p50':>10}{'p99':>8}")
+    print(
+        "\nsummary endpoints on one replica (projections, not the log), "
+        f"{requests} requests each, ms"
+    )
+    print(
+        f"{'stored':>12}{'projected':>12}{'project ev/s':>14}{'summary p50':>13}{'p99':>8}"
+        f"{'top p50':>10}{'p99':>8}"
+    )
     for size, events, rate, summary, top in rows:
-        print(f"{size:>12,}{events:>12,}{rate:>14,.0f}{statistics.median(summary) * 1000:>13.1f}"
-              f"{percentile(summary, 0.99) * 1000:>8.1f}{statistics.median(top) * 1000:>10.1f}"
-              f"{percentile(top, 0.99) * 1000:>8.1f}")
+        print(
+            f"{size:>12,}{events:>12,}{rate:>14,.0f}{statistics.median(summary) * 1000:>13.1f}"
+            f"{percentile(summary, 0.99) * 1000:>8.1f}{statistics.median(top) * 1000:>10.1f}"
+            f"{percentile(top, 0.99) * 1000:>8.1f}"
+        )
     first, last = rows[0], rows[-1]
-    print(f"p50 ratio {last[0]:,} / {first[0]:,} stored: summary "
-          f"{statistics.median(last[3]) / statistics.median(first[3]):.2f}x, top "
-          f"{statistics.median(last[4]) / statistics.median(first[4]):.2f}x (target: ~1.0)")
+    print(
+        f"p50 ratio {last[0]:,} / {first[0]:,} stored: summary "
+        f"{statistics.median(last[3]) / statistics.median(first[3]):.2f}x, top "
+        f"{statistics.median(last[4]) / statistics.median(first[4]):.2f}x (target: ~1.0)"
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if len(sys.argv) > 1 and sys.argv[1] == "--agent-child":
+        url, key, spool, seconds, rate = sys.argv[2:7]
+        asyncio.run(agent_child(url, key, spool, float(seconds), int(rate)))
+        return 0
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of the loaded phase")
     parser.add_argument("--rate", type=int, default=10_000, help="background ingest, events/s")
     parser.add_argument("--sizes", default="1000000,10000000", help="stored events for part 2")

@@ -1,8 +1,9 @@
 """Agents: last seen, events/s, spool backlog and lag as last reported, connected or not.
 
-"Last reported" is the heartbeat (and the branch that of the event) with the newest (ts, id), not the last one read, so the state
-does not depend on the order writers' segments are read in. "Connected" is decided at query
-time against a clock: an agent is connected while it was seen within ``timeout_s``.
+"Last reported" is the heartbeat (and the branch that of the event) with the newest (ts, id),
+not the last one read, so the state does not depend on the order writers' segments are read
+in. "Connected" is decided at query time against a clock: an agent is connected while it was
+seen within ``timeout_s``.
 """
 
 from __future__ import annotations

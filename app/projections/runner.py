@@ -102,7 +102,9 @@ class ProjectionRunner:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # A unique temporary name: a save still running in a thread after its task was
         # cancelled must not collide with the next one. Each rename is atomic; either wins.
-        fd, name = tempfile.mkstemp(prefix=f"{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        fd, name = tempfile.mkstemp(
+            prefix=f"{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

@@ -104,10 +104,10 @@ def view(
                             entry[0] += flows
                             entry[1] += size
     result: dict[str, Any] = {"hours": hours}
-    for dimension, counts in totals.items():
+    for dimension, summed in totals.items():
         result[dimension] = {
-            "by_bytes": _top(counts, k, 1),
-            "by_flows": _top(counts, k, 0),
+            "by_bytes": _top(summed, k, 1),
+            "by_flows": _top(summed, k, 0),
         }
     return result
 

@@ -44,7 +44,9 @@ def _sub(text: str, pattern: str, replacement: str, count: int) -> str:
     """Replace exactly ``count`` matches of ``pattern``, or fail: the template changed."""
     result, found = re.subn(pattern, replacement, text, flags=re.MULTILINE)
     if found != count:
-        raise AssertionError(f"nginx.conf: expected {count} match(es) of {pattern!r}, found {found}")
+        raise AssertionError(
+            f"nginx.conf: expected {count} match(es) of {pattern!r}, found {found}"
+        )
     return result
 
 
@@ -102,7 +104,8 @@ class Cluster:
             **(env or {}),
         }
         self.replicas = [
-            Replica(f"r{n}", free_port(), root / f"replica-r{n}.log") for n in range(1, replicas + 1)
+            Replica(f"r{n}", free_port(), root / f"replica-r{n}.log")
+            for n in range(1, replicas + 1)
         ]
         self.nginx: subprocess.Popen[bytes] | None = None
         self.password = ""
@@ -144,7 +147,16 @@ class Cluster:
         env = {**self.env, "NETMON_SERVER__REPLICA": replica.name, "PYTHONPATH": str(REPO_ROOT)}
         handle = replica.log_path.open("ab")
         replica.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(replica.port)],
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(replica.port),
+            ],
             env=env,
             cwd=self.root,
             stdout=handle,
@@ -166,8 +178,17 @@ class Cluster:
         )
         with (self.nginx_prefix / "stderr.log").open("ab") as stderr:
             self.nginx = subprocess.Popen(
-                [NGINX, "-p", str(self.nginx_prefix), "-c", str(conf),
-                 "-e", str(self.nginx_prefix / "startup.log"), "-g", "daemon off;"],
+                [
+                    NGINX,
+                    "-p",
+                    str(self.nginx_prefix),
+                    "-c",
+                    str(conf),
+                    "-e",
+                    str(self.nginx_prefix / "startup.log"),
+                    "-g",
+                    "daemon off;",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
             )
@@ -180,7 +201,9 @@ class Cluster:
 
     def stop(self) -> None:
         """Stop nginx and every replica (gracefully, then hard)."""
-        processes = [r.process for r in self.replicas if r.process] + ([self.nginx] if self.nginx else [])
+        processes = [r.process for r in self.replicas if r.process] + (
+            [self.nginx] if self.nginx else []
+        )
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM if process is not self.nginx else signal.SIGQUIT)
@@ -193,7 +216,11 @@ class Cluster:
 
     def logs(self) -> str:
         """Every process's log, for assertion messages."""
-        parts = [f"--- {r.name}\n{r.log_path.read_text(errors='replace')[-4000:]}" for r in self.replicas if r.log_path.exists()]
+        parts = [
+            f"--- {r.name}\n{r.log_path.read_text(errors='replace')[-4000:]}"
+            for r in self.replicas
+            if r.log_path.exists()
+        ]
         for name in ("error.log", "stderr.log", "startup.log"):
             path = self.nginx_prefix / name
             if path.exists():
@@ -222,7 +249,11 @@ class Cluster:
         """Headers of a logged-in user (OAuth2 password grant through nginx); admin by default."""
         answer = httpx.post(
             f"{url or self.url}/api/v1/auth/token",
-            data={"grant_type": "password", "username": username, "password": password or self.password},
+            data={
+                "grant_type": "password",
+                "username": username,
+                "password": password or self.password,
+            },
             timeout=30,
         )
         answer.raise_for_status()
@@ -278,7 +309,11 @@ def wait_http(url: str, replica: Replica | None, timeout: float = 30.0) -> None:
     """Poll ``url`` until it answers 200 (fail early if the replica died)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if replica is not None and replica.process is not None and replica.process.poll() is not None:
+        if (
+            replica is not None
+            and replica.process is not None
+            and replica.process.poll() is not None
+        ):
             raise AssertionError(f"{replica.name} exited: {replica.log_path.read_text()[-3000:]}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=2).status_code == 200:
@@ -327,7 +362,7 @@ class Dashboard:
                         if message["type"] == "snapshot" and dropped_at is not None:
                             self.reconnects.append(time.monotonic() - dropped_at)
                             dropped_at = None
-            except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError):
+            except (TimeoutError, OSError, websockets.exceptions.WebSocketException):
                 pass
             self.connected.clear()
             if dropped_at is None:
@@ -347,11 +382,11 @@ class Dashboard:
             self.missed_markers.append(message["count"])
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Await a real condition (checked every 10 ms) for at most ``timeout`` s; the time taken."""
+async def wait_for(condition: Callable[[], bool], within: float, what: str) -> float:
+    """Await a real condition (checked every 10 ms) for at most ``within`` s; the time taken."""
     start = time.monotonic()
     while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        if time.monotonic() - start > within:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(0.01)
     return time.monotonic() - start

@@ -67,14 +67,23 @@ def detection(ts: float, branch: str = "hq", agent_id: str = "agent-1") -> Detec
         dst_ip="203.0.113.9",
         dst_port=23,
         protocol=6,
-        detection=Detection(kind="critical_port", detail="Telnet", severity="critical", rule="telnet"),
+        detection=Detection(
+            kind="critical_port", detail="Telnet", severity="critical", rule="telnet"
+        ),
     )
 
 
-def heartbeat(ts: float, branch: str = "hq", agent_id: str = "agent-1", **fields: float) -> AgentHeartbeat:
+def heartbeat(
+    ts: float, branch: str = "hq", agent_id: str = "agent-1", **fields: float
+) -> AgentHeartbeat:
     """An AgentHeartbeat at ``ts`` with the given counters."""
     return AgentHeartbeat(
-        id=new_event_id(ts), ts=ts, branch=branch, agent_id=agent_id, boot_id="boot-1", **fields  # type: ignore[arg-type]
+        id=new_event_id(ts),
+        ts=ts,
+        branch=branch,
+        agent_id=agent_id,
+        boot_id="boot-1",
+        **fields,  # type: ignore[arg-type]
     )
 
 
@@ -110,7 +119,9 @@ def mixed_stream(
         if roll < 0.02:
             events.append(detection(ts, branch))
         elif roll < 0.04:
-            events.append(heartbeat(ts, branch, agent_id=f"agent-{branch}", events_per_s=float(number)))
+            events.append(
+                heartbeat(ts, branch, agent_id=f"agent-{branch}", events_per_s=float(number))
+            )
         elif roll < 0.05:
             events.append(alert(ts, branch))
         else:

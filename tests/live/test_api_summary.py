@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -41,7 +40,9 @@ def get(cluster: Cluster, path: str, headers: dict[str, str]) -> httpx.Response:
 
 def caught_up(cluster: Cluster, headers: dict[str, str], events: int) -> bool:
     return all(
-        httpx.get(f"http://127.0.0.1:{r.port}/api/v1/summary", headers=headers, timeout=10).json()["events"]
+        httpx.get(f"http://127.0.0.1:{r.port}/api/v1/summary", headers=headers, timeout=10).json()[
+            "events"
+        ]
         >= events
         for r in cluster.replicas
     )
@@ -67,7 +68,10 @@ async def test_a_viewer_sees_only_their_branch(cluster: Cluster) -> None:
     dashboard.start()
     try:
         await asyncio.wait_for(dashboard.connected.wait(), 10)
-        hq_alarm, lab_alarm = flow(time.time(), "hq", critical=True), flow(time.time(), "lab", critical=True)
+        hq_alarm, lab_alarm = (
+            flow(time.time(), "hq", critical=True),
+            flow(time.time(), "lab", critical=True),
+        )
         with EventLog(cluster.data_dir, "test-writer") as writer:
             writer.append([hq_alarm])
             writer.append([lab_alarm])
@@ -95,10 +99,16 @@ async def test_html_feed_escapes_attacker_controlled_domains(cluster: Cluster) -
 
 @pytest.mark.parametrize(
     ("query", "named"),
-    [("hours=abc", "hours must be an integer"), ("hours=0", "hours must be between"),
-     ("k=1000", "k must be between"), ("hours=99999999999999999999", "hours must be between")],
+    [
+        ("hours=abc", "hours must be an integer"),
+        ("hours=0", "hours must be between"),
+        ("k=1000", "k must be between"),
+        ("hours=99999999999999999999", "hours must be between"),
+    ],
 )
-def test_bad_parameters_get_a_clear_400_and_a_log_line(cluster: Cluster, query: str, named: str) -> None:
+def test_bad_parameters_get_a_clear_400_and_a_log_line(
+    cluster: Cluster, query: str, named: str
+) -> None:
     answer = get(cluster, f"/api/v1/summary/top?{query}", cluster.login())
     assert answer.status_code == 400
     assert named in answer.json()["detail"]
@@ -115,5 +125,3 @@ def test_anonymous_callers_are_refused(cluster: Cluster) -> None:
 async def _open(url: str) -> None:
     async with websockets.connect(url):
         pass
-
-

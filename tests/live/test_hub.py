@@ -52,7 +52,7 @@ def test_html_fragments_escape_attacker_text() -> None:
     assert 'hx-swap-oob="afterbegin:#live-rows"' in renderer.event_html(event)
     snapshot = renderer.snapshot_html([event], missed=3)
     assert 'id="live-rows" hx-swap-oob="true"' in snapshot and "3 events missed" in snapshot
-    status = renderer.status_html(AgentStatusChanged('<b>x</b>', "hq", "down", START))
+    status = renderer.status_html(AgentStatusChanged("<b>x</b>", "hq", "down", START))
     assert "<b>" not in status and "&lt;b&gt;x&lt;/b&gt;" in status
 
 
@@ -67,4 +67,10 @@ def test_json_messages_carry_the_event_as_data() -> None:
         "AgentHeartbeat",
     ]
     status = json.loads(renderer.status_json(AgentStatusChanged("a1", "hq", "up", START)))
-    assert status == {"type": "agent", "agent_id": "a1", "branch": "hq", "status": "up", "ts": START}
+    assert status == {
+        "type": "agent",
+        "agent_id": "a1",
+        "branch": "hq",
+        "status": "up",
+        "ts": START,
+    }

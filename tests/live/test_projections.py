@@ -45,7 +45,9 @@ def test_summary_counts_match_a_brute_force_count() -> None:
         hours = state.branches[branch].hours.values()
         minutes = state.branches[branch].minutes.values()
         assert sum(c.flows for c in hours) == len(in_week)
-        assert sum(c.bytes for c in hours) == sum(e.src2dst_bytes + e.dst2src_bytes for e in in_week)
+        assert sum(c.bytes for c in hours) == sum(
+            e.src2dst_bytes + e.dst2src_bytes for e in in_week
+        )
         assert sum(c.packets for c in minutes) == sum(
             e.src2dst_packets + e.dst2src_packets for e in in_day
         )
@@ -94,8 +96,10 @@ def test_top_talkers_are_exact_below_the_cap() -> None:
 def test_top_memory_is_bounded_and_heavy_hitters_survive() -> None:
     heavy = [flow(START + i / 100, rng=random.Random(i)) for i in range(300)]
     heavy = [FlowObserved(**{**_fields(e), "src_ip": "10.9.9.9"}) for e in heavy]
-    scan = [FlowObserved(**{**_fields(e), "src_ip": f"172.16.{i // 250}.{i % 250}"})
-            for i, e in enumerate(flow(START + 1 + i / 100) for i in range(5000))]
+    scan = [
+        FlowObserved(**{**_fields(e), "src_ip": f"172.16.{i // 250}.{i % 250}"})
+        for i, e in enumerate(flow(START + 1 + i / 100) for i in range(5000))
+    ]
     state = fold(heavy + scan).top
     bucket = state.branches["hq"][int(START // HOUR) * HOUR]
     assert len(bucket["src_ip"]) <= top.PRUNE_AT
@@ -129,7 +133,7 @@ def test_recent_keeps_the_newest_critical_events_once() -> None:
     for event in events + events[-5:]:  # a replayed tail is kept once
         recent.apply(state, event)
     kept = recent.view(state, ["hq"])
-    assert [e.id for e in kept] == [e.id for e in events[-recent.RECENT_PER_BRANCH:]]
+    assert [e.id for e in kept] == [e.id for e in events[-recent.RECENT_PER_BRANCH :]]
     recent.apply(state, flow(START + 500))  # not critical: not kept
     assert len(recent.view(state, ["hq"])) == recent.RECENT_PER_BRANCH
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,9 @@ def make_service(data: Path) -> LiveService:
     return LiveService(feed, runner, LiveHub(), LiveRenderer("r1"), save_interval_s=0.0)
 
 
-async def follow_while_appending(service: LiveService, writers: list[EventLog], chunks: list[list]) -> None:
+async def follow_while_appending(
+    service: LiveService, writers: list[EventLog], chunks: list[list]
+) -> None:
     async with anyio.create_task_group() as group:
         group.start_soon(service.run)
         for number, chunk in enumerate(chunks):
@@ -47,7 +50,9 @@ async def test_resumed_and_rebuilt_projections_equal_the_incremental_ones(tmp_pa
     with EventLog(data, "w1") as one, EventLog(data, "w2") as two:
         # w1 writes the even chunks, w2 the odd ones: their time ranges interleave.
         service = make_service(data)
-        await follow_while_appending(service, [one, two], [first[i : i + 300] for i in range(0, len(first), 300)])
+        await follow_while_appending(
+            service, [one, two], [first[i : i + 300] for i in range(0, len(first), 300)]
+        )
         assert service.runner.state.events == len(first)
         # A restart resumes from the saved snapshot and reads only what is new.
         service = make_service(data)
@@ -64,14 +69,21 @@ async def test_resumed_and_rebuilt_projections_equal_the_incremental_ones(tmp_pa
     assert incremental.events == len(events)
 
     output = tmp_path / "rebuilt.msgpack"
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "projections", "rebuild", "--output", str(output)],
-        env={"NETMON_STORE__DATA_DIR": str(data), "PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+    result = await anyio.to_thread.run_sync(
+        functools.partial(
+            subprocess.run,
+            [sys.executable, "-m", "app.cli", "projections", "rebuild", "--output", str(output)],
+            env={
+                "NETMON_STORE__DATA_DIR": str(data),
+                "PYTHONPATH": str(REPO_ROOT),
+                "PATH": "/usr/bin:/bin",
+            },
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
     )
     assert f"rebuilt {len(events)} events" in result.stdout
     assert "rebuild" in result.stderr  # the tqdm progress bar

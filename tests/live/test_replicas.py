@@ -74,7 +74,9 @@ async def test_agent_and_dashboards_survive_a_killed_replica_with_nothing_lost(
         background = [flow(now - 60 + i * 0.01) for i in range(2000)] + [heartbeat(now)]
         critical = flow(now, critical=True, domain=EVIL_DOMAIN)
         agent.emit(background + [critical])
-        await wait_for(lambda: all(critical.id in d.received for d in dashboards), 10, "the critical flow")
+        await wait_for(
+            lambda: all(critical.id in d.received for d in dashboards), 10, "the critical flow"
+        )
 
         # Every replica answers the same from its own projections.
         total = len(background) + 1
@@ -98,18 +100,23 @@ async def test_agent_and_dashboards_survive_a_killed_replica_with_nothing_lost(
         cluster.kill_replica(victim)
         during = [flow(time.time() + i * 0.001, critical=True) for i in range(5)]
         agent.emit(during)
-        await wait_for(lambda: agent.transport.stats.connects > connects, 10, "the agent to reconnect")
+        await wait_for(
+            lambda: agent.transport.stats.connects > connects, 10, "the agent to reconnect"
+        )
         agent_reconnect = time.monotonic() - killed_at
         wanted = {critical.id, *(event.id for event in during)}
         await wait_for(
-            lambda: all(wanted <= d.received.keys() for d in dashboards), 10, "every event everywhere"
+            lambda: all(wanted <= d.received.keys() for d in dashboards),
+            10,
+            "every event everywhere",
         )
         assert agent_reconnect < 5.0
         for orphan in orphans:
             assert orphan.reconnects and orphan.reconnects[-1] < 5.0, orphan.reconnects
             assert orphan.replica not in ("", victim_name)
         print(
-            f"\nafter kill -9 of {victim_name}: agent reconnected in {agent_reconnect * 1000:.0f} ms;"
+            f"\nafter kill -9 of {victim_name}:"
+            f" agent reconnected in {agent_reconnect * 1000:.0f} ms;"
             f" dashboards in {[round(o.reconnects[-1] * 1000) for o in orphans]} ms"
         )
         # Stored exactly once, whichever replica took each batch.

@@ -51,7 +51,9 @@ async def run_load(agent: Agent, dashboard: Dashboard) -> tuple[float, list[floa
     started = time.monotonic()
     for _ in range(ROUNDS):
         now = time.time()
-        events = [flow(now + i * 1e-4, critical=i < CRITICAL_PER_ROUND) for i in range(FLOWS_PER_ROUND)]
+        events = [
+            flow(now + i * 1e-4, critical=i < CRITICAL_PER_ROUND) for i in range(FLOWS_PER_ROUND)
+        ]
         emitted = time.monotonic()
         agent.emit(events)
         sent_at.update((e.id, emitted) for e in events[:CRITICAL_PER_ROUND])
@@ -93,10 +95,13 @@ async def test_a_stalled_dashboard_slows_nothing_and_gets_a_snapshot_later(
         )
         rate_stalled, latency_stalled = await run_load(agent, fast)
 
-        p50_alone, p50_stalled = statistics.median(latency_alone), statistics.median(latency_stalled)
+        p50_alone, p50_stalled = (
+            statistics.median(latency_alone),
+            statistics.median(latency_stalled),
+        )
         print(
-            f"\ningest {rate_alone:,.0f} ev/s alone, {rate_stalled:,.0f} ev/s with a stalled client;"
-            f" fast client p50 {p50_alone * 1000:.1f} ms alone, {p50_stalled * 1000:.1f} ms with it;"
+            f"\ningest {rate_alone:,.0f} ev/s alone, {rate_stalled:,.0f} ev/s stalled client;"
+            f" fast client p50 {p50_alone * 1000:.1f} ms alone, {p50_stalled * 1000:.1f} ms with;"
             f" max {max(latency_alone) * 1000:.0f} / {max(latency_stalled) * 1000:.0f} ms"
         )
         assert rate_stalled > 0.4 * rate_alone  # generous: the machine is shared
