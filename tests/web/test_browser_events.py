@@ -83,6 +83,10 @@ def test_every_page_renders_and_is_captured(
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(netmon_server.url + "/")
+    if "/login" in page.url:  # identity's login page, in the dashboard's style
+        expect(page.locator("#login")).to_have_css("background-color", "rgb(22, 27, 34)")
+        screenshot(page, "login")
     login(page, netmon_server, "/")
     for path in PAGES:
         response = page.goto(netmon_server.url + path)
