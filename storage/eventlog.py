@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -34,6 +36,7 @@ from storage.segment_index import IndexBuilder, build_index_from_file, write_ind
 from storage.segments import (
     EVENTS_DIR,
     MAX_TS,
+    SECONDS_PER_DAY,
     WRITERS_DIR,
     ManifestEntry,
     StoreError,
@@ -56,6 +59,7 @@ log = logging.getLogger("netmon.storage")
 
 Durability = Literal["batch", "none"]
 _EVENT_TYPES = frozenset(EVENT_TYPES)
+_TS, _BRANCH = attrgetter("ts"), attrgetter("branch")
 
 
 class WriterBusyError(StoreError):
@@ -199,6 +203,20 @@ class EventLog:
 
     def _group(self, events: Sequence[Event]) -> dict[tuple[int, str], list[Event]]:
         """Split a batch by (day, branch), checking each event can be stored at all."""
+        # Fast path, checked in C: the usual batch has one branch and one UTC day.
+        stamps = list(map(_TS, events))
+        branches = set(map(_BRANCH, events))
+        low, high = min(stamps), max(stamps)
+        if (
+            len(branches) == 1
+            and branches <= self._branches
+            and set(map(type, events)) <= _EVENT_TYPES
+            and low >= 0.0
+            and high < MAX_TS
+            and math.isfinite(sum(stamps))  # min/max let a NaN through, a sum does not
+            and int(low // SECONDS_PER_DAY) == int(high // SECONDS_PER_DAY)
+        ):
+            return {(int(low // SECONDS_PER_DAY), next(iter(branches))): list(events)}
         groups: dict[tuple[int, str], list[Event]] = {}
         for position, event in enumerate(events):
             if type(event) not in _EVENT_TYPES:
@@ -212,7 +230,7 @@ class EventLog:
                     self._branches.add(validate_name("branch", branch))
                 except InvalidNameError as error:
                     raise self._bad_input(position, str(error)) from None
-            key = (int(ts // 86_400), branch)
+            key = (int(ts // SECONDS_PER_DAY), branch)
             group = groups.get(key)
             if group is None:
                 groups[key] = [event]
