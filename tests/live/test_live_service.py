@@ -75,7 +75,8 @@ async def test_agents_are_announced_up_then_down(tmp_path: Path) -> None:
             item, _ = await client.next()
             assert item == AgentStatusChanged("agent-7", "hq", "up", START)
             await anyio.to_thread.run_sync(writer.append, [heartbeat(START + 5, "hq", "agent-7")])
-            await wait_for(lambda: service.runner.state.agents.agents["agent-7"].events == 2, 5, "beat")
+            agents = service.runner.state.agents.agents
+            await wait_for(lambda: agents["agent-7"].events == 2, 5, "the second heartbeat")
             assert client.queue.empty()  # still up: nothing to announce
             clock.now = START + 120  # silent for longer than the 60 s timeout
             await wait_for(lambda: not client.queue.empty(), 5, "agent down")
