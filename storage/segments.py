@@ -114,13 +114,17 @@ def manifest_path(events_dir: Path, writer: str) -> Path:
 
 
 def parse_manifest_lines(data: bytes, source: Path) -> list[ManifestEntry]:
-    """Decode complete manifest lines; a bad line is logged with its file and skipped."""
+    """Decode complete manifest lines; a bad line (or one naming something that is not a
+    segment path, such as ``../x``) is logged with its file and skipped, never followed."""
     entries: list[ManifestEntry] = []
     for number, line in enumerate(data.split(b"\n")[:-1], start=1):
         try:
-            entries.append(manifest_decoder.decode(line))
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            entry = manifest_decoder.decode(line)
+            parse_segment_relpath(entry.seg)
+        except (msgspec.DecodeError, msgspec.ValidationError, StoreError, ValueError) as error:
             log.error("skipping malformed manifest line %s:%d: %s", source, number, error)
+            continue
+        entries.append(entry)
     return entries
 
 

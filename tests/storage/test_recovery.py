@@ -139,3 +139,23 @@ def test_failed_write_stores_nothing_of_the_batch_and_the_log_goes_on(tmp_path: 
     }
     for segment in (tmp_path / "events").rglob("*.jsonl"):
         assert_postings_match_lines(segment)  # every segment sealed, index matching its bytes
+
+
+def test_manifest_lines_naming_paths_outside_the_store_are_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with EventLog(tmp_path, "w1", durability="none") as log:
+        log.append([flow("kept")])
+    manifest = tmp_path / "events" / "_writers" / "w1.manifest"
+    with manifest.open("ab") as handle:
+        handle.write(
+            b'{"op":"open","seg":"../../secret.jsonl"}\n{"op":"open","seg":"date=x/branch=../w1-1.jsonl"}\n'
+        )
+    (tmp_path / "secret.jsonl").write_bytes(b"not for readers\n")
+    with caplog.at_level(logging.ERROR, logger="netmon.storage"):
+        events, _ = EventLogReader(tmp_path).read_new(Position())
+        with EventLog(tmp_path, "w1") as log:  # the writer opens despite the bad lines
+            log.append([flow("after")])
+    assert caplog.text.count("skipping malformed manifest line") >= 4
+    assert [e.id for e in events] == ["kept"]
+    assert batches_present(tmp_path) == {"kept": 1, "after": 1}
