@@ -69,6 +69,18 @@ def _user(row: tuple[object, ...]) -> User:
     )
 
 
+def _session(row: tuple[object, ...]) -> Session:
+    return Session(
+        token_hash=str(row[0]),
+        user_id=int(row[1]),  # type: ignore[call-overload]
+        csrf_token=str(row[2]),
+        created_at=float(row[3]),  # type: ignore[arg-type]
+        last_seen=float(row[4]),  # type: ignore[arg-type]
+        expires_at=float(row[5]),  # type: ignore[arg-type]
+        source=str(row[6]),
+    )
+
+
 class UserStore:
     """Reads and writes users, sessions and token revocations."""
 
@@ -222,6 +234,28 @@ class UserStore:
                 ),
             )
 
+    async def session_with_user(self, token_hash: str) -> tuple[Session, User] | None:
+        """The session with this token hash and its user, in one query (every request)."""
+        row = await self._db.fetch_one(
+            "SELECT s.token_hash, s.user_id, s.csrf_token, s.created_at, s.last_seen,"
+            " s.expires_at, s.source, "
+            + ", ".join(f"u.{column.strip()}" for column in _USER_COLUMNS.split(","))
+            + " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
+            (token_hash,),
+        )
+        if row is None:
+            return None
+        return _session(row[:7]), _user(row[7:])
+
+    async def token_user(self, user_id: int, jti: str) -> tuple[User, bool] | None:
+        """The user a token names and whether the token id was revoked, in one query."""
+        row = await self._db.fetch_one(
+            f"SELECT {_USER_COLUMNS}, EXISTS(SELECT 1 FROM revoked_tokens WHERE jti = ?)"
+            " FROM users WHERE id = ?",
+            (jti, user_id),
+        )
+        return (_user(row[:8]), bool(row[8])) if row else None
+
     async def session(self, token_hash: str) -> Session | None:
         """The session with this token hash, or None."""
         row = await self._db.fetch_one(
@@ -229,17 +263,7 @@ class UserStore:
             " FROM sessions WHERE token_hash = ?",
             (token_hash,),
         )
-        if row is None:
-            return None
-        return Session(
-            token_hash=row[0],
-            user_id=row[1],
-            csrf_token=row[2],
-            created_at=row[3],
-            last_seen=row[4],
-            expires_at=row[5],
-            source=row[6],
-        )
+        return _session(row) if row else None
 
     async def touch_session(self, token_hash: str, now: float) -> None:
         """Record activity on a session (for the idle timeout)."""

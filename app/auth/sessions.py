@@ -65,13 +65,14 @@ class SessionManager:
         await self._users.create_session(session)
         return token, session
 
-    async def find(self, token: str) -> Session | None:
-        """The live session for a cookie value (expired or idle sessions are ended)."""
+    async def find(self, token: str) -> tuple[Session, User] | None:
+        """The live session for a cookie value and its user (expired/idle sessions end)."""
         if not token or len(token) > 128:
             return None
-        session = await self._users.session(token_hash(token))
-        if session is None:
+        found = await self._users.session_with_user(token_hash(token))
+        if found is None:
             return None
+        session, user = found
         now = time.time()
         idle_limit = self._settings.session_idle_minutes * 60
         if now >= session.expires_at or now - session.last_seen >= idle_limit:
@@ -79,7 +80,7 @@ class SessionManager:
             return None
         if now - session.last_seen >= TOUCH_EVERY_S:
             await self._users.touch_session(session.token_hash, now)
-        return session
+        return session, user
 
     async def end(self, session_hash: str) -> None:
         """End a session (logout)."""
