@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Literal
 
 import msgspec
+from tqdm import tqdm
 
 from storage.events import EVENT_TYPES, Event
 from storage.journal import BatchPart, Journal
@@ -322,12 +323,11 @@ class EventLog:
         self._journal.recover(self.events_dir)
         self._journal.clear()
         sealed = {entry.seg for entry in entries if entry.op == "seal"}
-        highest = 0
-        for entry in entries:
-            highest = max(highest, parse_segment_relpath(entry.seg).number)
-            if entry.op == "open" and entry.seg not in sealed:
-                self._recover_segment(entry.seg)
-        return highest
+        unsealed = [e.seg for e in entries if e.op == "open" and e.seg not in sealed]
+        # Indexing a 64 MiB segment takes a while: show progress on a terminal (disable=None).
+        for relpath in tqdm(unsealed, desc="recovering segments", unit="segment", disable=None):
+            self._recover_segment(relpath)
+        return max((parse_segment_relpath(entry.seg).number for entry in entries), default=0)
 
     def _recover_segment(self, relpath: str) -> None:
         path = self.events_dir / relpath
