@@ -95,7 +95,7 @@ class AccessMiddleware:
             )
             if status == 401 and _wants_page(scope):
                 target = scope["path"] + (
-                    "?" + scope["query_string"].decode() if scope["query_string"] else ""
+                    "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
                 )
                 await RedirectResponse("/login?next=" + quote(target, safe=""), 303)(
                     scope, receive, send
@@ -226,7 +226,10 @@ async def _check_csrf(
     if presented is None and content_type.startswith("application/x-www-form-urlencoded"):
         body = await _read_body(receive)
         if body is not None:
-            fields = parse_qs(body.decode("latin-1"), max_num_fields=1000)
+            try:
+                fields = parse_qs(body.decode("latin-1"), max_num_fields=1000)
+            except ValueError:  # too many fields: no token we would look for
+                fields = {}
             values = fields.get(CSRF_FIELD)
             presented = values[0] if values else None
             receive = _replay(body, receive)

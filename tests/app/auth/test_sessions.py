@@ -193,3 +193,25 @@ def test_unreadable_login_forms_get_a_clear_answer_and_a_log_line(
     assert answer.status_code == status
     assert "The form could not be read." in answer.text
     assert any("bad input" in record.getMessage() for record in caplog.records)
+
+
+def test_login_redirect_keeps_an_odd_query_string_without_failing(server: LiveServer) -> None:
+    with server.client() as client:
+        answer = client.get("/api/v1/users?q=%FF%00&x=a b", headers={"Accept": "text/html"})
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/login?next=")
+
+
+def test_cookie_form_posts_carry_the_token_in_the_body_and_odd_bodies_are_refused(
+    server: LiveServer,
+) -> None:
+    client, csrf = server.login("viewer")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    with closing(client):
+        many = "&".join(f"f{n}=1" for n in range(1500)) + f"&csrf_token={csrf}"
+        assert client.post("/api/v1/auth/logout", content=many, headers=form).status_code == 403
+        huge = "x=" + "a" * 300_000 + f"&csrf_token={csrf}"
+        assert client.post("/api/v1/auth/logout", content=huge, headers=form).status_code == 403
+        assert client.get("/api/v1/auth/me").status_code == 200  # still logged in
+        answer = client.post("/api/v1/auth/logout", content=f"csrf_token={csrf}", headers=form)
+        assert answer.status_code == 204
+        assert client.get("/api/v1/auth/me").status_code == 401
