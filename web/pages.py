@@ -58,23 +58,19 @@ async def live_page(request: Request) -> Response:
 
 async def archives_page(request: Request) -> Response:
     """GET /archives: sealed ZIPs per date and branch, with downloads for analysts."""
-    try:
-        from archive.downloads import archive_listing
-    except ImportError:
-        archive_listing = None
-    entries: list[dict[str, Any]] = []
-    if archive_listing is not None:
-        allowed = await allowed_branches(request)
-        branches = None if allowed is None else frozenset(allowed)
-        data_dir = request.app.state.settings.data_dir
-        entries = await anyio.to_thread.run_sync(archive_listing, data_dir, branches)
-        entries.reverse()  # newest first
+    from archive.downloads import archive_listing
+
+    allowed = await allowed_branches(request)
+    branches = None if allowed is None else frozenset(allowed)
+    data_dir = request.app.state.settings.data_dir
+    entries = await anyio.to_thread.run_sync(archive_listing, data_dir, branches)
+    entries.reverse()  # newest first
     principal = getattr(request.state, "principal", None)
     return renderer(request).page(
         request,
         "archives.html",
         active="archives",
-        available=archive_listing is not None,
+        available=True,
         archives=entries,
         can_download=principal is None or principal.has_role("analyst"),
     )
