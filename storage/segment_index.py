@@ -144,6 +144,7 @@ class IndexBuilder:
         """The frozen index of the segment sealed at ``size`` bytes."""
         empty = self.events == 0
         width = 4 if size < 2**32 else 8
+        ips = sorted(self.ip_lines)
         return SegmentIndex(
             segment=segment,
             size=size,
@@ -151,15 +152,13 @@ class IndexBuilder:
             min_ts=0.0 if empty else self.min_ts,
             max_ts=0.0 if empty else self.max_ts,
             types=dict(sorted(self.types.items())),
-            ips=sorted(self.ip_lines),
+            ips=ips,
             ports=sorted(self.ports),
             domains=sorted(self.domains),
             malformed_lines=self.malformed,
             version=INDEX_VERSION,
             ip_lines=msgspec.Raw(
-                index_encoder.encode(
-                    {ip: _pack(offsets, width) for ip, offsets in sorted(self.ip_lines.items())}
-                )
+                index_encoder.encode({ip: _pack(self.ip_lines[ip], width) for ip in ips})
             ),
             line_offset_bytes=width,
         )
