@@ -103,6 +103,11 @@ class FileSource:
         """Nothing stays open between iterations."""
 
     def __iter__(self) -> Iterator[Frame | None]:
+        if not (self.loop or self.realtime or self.progress):
+            return self._read_once()  # the fast path: no generator in between
+        return self._wrapped()
+
+    def _wrapped(self) -> Iterator[Frame | None]:
         offset = 0.0
         while True:
             frames = self._read_once()
@@ -130,13 +135,17 @@ class FileSource:
         return self._read_pcap()
 
     def _read_pcap(self) -> Iterator[Frame]:
-        with self.path.open("rb", buffering=0) as handle:
+        handle = self.path.open("rb", buffering=0)
+        try:
             header = handle.read(24)
             if len(header) < 24:
                 raise CaptureError(f"{self.path}: pcap header is truncated", EXIT_DATAERR)
-            endian, resolution = PCAP_MAGICS[header[:4]]
-            linktype = struct.unpack_from(endian + "I", header, 20)[0] & 0x0FFFFFFF
-            yield from self._records(handle, endian, resolution, linktype)
+        except BaseException:
+            handle.close()
+            raise
+        endian, resolution = PCAP_MAGICS[header[:4]]
+        linktype = struct.unpack_from(endian + "I", header, 20)[0] & 0x0FFFFFFF
+        return self._records(handle, endian, resolution, linktype)
 
     def _records(
         self, handle: BinaryIO, endian: str, resolution: float, linktype: int
@@ -144,24 +153,25 @@ class FileSource:
         unpack = struct.Struct(endian + "IIII").unpack_from
         buf = b""
         pos = 0
-        while True:
-            chunk = handle.read(_CHUNK)
-            if not chunk:
-                break
-            buf = buf[pos:] + chunk
-            pos = 0
-            end = len(buf)
-            while pos + 16 <= end:
-                sec, frac, caplen, wirelen = unpack(buf, pos)
-                stop = pos + 16 + caplen
-                if stop > end:
-                    if caplen > 0x4000000:
-                        raise CaptureError(
-                            f"{self.path}: record length {caplen} is garbage", EXIT_DATAERR
-                        )
+        with handle:
+            while True:
+                chunk = handle.read(_CHUNK)
+                if not chunk:
                     break
-                yield (sec + frac * resolution, buf[pos + 16 : stop], wirelen, linktype)
-                pos = stop
+                buf = buf[pos:] + chunk
+                pos = 0
+                end = len(buf)
+                while pos + 16 <= end:
+                    sec, frac, caplen, wirelen = unpack(buf, pos)
+                    stop = pos + 16 + caplen
+                    if stop > end:
+                        if caplen > 0x4000000:
+                            raise CaptureError(
+                                f"{self.path}: record length {caplen} is garbage", EXIT_DATAERR
+                            )
+                        break
+                    yield (sec + frac * resolution, buf[pos + 16 : stop], wirelen, linktype)
+                    pos = stop
         if pos < len(buf):
             self.truncated += 1
             log.warning(

@@ -59,12 +59,14 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _writer(target: str) -> tuple[IO[bytes], Callable[[Any], None]]:
-    from storage.events import encode_json_line
+    from storage.events import AgentHeartbeat, DetectionRaised, encode_json_line
 
     stream = sys.stdout.buffer if target == "-" else open(target, "ab")  # noqa: SIM115
 
     def emit(event: Any) -> None:
         stream.write(encode_json_line(event))
+        if isinstance(event, AgentHeartbeat | DetectionRaised):
+            stream.flush()  # live readers see health and critical findings at once
 
     return stream, emit
 

@@ -59,6 +59,34 @@ def decode(data: bytes, linktype: int) -> Decoded | tuple[()] | None:
     Returns ``NOT_IP`` for frames that are not IP and ``None`` for truncated or garbage frames.
     """
     n = len(data)
+    # Fast path: Ethernet, IPv4 without options or fragmentation, TCP or UDP (most traffic).
+    if (
+        linktype == 1
+        and n >= 42
+        and data[12] == 8
+        and data[13] == 0
+        and data[14] == 0x45
+        and not data[20] & 0x3F
+        and not data[21]
+    ):
+        proto = data[23]
+        end = 14 + ((data[16] << 8) | data[17])
+        if end > n:
+            end = n
+        if proto == 6 and n >= 54 and end >= 54 and data[46] >= 0x50:
+            poff = 34 + ((data[46] >> 4) << 2)
+            return (
+                _PREFIX[6] + data[26:38],
+                data[47],
+                (data[48] << 8) | data[49],
+                _unpack_seq(data, 38)[0],
+                poff,
+                end - poff if end > poff else 0,
+                0,
+                b"",
+            )
+        if proto == 17 and end >= 42:
+            return (_PREFIX[17] + data[26:38], 0, 0, 0, 42, end - 42, 0, b"")
     vlan = 0
     if linktype == 1:
         if n < 14:

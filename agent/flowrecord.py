@@ -1,8 +1,10 @@
 """The per-flow record: slotted, compact, updated in place; turned into a FlowObserved at export.
 
-A ``Flow`` holds two ``DirStats`` (initiator->responder "fwd", the reverse "bwd"). Statistics are
-running values (Welford's mean and sum of squared deviations), so nothing per packet is kept.
-Standard deviations are sample deviations (n - 1), 0 with fewer than two values, as CICFlowMeter.
+A ``Flow`` *is* the ``DirStats`` of its initiator->responder ("fwd") direction and holds the
+reverse one ("bwd"): one object less per flow, which matters with a million flows (see
+docs/agent.md, memory). Statistics are running values (Welford's mean and sum of squared
+deviations), so nothing per packet is kept. Standard deviations are sample deviations (n - 1),
+0 with fewer than two values, as CICFlowMeter.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class DirStats:
         "iat_max",
         "iat_mean",
         "iat_m2",
-        "last",
+        "prev",
         "init_win",
     )
 
@@ -47,28 +49,36 @@ class DirStats:
         self.iat_max = 0.0
         self.iat_mean = 0.0
         self.iat_m2 = 0.0
-        self.last = 0.0
+        self.prev = 0.0  # time of this direction's previous packet
         self.init_win = 0
 
 
-class Flow:
-    """A bidirectional flow; ``key`` is the initiator's direction, ``rkey`` the responder's."""
+class Flow(DirStats):
+    """A bidirectional flow; ``key`` is the initiator's direction (the table also maps the
+    responder's, computed again when the flow ends rather than kept: 8 bytes a flow).
+
+    The inherited DirStats fields are the forward direction's; ``bwd`` is the reverse one.
+    """
 
     __slots__ = (
         "key",
-        "rkey",
         "first",
         "last",
-        "fwd",
         "bwd",
-        "iat_mean",
-        "iat_m2",
+        "total",
+        "flow_iat_mean",
+        "flow_iat_m2",
         "active_start",
         "active_sum",
         "active_n",
         "idle_sum",
-        "idle_n",
-        "tcp_counts",
+        "tcp",
+        "syn_n",
+        "fin_n",
+        "rst_n",
+        "psh_n",
+        "ack_n",
+        "urg_n",
         "syn_ts",
         "handshake",
         "fin_dirs",
@@ -80,27 +90,26 @@ class Flow:
         "domain_source",
         "detections",
         "inspect",
-        "tls_buf",
-        "tls_seq",
+        "pending",
         "done",
     )
 
-    def __init__(self, key: bytes, rkey: bytes, ts: float, inspect: int) -> None:
+    def __init__(self, key: bytes, ts: float, inspect: int) -> None:
+        DirStats.__init__(self)
         self.key = key
-        self.rkey = rkey
         self.first = ts
         self.last = ts
-        self.fwd = DirStats()
         self.bwd = DirStats()
-        self.iat_mean = 0.0
-        self.iat_m2 = 0.0
+        self.total = 0  # packets, both directions
+        self.flow_iat_mean = 0.0
+        self.flow_iat_m2 = 0.0
         self.active_start = ts
         self.active_sum = 0.0
         self.active_n = 0
         self.idle_sum = 0.0
-        self.idle_n = 0
-        # TCP only: [syn, fin, rst, psh, ack, urg] packet counts (None for other protocols).
-        self.tcp_counts: list[int] | None = None
+        self.tcp = key[0] == 6
+        # TCP packets with each flag set, both directions.
+        self.syn_n = self.fin_n = self.rst_n = self.psh_n = self.ack_n = self.urg_n = 0
         self.syn_ts = 0.0
         self.handshake = 0.0
         self.fin_dirs = 0
@@ -113,11 +122,16 @@ class Flow:
         self.detections: list[Detection] | None = None
         # Payload packets still worth looking at for a name (0: stop looking).
         self.inspect = inspect
-        self.tls_buf = b""
-        self.tls_seq = -1
+        # A ClientHello being reassembled: (bytes so far, next expected TCP sequence number).
+        self.pending: tuple[bytes, int] | None = None
         self.done = False  # exported; lazily dropped from the expiry heap
 
     # --- the 5-tuple, decoded from the key only when needed -----------------------------------
+
+    @property
+    def fwd(self) -> DirStats:
+        """The initiator->responder direction's statistics (the flow itself)."""
+        return self
 
     @property
     def protocol(self) -> int:
@@ -166,16 +180,15 @@ def features(flow: Flow, threshold: float) -> FlowFeatures:
     if last_active > 0:
         active_sum += last_active
         active_n += 1
-    counts = flow.tcp_counts or (0, 0, 0, 0, 0, 0)
     return FlowFeatures(
         duration=duration,
         fwd_pkt_len_min=float(fwd.len_min),
         fwd_pkt_len_max=float(fwd.len_max),
-        fwd_pkt_len_mean=fwd.len_mean,
+        fwd_pkt_len_mean=float(fwd.len_mean),
         fwd_pkt_len_std=_std(fwd.len_m2, fwd.packets),
         bwd_pkt_len_min=float(bwd.len_min),
         bwd_pkt_len_max=float(bwd.len_max),
-        bwd_pkt_len_mean=bwd.len_mean,
+        bwd_pkt_len_mean=float(bwd.len_mean),
         bwd_pkt_len_std=_std(bwd.len_m2, bwd.packets),
         fwd_iat_min=fwd.iat_min,
         fwd_iat_max=fwd.iat_max,
@@ -185,20 +198,20 @@ def features(flow: Flow, threshold: float) -> FlowFeatures:
         bwd_iat_max=bwd.iat_max,
         bwd_iat_mean=bwd.iat_mean,
         bwd_iat_std=_std(bwd.iat_m2, bwd.packets - 1),
-        flow_iat_mean=flow.iat_mean,
-        flow_iat_std=_std(flow.iat_m2, packets - 1),
+        flow_iat_mean=flow.flow_iat_mean,
+        flow_iat_std=_std(flow.flow_iat_m2, packets - 1),
         bytes_per_s=(fwd.bytes + bwd.bytes) / duration if duration > 0 else 0.0,
         packets_per_s=packets / duration if duration > 0 else 0.0,
         handshake_duration=flow.handshake,
         active_mean=active_sum / active_n if active_n else 0.0,
-        idle_mean=flow.idle_sum / flow.idle_n if flow.idle_n else 0.0,
+        idle_mean=flow.idle_sum / flow.active_n if flow.active_n else 0.0,  # one idle per active
         down_up_ratio=bwd.packets / fwd.packets if fwd.packets else 0.0,
-        syn_count=counts[0],
-        fin_count=counts[1],
-        rst_count=counts[2],
-        psh_count=counts[3],
-        ack_count=counts[4],
-        urg_count=counts[5],
+        syn_count=flow.syn_n,
+        fin_count=flow.fin_n,
+        rst_count=flow.rst_n,
+        psh_count=flow.psh_n,
+        ack_count=flow.ack_n,
+        urg_count=flow.urg_n,
         fwd_init_win=fwd.init_win,
         bwd_init_win=bwd.init_win,
     )

@@ -8,13 +8,12 @@ so a packet costs one lookup and no canonicalisation. Flows end on:
   first packet, the flow is exported and a new one starts with the next packet);
 - eviction, when the table holds ``max_flows`` and a new flow arrives: the flow with the earliest
   scheduled deadline goes first.
-Deadlines sit in a heap checked lazily on each tick (at most ``expiry_scan_per_tick`` entries), so
-packets never touch the heap. All times are packet times.
+Deadlines sit in a timing wheel (agent/timers.py) checked lazily on each tick (at most
+``expiry_scan_per_tick`` entries), so packets never touch it. All times are packet times.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections.abc import Callable, Sequence
 
@@ -22,7 +21,8 @@ from agent.appnames import PassiveDns, is_ip_literal, parse_dns, parse_http_host
 from agent.config import AgentConfig
 from agent.decode import FRAG_FIRST, Decoded
 from agent.detectors import Detector
-from agent.flowrecord import Flow
+from agent.flowrecord import DirStats, Flow
+from agent.timers import DeadlineWheel
 from storage.events import Detection
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 INSPECT_SEGMENTS = 4  # initiator payload segments searched for a TLS/HTTP name
 _DNS_PORTS = frozenset({53, 5353, 5355})
 _FRAG_CACHE = 4096
+_WINDOWS: dict[int, int] = {}
 
 Finding = Callable[[Flow, Detection, float], None]
 Export = Callable[[Flow, str, float], None]
@@ -67,9 +68,13 @@ class FlowTable:
         self.evicted = 0
         self.exported = 0
         self.pdns = PassiveDns(config.pdns_cache_size)
-        self._heap: list[tuple[float, int, Flow]] = []
-        self._seq = 0
+        self._wheel: DeadlineWheel[Flow] = DeadlineWheel()
         self._fragments: dict[bytes, bytes] = {}
+        # Copies of the timeouts: one attribute lookup per use on the hot path instead of two.
+        self._idle = config.idle_timeout
+        self._active = config.active_timeout
+        self._grace = config.tcp_close_grace
+        self._threshold = config.activity_threshold
 
     # --- hot path ------------------------------------------------------------------------------
 
@@ -82,17 +87,15 @@ class FlowTable:
         if flow is None:
             flow = self._create(key, ts, seq)
         elif (
-            ts - flow.last > self.config.idle_timeout
-            or ts - flow.first >= self.config.active_timeout
-            or (
-                flow.closed_at
-                and (flags & 0x12 == 0x02 or ts - flow.closed_at > self.config.tcp_close_grace)
-            )
+            ts - flow.last > self._idle
+            or ts - flow.first >= self._active
+            or (flow.closed_at and (flags & 0x12 == 0x02 or ts - flow.closed_at > self._grace))
         ):
             self._end(flow, self._due_reason(flow, ts), ts)
             flow = self._create(key, ts, seq)
+        stats: DirStats
         if key is flow.key or key == flow.key:
-            stats = flow.fwd
+            stats = flow
             fwd = True
         else:
             stats = flow.bwd
@@ -102,19 +105,20 @@ class FlowTable:
         stats.bytes += wirelen
         stats.payload += plen
         if n == 1:
-            stats.len_min = stats.len_max = wirelen
-            stats.len_mean = float(wirelen)
-            stats.init_win = win
+            stats.len_min = stats.len_max = stats.len_mean = wirelen  # an int until n == 2
+            # Window values repeat across flows: share one int object per value (memory).
+            stats.init_win = _WINDOWS.setdefault(win, win)
         else:
             if wirelen < stats.len_min:
                 stats.len_min = wirelen
             elif wirelen > stats.len_max:
                 stats.len_max = wirelen
-            delta = wirelen - stats.len_mean
-            mean = stats.len_mean + delta / n
+            mean = stats.len_mean
+            delta = wirelen - mean
+            mean += delta / n
             stats.len_mean = mean
             stats.len_m2 += delta * (wirelen - mean)
-            iat = ts - stats.last
+            iat = ts - stats.prev
             if n == 2:
                 stats.iat_min = stats.iat_max = stats.iat_mean = iat
             else:
@@ -122,54 +126,66 @@ class FlowTable:
                     stats.iat_min = iat
                 elif iat > stats.iat_max:
                     stats.iat_max = iat
-                delta = iat - stats.iat_mean
-                mean = stats.iat_mean + delta / (n - 1)
+                mean = stats.iat_mean
+                delta = iat - mean
+                mean += delta / (n - 1)
                 stats.iat_mean = mean
                 stats.iat_m2 += delta * (iat - mean)
-        stats.last = ts
-        total = flow.fwd.packets + flow.bwd.packets - 1
+        stats.prev = ts
+        total = flow.total
+        flow.total = total + 1
         if total:
-            gap = ts - flow.last
-            delta = gap - flow.iat_mean
-            mean = flow.iat_mean + delta / total
-            flow.iat_mean = mean
-            flow.iat_m2 += delta * (gap - mean)
-            if gap > self.config.activity_threshold:
-                flow.active_sum += flow.last - flow.active_start
+            last = flow.last
+            gap = ts - last
+            if total == 1:
+                flow.flow_iat_mean = gap  # m2 stays the shared 0.0 (memory)
+            else:
+                mean = flow.flow_iat_mean
+                delta = gap - mean
+                mean += delta / total
+                flow.flow_iat_mean = mean
+                flow.flow_iat_m2 += delta * (gap - mean)
+            if gap > self._threshold:
+                flow.active_sum += last - flow.active_start
                 flow.active_n += 1
                 flow.idle_sum += gap
-                flow.idle_n += 1
                 flow.active_start = ts
             flow.last = ts
-        counts = flow.tcp_counts
-        if counts is not None:
+        if flow.tcp:
             stats.flags |= flags
-            self._tcp(flow, counts, flags, fwd, ts)
+            # ACK and PSH-ACK after the handshake: most TCP packets, counted inline.
+            if flags == 0x10 and flow.handshake:
+                flow.ack_n += 1
+            elif flags == 0x18 and flow.handshake:
+                flow.psh_n += 1
+                flow.ack_n += 1
+            else:
+                self._tcp(flow, flags, fwd, ts)
         if flow.inspect and plen:
             self._inspect(flow, fwd, data[poff : poff + plen], seq, plen, ts)
 
-    def _tcp(self, flow: Flow, counts: list[int], flags: int, fwd: bool, ts: float) -> None:
+    def _tcp(self, flow: Flow, flags: int, fwd: bool, ts: float) -> None:
         if flags & 0x02:
-            counts[0] += 1
+            flow.syn_n += 1
             if fwd and not flags & 0x10 and not flow.syn_ts:
                 flow.syn_ts = ts
         elif fwd and flags & 0x10 and flow.syn_ts and not flow.handshake and flow.bwd.packets:
             flow.handshake = ts - flow.syn_ts
         if flags & 0x01:
-            counts[1] += 1
+            flow.fin_n += 1
             flow.fin_dirs |= 1 if fwd else 2
             if flow.fin_dirs == 3 and not flow.closed_at:
                 self._close(flow, "fin", ts)
         if flags & 0x04:
-            counts[2] += 1
+            flow.rst_n += 1
             if not flow.closed_at:
                 self._close(flow, "rst", ts)
         if flags & 0x08:
-            counts[3] += 1
+            flow.psh_n += 1
         if flags & 0x10:
-            counts[4] += 1
+            flow.ack_n += 1
         if flags & 0x20:
-            counts[5] += 1
+            flow.urg_n += 1
 
     # --- flow life cycle -----------------------------------------------------------------------
 
@@ -183,10 +199,8 @@ class FlowTable:
             inspect = INSPECT_SEGMENTS
         elif proto == 17 and (_port(key, 0) in _DNS_PORTS or _port(key, 1) in _DNS_PORTS):
             inspect = -1  # every DNS packet: answers feed passive DNS
-        flow = Flow(key, rkey, ts, inspect)
-        if proto == 6:
-            flow.tcp_counts = [0, 0, 0, 0, 0, 0]
-        elif proto == 1 or proto == 58:
+        flow = Flow(key, ts, inspect)
+        if proto == 1 or proto == 58:
             flow.icmp = seq
         self.flows[key] = flow
         self.flows[rkey] = flow
@@ -209,8 +223,7 @@ class FlowTable:
         self._schedule(flow, ts + self.config.tcp_close_grace)
 
     def _schedule(self, flow: Flow, deadline: float) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (deadline, self._seq, flow))
+        self._wheel.schedule(flow, deadline)
 
     def _deadline(self, flow: Flow) -> tuple[float, str]:
         config = self.config
@@ -224,7 +237,7 @@ class FlowTable:
         """Why a flow that a new packet cannot join ends."""
         if flow.closed_at:
             return flow.end_reason
-        return "idle" if ts - flow.last > self.config.idle_timeout else "active"
+        return "idle" if ts - flow.last > self._idle else "active"
 
     def _end(self, flow: Flow, reason: str, ts: float) -> None:
         if flow.done:
@@ -233,8 +246,9 @@ class FlowTable:
         flows = self.flows
         if flows.get(flow.key) is flow:
             del flows[flow.key]
-        if flows.get(flow.rkey) is flow:
-            del flows[flow.rkey]
+        rkey = _reverse(flow.key)
+        if flows.get(rkey) is flow:
+            del flows[rkey]
         self.active -= 1
         self.exported += 1
         for detector in self.detectors:
@@ -242,22 +256,19 @@ class FlowTable:
         self.export(flow, reason, ts)
 
     def _evict_one(self, ts: float) -> None:
-        heap = self._heap
-        while heap:
-            flow = heapq.heappop(heap)[2]
+        while (flow := self._wheel.pop_earliest()) is not None:
             if not flow.done:
                 self.evicted += 1
                 self._end(flow, "evicted", ts)
                 return
 
     def tick(self, now: float) -> int:
-        """Expire due flows (at most ``expiry_scan_per_tick`` heap entries); returns how many."""
-        heap = self._heap
+        """Expire due flows (at most ``expiry_scan_per_tick`` wheel entries); returns how many."""
+        wheel = self._wheel
         budget = self.config.expiry_scan_per_tick
         ended = 0
-        while heap and budget and heap[0][0] <= now:
+        while budget and (flow := wheel.pop_due(now)) is not None:
             budget -= 1
-            flow = heapq.heappop(heap)[2]
             if flow.done:
                 continue
             deadline, reason = self._deadline(flow)
@@ -272,10 +283,14 @@ class FlowTable:
 
     def flush(self, now: float) -> None:
         """End every flow (shutdown or end of a capture file)."""
-        for flow in list(self.flows.values()):
+        # The wheel goes first and no copy of the table is made: each exported flow is freed at
+        # once, so a flush of a million flows does not raise the peak memory.
+        self._wheel.clear()
+        flows = self.flows
+        while flows:
+            flow = flows.popitem()[1]
             if not flow.done:
                 self._end(flow, flow.end_reason or "shutdown", max(now, flow.last))
-        self._heap.clear()
 
     # --- names and findings --------------------------------------------------------------------
 
@@ -296,20 +311,18 @@ class FlowTable:
             return
         if not fwd:
             return
-        if flow.tls_seq >= 0:  # continuing a ClientHello: in-order segments only
-            if seq != flow.tls_seq:
+        pending = flow.pending
+        if pending is not None:  # continuing a ClientHello: in-order segments only
+            if seq != pending[1]:
                 return
-            payload = flow.tls_buf + payload
+            payload = pending[0] + payload
+            flow.pending = None
         flow.inspect -= 1
         done, name = sni_from_segments(payload)
         if not done:
-            flow.tls_buf = payload
-            flow.tls_seq = (seq + plen) & 0xFFFFFFFF
-            if not flow.inspect:
-                flow.tls_buf = b""
+            if flow.inspect:
+                flow.pending = (payload, (seq + plen) & 0xFFFFFFFF)
             return
-        flow.tls_buf = b""
-        flow.tls_seq = -1
         source = "sni"
         if name is None:
             name = parse_http_host(payload)

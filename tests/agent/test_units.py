@@ -166,3 +166,9 @@ def test_config_file_is_loaded(tmp_path: Path) -> None:
     assert (config.agent_id, config.branch, config.idle_timeout) == ("edge-1", "paris", 15.0)
     assert [p.rule for p in config.critical_ports] == ["vnc"]
     assert config.domains.approved == ("example.com",)
+
+
+def test_flow_and_its_forward_stats_share_no_field_name() -> None:
+    from agent.flowrecord import DirStats, Flow
+
+    assert not set(Flow.__slots__) & set(DirStats.__slots__)
