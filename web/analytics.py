@@ -6,8 +6,10 @@ time series are drawn in the browser with uPlot from ``/api/v1/summary`` (static
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,6 +17,7 @@ from web.principals import allowed_branches
 from web.templating import renderer
 
 TOP_K = 10
+TOP_CACHE_S = 2.0
 TOP_LISTS = (
     ("src_ip", "Top sources"),
     ("dst_ip", "Top destinations"),
@@ -36,8 +39,8 @@ async def visible_branches(request: Request, known: list[str]) -> list[str]:
 
 
 async def analytics_view(request: Request) -> dict[str, Any] | None:
-    """Totals and top lists for the page, or None without projections."""
-    from app.projections import summary, top
+    """Totals for the page (the top lists come as a fragment), or None without projections."""
+    from app.projections import summary
 
     service = live_service(request)
     if service is None:
@@ -51,14 +54,12 @@ async def analytics_view(request: Request) -> dict[str, Any] | None:
     if asked:
         branches = [b for b in branches if b == asked]
     totals = summary.view(state.summary, branches, now)
-    tops = top.view(state.top, branches, now, hours=24, k=TOP_K)
     return {
         "branches": branches,
         "visible": visible,
         "branch": asked,
         "last_24h": totals["last_24h"],
         "last_7d": totals["last_7d"],
-        "tops": [(key, title, tops[key]["by_bytes"]) for key, title in TOP_LISTS],
         "events": state.events,
     }
 
@@ -69,6 +70,39 @@ async def analytics_page(request: Request) -> Response:
     return renderer(request).page(
         request, "analytics.html", active="analytics", available=view is not None, view=view
     )
+
+
+async def analytics_top(request: Request) -> Response:
+    """GET /analytics/top: the top lists, loaded by the page after it is shown.
+
+    Merging a day of hourly top-K buckets costs up to a few hundred ms on a busy store, so it is
+    kept out of the page's own response and shared between viewers for TOP_CACHE_S seconds.
+    """
+    view = await analytics_view(request)
+    tops: list[tuple[str, str, list[dict[str, Any]]]] = []
+    if view is not None:
+        branches = tuple(view["branches"])
+        tops = await anyio.to_thread.run_sync(_cached_tops, request.app.state, branches)
+    return renderer(request).page(request, "_analytics_top.html", tops=tops)
+
+
+def _cached_tops(state: Any, branches: tuple[str, ...]) -> list[Any]:
+    from app.projections import top
+
+    cache: dict[tuple[str, ...], tuple[float, list[Any]]] = state.__dict__.setdefault(
+        "_web_top_cache", {}
+    )
+    now = time.monotonic()
+    hit = cache.get(branches)
+    if hit is not None and now - hit[0] < TOP_CACHE_S:
+        return hit[1]
+    service = state.live
+    lists = top.view(service.runner.state.top, branches, service.clock(), hours=24, k=TOP_K)
+    result = [(key, title, lists[key]["by_bytes"]) for key, title in TOP_LISTS]
+    if len(cache) > 64:
+        cache.clear()  # many branch combinations: start over rather than grow
+    cache[branches] = (now, result)
+    return result
 
 
 async def agent_rows(request: Request) -> list[dict[str, Any]]:

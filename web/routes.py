@@ -33,6 +33,7 @@ def web_routes() -> list[BaseRoute]:
             "/events/{event_id:str}", views.event_detail, access="viewer", methods=["GET"]
         ),
         SecuredRoute("/analytics", analytics.analytics_page, access="viewer", methods=["GET"]),
+        SecuredRoute("/analytics/top", analytics.analytics_top, access="viewer", methods=["GET"]),
         SecuredRoute("/windows", analysis_pages.windows_page, access="viewer", methods=["GET"]),
         SecuredRoute("/model", analysis_pages.model_page, access="viewer", methods=["GET"]),
         SecuredRoute("/archives", pages.archives_page, access="viewer", methods=["GET"]),

@@ -25,6 +25,7 @@ from web.query import EventQuery, QueryError, Searchable, detection_kinds
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
+SPAN_HOURS = (1, 6)  # indexed page searches read the last hour, then 6 h, then the day
 CSV_COLUMNS = (
     "id", "time_utc", "ts", "type", "branch", "agent_id", "src_ip", "src_port", "dst_ip",
     "dst_port", "protocol", "domain", "severity", "detections", "bytes", "packets",
@@ -53,12 +54,27 @@ class EventSource:
     def __init__(self, reader: Callable[[], Reader]) -> None:
         self.new_reader = reader  # one per search: archive readers keep ZIPs open per scan
 
-    def day(self, query: EventQuery, day: dt.date, branches: Sequence[str] | None) -> Iterable[Any]:
-        """Matches of ``query`` on ``day`` in ``branches`` (None = all)."""
-        indexed = _store_query(query, day, branches)
+    def day(
+        self,
+        query: EventQuery,
+        day: dt.date,
+        branches: Sequence[str] | None,
+        span: tuple[float, float] | None = None,
+    ) -> Iterable[Any]:
+        """Matches of ``query`` on ``day`` in ``branches`` (None = all), within ``span`` (start,
+        end) when given (only the indexed path can use it to skip segments; a scan filters)."""
+        indexed = _store_query(query, day, branches, span)
         if indexed is not None:
             return (e for e in self.new_reader().search(indexed) if query.matches(e))
-        return self.new_reader().scan([day], branches, query.matches, needles=query.needles())
+        wanted: Callable[[Any], bool] = query.matches
+        if span is not None:
+            low, high = span
+            wanted = lambda e: low <= e.ts < high and query.matches(e)  # noqa: E731
+        return self.new_reader().scan([day], branches, wanted, needles=query.needles())
+
+    def indexed(self, query: EventQuery) -> bool:
+        """Whether searches of ``query`` go through the store's sidecar indexes."""
+        return _store_query(query, dt.date.today(), None, None) is not None
 
     def find(self, event_id: str, branches: Sequence[str] | None) -> Any:
         """The event with this id (ids start with their creation time: scan that date +-1)."""
@@ -75,7 +91,12 @@ class EventSource:
         return None
 
 
-def _store_query(query: EventQuery, day: dt.date, branches: Sequence[str] | None) -> Any:
+def _store_query(
+    query: EventQuery,
+    day: dt.date,
+    branches: Sequence[str] | None,
+    span: tuple[float, float] | None,
+) -> Any:
     """The store's indexed Query for the most selective exact term, or None (plain scan)."""
     try:
         from storage.log_reader import Query
@@ -86,11 +107,12 @@ def _store_query(query: EventQuery, day: dt.date, branches: Sequence[str] | None
     if not single_ip and len(query.ports) != 1:
         return None
     start = dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()
+    low, high = span if span is not None else (start, start + 86400)
     return Query(
         ip=str(ips[0].network_address) if single_ip else None,
         port=None if single_ip else query.ports[0],
-        start=max(start, query.start),
-        end=min(start + 86400, query.end),
+        start=max(start, query.start, low),
+        end=min(start + 86400, query.end, high),
         branches=None if branches is None else tuple(branches),
         types=tuple(query.types),
     )
@@ -174,12 +196,16 @@ def search_page(
     """One page of matches, newest first, strictly after ``cursor``."""
     after = decode_cursor(cursor)
     rows: list[Row] = []
+    indexed = source.indexed(query)
     for day in query.dates():
         if after is not None and day > dt.datetime.fromtimestamp(after[0], dt.UTC).date():
             continue
-        matches = _scan_day(source, query, branches, day, after)
-        need = limit + 1 - len(rows)
-        rows.extend(heapq.nlargest(need, matches, key=_order))
+        for span in _spans(day, after, indexed):
+            matches = _scan_day(source, query, branches, day, after, span)
+            need = limit + 1 - len(rows)
+            rows.extend(heapq.nlargest(need, matches, key=_order))
+            if len(rows) > limit:
+                break
         if len(rows) > limit:
             break
     more = len(rows) > limit
@@ -199,17 +225,40 @@ def _order(row: Row) -> tuple[float, str]:
     return (row.ts, row.id)
 
 
+def _spans(
+    day: dt.date, after: tuple[float, str] | None, indexed: bool
+) -> list[tuple[float, float] | None]:
+    """Disjoint time spans of ``day``, newest first, to search one after the other.
+
+    With the store's indexes a span skips the segments outside it, so the newest hour is read
+    first and a busy IP's page does not decode its whole day; a plain scan reads the day once.
+    """
+    if not indexed:
+        return [None]
+    start = dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()
+    end = start + 86400
+    if after is not None:
+        end = min(end, after[0] + 1e-3)  # rows tied with the cursor's ts stay in
+    cuts = [end - hours * 3600 for hours in SPAN_HOURS if end - hours * 3600 > start]
+    edges = [end, *cuts, start]
+    spans: list[tuple[float, float] | None] = [
+        (low, high) for high, low in zip(edges, edges[1:], strict=False)
+    ]
+    return spans
+
+
 def _scan_day(
     source: EventSource,
     query: EventQuery,
     branches: Sequence[str] | None,
     day: dt.date,
     after: tuple[float, str] | None,
+    span: tuple[float, float] | None = None,
 ) -> Iterator[Row]:
     wanted = [b for b in query.branches if branches is None or b in branches] or branches
     if wanted is not None and not wanted:
         return  # the user asked only for branches they may not see
-    for event in source.day(query, day, wanted):
+    for event in source.day(query, day, wanted, span):
         row = to_row(event)
         if after is None or _order(row) < after:
             yield row

@@ -132,6 +132,7 @@ def test_analytics_shows_projection_totals_and_draws_charts(
 
     def shows_talker() -> bool:
         page.reload()
+        page.wait_for_selector("#tops[data-loaded]")  # the top lists load after the page
         return page.locator("#top-src_ip", has_text=talker).count() > 0
 
     wait_until(shows_talker, 10, "the projections to count the new flows", interval=0.3)

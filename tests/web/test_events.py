@@ -24,12 +24,16 @@ def _row_ids(html: str) -> list[str]:
     return re.findall(r'<tr id="ev-([0-9a-f]+)"', html)
 
 
-def test_cursor_pages_cover_every_match_once_newest_first(data_dir: Path) -> None:
+@pytest.mark.parametrize("q", ["", "10.0.0.5"])  # a scan, and the indexed path (time spans)
+def test_cursor_pages_cover_every_match_once_newest_first(data_dir: Path, q: str) -> None:
     events = [flow(NOW - 3 * 86400 + i * 1800.5, branch=("hq", "lab")[i % 2]) for i in range(130)]
+    ties = [flow(NOW - 7200, branch="hq") for _ in range(3)]  # same ts: the id breaks the tie
+    events += ties
     store(data_dir, events)
     source = store_source(data_dir)
     assert source is not None
-    query = parse_query("", NOW)
+    assert source.indexed(parse_query(q, NOW)) is bool(q)
+    query = parse_query(q, NOW)
     seen: list[str] = []
     cursor = ""
     pages = 0
