@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import msgspec
 from cryptography.fernet import InvalidToken, MultiFernet
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -307,33 +308,91 @@ async def agent_socket(websocket: WebSocket) -> None:
         )
     )
     log.info("ingest: agent %r (%s) connected, boot %s", agent_id, peer, session.boot_id)
-    while True:
-        try:
-            message = await websocket.receive()
-        except WebSocketDisconnect:
-            return
-        if message["type"] == "websocket.disconnect":
-            return
-        raw = message.get("bytes")
-        if raw is None:
-            await _refuse(
-                websocket, FrameRejected("malformed_frame", "frames must be binary"), agent_id, peer
-            )
-            continue
-        try:
-            ack = await anyio.to_thread.run_sync(ingestor.process, session, raw)
-        except ForgedFrame as error:
-            await _refuse(websocket, error, agent_id, peer)
-            await websocket.close(wire.CLOSE_FORGED_FRAME, "forged or wrong-key frame")
-            return
-        except StoreFailed as error:
-            await _refuse(websocket, error, agent_id, peer)
-            await websocket.close(wire.CLOSE_STORE_FAILED, "event store unavailable")
-            return
-        except FrameRejected as error:
-            await _refuse(websocket, error, agent_id, peer)
-            continue
-        await websocket.send_bytes(wire.encode(ack))
+    await _FrameLoop(websocket, ingestor, session, peer).run()
+
+
+class _FrameLoop:
+    """Two stages so decoding frame N+1 overlaps the durable append of frame N: the receiver
+    verifies frames (worker thread) and queues them; the storer appends and acknowledges."""
+
+    QUEUE = 2  # verified batches waiting for the store (bounded: backpressure to the agent)
+
+    def __init__(
+        self, websocket: WebSocket, ingestor: Ingestor, session: AgentSession, peer: str
+    ) -> None:
+        self.websocket, self.ingestor, self.session, self.peer = websocket, ingestor, session, peer
+        self.agent_id = session.record.agent_id
+        self.send_lock = anyio.Lock()
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    async def run(self) -> None:
+        sender, receiver = anyio.create_memory_object_stream[DecodedBatch](self.QUEUE)
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._store, receiver, group.cancel_scope)
+            async with sender:
+                await self._receive(sender)
+        if self.close_code is not None:
+            with contextlib.suppress(Exception):  # the agent may be gone already
+                await self.websocket.close(self.close_code, self.close_reason)
+
+    async def _receive(self, queue: anyio.abc.ObjectSendStream[DecodedBatch]) -> None:
+        while True:
+            try:
+                message = await self.websocket.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("bytes")
+            try:
+                if raw is None:
+                    raise FrameRejected("malformed_frame", "frames must be binary")
+                batch = await anyio.to_thread.run_sync(
+                    self.ingestor.decode_frame, self.session, raw
+                )
+            except ForgedFrame as error:
+                await self._refuse(error)
+                self.close_code, self.close_reason = wire.CLOSE_FORGED_FRAME, "forged frame"
+                return
+            except FrameRejected as error:
+                await self._refuse(error)
+                continue
+            await queue.send(batch)
+
+    async def _store(
+        self, queue: anyio.abc.ObjectReceiveStream[DecodedBatch], scope: anyio.CancelScope
+    ) -> None:
+        async with queue:
+            async for batch in queue:
+                try:
+                    ack = await anyio.to_thread.run_sync(self.ingestor.store, self.agent_id, batch)
+                except StoreFailed as error:
+                    await self._refuse(error)
+                    self.close_code, self.close_reason = wire.CLOSE_STORE_FAILED, "store failed"
+                    scope.cancel()
+                    return
+                except FrameRejected as error:  # busy: another connection is storing it
+                    await self._refuse(error)
+                    continue
+                await self._send(wire.encode(ack))
+
+    async def _send(self, data: bytes) -> None:
+        async with self.send_lock:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await self.websocket.send_bytes(data)
+
+    async def _refuse(self, error: FrameRejected) -> None:
+        log.warning(
+            "ingest: refused %s from agent %r (%s) batch %s/%d: %s",
+            error.code,
+            self.agent_id,
+            self.peer,
+            error.boot_id,
+            error.seq,
+            error.message,
+        )
+        await self._send(wire.encode(error.to_wire()))
 
 
 async def _handshake(websocket: WebSocket, ingestor: Ingestor, peer: str) -> AgentSession | None:
