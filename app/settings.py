@@ -93,7 +93,7 @@ class AnalysisSettings(Section):
     writer: str = "analyzer"  # the worker's writer name in the event store
     model_path: str = ""  # empty: DATA/analysis/model.joblib, built from the corpus when missing
     threshold: float = 0.9  # a flow whose top probability is lower is labelled "unknown"
-    batch_size: int = 2000
+    batch_size: int = 10000  # events per read; big batches amortise the fsyncs when behind
     window_s: float = 300.0
     window_grace_s: float = 60.0  # a window closes once events are this far past its end
     top_n: int = 5

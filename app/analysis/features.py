@@ -41,6 +41,11 @@ FLAG_NAMES: tuple[str, ...] = tuple(
     f"{direction}_{name}" for direction in ("src2dst", "dst2src") for name, _ in FLAG_BITS
 )
 FEATURE_NAMES: tuple[str, ...] = COUNT_NAMES + FLAG_NAMES + STAT_NAMES
+# Flag bytes -> their six 0/1 features, precomputed: flow_vector runs 50,000+ times a second.
+_FLAG_TABLE: tuple[list[float], ...] = tuple(
+    [1.0 if byte & bit else 0.0 for _, bit in FLAG_BITS] for byte in range(256)
+)
+_astuple = msgspec.structs.astuple
 
 
 def flow_vector(flow: FlowObserved) -> list[float]:
@@ -57,10 +62,9 @@ def flow_vector(flow: FlowObserved) -> list[float]:
         flow.src2dst_payload_bytes,
         flow.dst2src_payload_bytes,
     ]
-    fwd, bwd = flow.src2dst_tcp_flags, flow.dst2src_tcp_flags
-    row.extend(1.0 if fwd & bit else 0.0 for _, bit in FLAG_BITS)
-    row.extend(1.0 if bwd & bit else 0.0 for _, bit in FLAG_BITS)
-    row.extend(msgspec.structs.astuple(flow.features))
+    row += _FLAG_TABLE[flow.src2dst_tcp_flags & 0xFF]
+    row += _FLAG_TABLE[flow.dst2src_tcp_flags & 0xFF]
+    row += _astuple(flow.features)
     return row
 
 

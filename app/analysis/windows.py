@@ -62,8 +62,19 @@ class WindowAggregator:
     def __init__(self, window_s: float = 300.0, grace_s: float = 60.0, top_n: int = 5) -> None:
         self.window_s, self.grace_s, self.top_n = window_s, grace_s, top_n
         self.state = WindowsState()
+        self._current: dict[str, WindowState] = {}  # branch -> window of its latest event
+
+    def restore(self, state: WindowsState) -> None:
+        """Continue from a checkpointed state."""
+        self.state = state
+        self._current.clear()
 
     def _window(self, branch: str, ts: float) -> WindowState | None:
+        window = self._current.get(branch)
+        if window is not None and window.start <= ts < window.end:
+            if ts > self.state.watermark[branch]:
+                self.state.watermark[branch] = ts
+            return window
         start = math.floor(ts / self.window_s) * self.window_s
         if start + self.window_s <= self.state.closed_until.get(branch, -math.inf):
             return None
@@ -74,6 +85,7 @@ class WindowAggregator:
             self.state.open[key] = window
         mark = self.state.watermark.get(branch, -math.inf)
         self.state.watermark[branch] = max(mark, ts)
+        self._current[branch] = window
         return window
 
     def add_flow(self, flow: FlowObserved, label: str, attack_type: str) -> None:
@@ -120,6 +132,8 @@ class WindowAggregator:
         ready.sort(key=lambda w: (w.start, w.branch))
         for window in ready:
             del self.state.open[window_key(window.branch, window.start)]
+            if self._current.get(window.branch) is window:
+                del self._current[window.branch]
             closed = self.state.closed_until.get(window.branch, -math.inf)
             self.state.closed_until[window.branch] = max(closed, window.end)
         return ready

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,11 +106,12 @@ class AnalysisWorker:
         )
         self.checkpoint_path = data_dir / "analysis" / f"{self.a.writer}.checkpoint.json"
         self.stats = WorkerStats()
+        self._own_segment = re.compile(re.escape(self.a.writer) + r"-\d+\.jsonl")
         self.windows = WindowAggregator(self.a.window_s, self.a.window_grace_s, self.a.top_n)
         self.alerts = AlertEngine(self.a)
         checkpoint = load_checkpoint(self.checkpoint_path)
         self.position = checkpoint.position
-        self.windows.state = checkpoint.windows
+        self.windows.restore(checkpoint.windows)
         self.alerts.state = checkpoint.alerts
         self.pending: dict[str, WindowSummarized] = {
             window_key(w.branch, w.window_start): w for w in checkpoint.pending
@@ -174,9 +176,7 @@ class AnalysisWorker:
 
     async def step(self) -> bool:
         """Read one batch, emit what follows from it; return True when caught up."""
-        events, position = await asyncio.to_thread(
-            self.reader.read_new, self.position, self.a.batch_size
-        )
+        events, position = await asyncio.to_thread(self._read, self.position)
         outputs: list[Event] = []
         if events:
             outputs += await self._process(events)
@@ -187,6 +187,20 @@ class AnalysisWorker:
         if outputs or position != self.position:
             await self._commit(outputs, position)
         return caught_up
+
+    def _read(self, position: Position) -> tuple[list[AnyEvent], Position]:
+        """The next batch of other writers' events (runs in a thread)."""
+        # Our own segments are marked read to their end first: decoding our outputs back would
+        # cost as much as the inputs, and only the start-up scan needs them.
+        offsets = dict(position.offsets)
+        for segment in self.reader.segments():
+            if self._own_segment.fullmatch(segment.rpartition("/")[2]):
+                try:
+                    size = (self.reader.events_dir / segment).stat().st_size
+                except FileNotFoundError:
+                    continue
+                offsets[segment] = max(offsets.get(segment, 0), size)
+        return self.reader.read_new(Position(offsets=offsets), self.a.batch_size)
 
     async def _process(self, events: list[AnyEvent]) -> list[Event]:
         self.stats.events_read += len(events)

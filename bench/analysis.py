@@ -1,0 +1,222 @@
+"""Analysis benchmarks: classifier throughput on one core, and the worker's lag behind ingest.
+
+Run: .venv/bin/python bench/analysis.py [--flows 200000] [--rate 10000] [--seconds 20]
+     [--model PATH] [--no-real-tools]
+
+1. Flows classified per second (target >= 50,000/s on one core): feature extraction, model
+   prediction and FlowClassified construction, next to the baselines measured in the same run:
+   msgspec decoding the same flows from JSON (the cost every consumer pays) and the model's
+   predict_proba on a ready-made matrix (the model alone).
+2. Worker lag: this process appends FlowObserved at --rate events/s (1,000-event batches, fsync
+   per batch) for --seconds while a real `netmon analyze` subprocess follows the log; the lag
+   of a flow is the time from its ts (stamped when appended) to its verdict's ts. Printed: p50,
+   p95, max, and how long the worker took to catch up after ingest stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, whatever the BLAS would like
+
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import msgspec  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from app.analysis.classifier import Classifier  # noqa: E402
+from app.analysis.corpus.build import build_default_model  # noqa: E402
+from app.analysis.features import flow_matrix  # noqa: E402
+from app.analysis.training import LabelledFlow  # noqa: E402
+from storage.eventlog import EventLog  # noqa: E402
+from storage.events import FlowClassified, FlowObserved, json_decoder, new_event_id  # noqa: E402
+from storage.log_reader import EventLogReader  # noqa: E402
+from storage.positions import Position  # noqa: E402
+
+
+def corpus_flows(
+    work: Path, model: Path | None, real_tools: bool
+) -> tuple[Path, list[FlowObserved]]:
+    """The model to use and the corpus flows to replicate (builds both when no model is given)."""
+    if model is None:
+        model = work / "model.joblib"
+        print("building the default model (corpus + training) ...", flush=True)
+        build_default_model(model, keep=work, real_tools=real_tools, progress=False)
+    labelled = work / "labelled.jsonl"
+    if not labelled.exists():
+        build_default_model(work / "scratch.joblib", keep=work, real_tools=False, progress=False)
+    decoder = msgspec.json.Decoder(LabelledFlow)
+    return model, [decoder.decode(line).flow for line in labelled.read_bytes().splitlines()]
+
+
+def replicate(flows: list[FlowObserved], count: int, branch: str = "bench") -> list[FlowObserved]:
+    now = time.time()
+    return [
+        msgspec.structs.replace(flows[i % len(flows)], id=new_event_id(now), ts=now, branch=branch)
+        for i in range(count)
+    ]
+
+
+def rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:>12,.0f} /s"
+
+
+def bench_classifier(model: Path, flows: list[FlowObserved], count: int, batch: int) -> None:
+    sample = replicate(flows, count)
+    lines = [msgspec.json.encode(f) for f in sample]
+    classifier = Classifier(model)
+    classifier.predict(sample[:batch])  # warm-up
+
+    started = time.perf_counter()
+    for line in lines:
+        json_decoder.decode(line)
+    decode_s = time.perf_counter() - started
+
+    matrices = [flow_matrix(sample[i : i + batch]) for i in range(0, count, batch)]
+    started = time.perf_counter()
+    for matrix in matrices:
+        classifier.estimator.predict_proba(matrix)
+    predict_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    for i in range(0, count, batch):
+        flow_matrix(sample[i : i + batch])
+    features_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    produced = 0
+    for i in range(0, count, batch):
+        produced += len(classifier.classify(sample[i : i + batch], time.time()))
+    classify_s = time.perf_counter() - started
+    assert produced == count
+
+    print(f"\n1. classifier, {count:,} flows in batches of {batch}, model {classifier.version}")
+    print(f"   {'step':<44}{'rate':>15}")
+    print(f"   {'baseline: msgspec JSON decode of the flows':<44}{rate(count, decode_s)}")
+    print(f"   {'baseline: model predict_proba on a matrix':<44}{rate(count, predict_s)}")
+    print(f"   {'feature extraction (flow_matrix)':<44}{rate(count, features_s)}")
+    print(f"   {'classify: features+model+FlowClassified':<44}{rate(count, classify_s)}")
+    print(
+        f"   classify / predict-only ratio: {predict_s / classify_s:.2f}  "
+        f"(target >= 50,000 flows/s: {'met' if count / classify_s >= 50_000 else 'NOT met'})"
+    )
+
+
+def bench_lag(
+    model: Path,
+    flows: list[FlowObserved],
+    rate_per_s: int,
+    seconds: float,
+    work: Path,
+    worker_batch: int,
+) -> None:
+    data = work / "lag-data"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "NETMON_STORE__DATA_DIR": str(data),
+        "NETMON_ANALYSIS__MODEL_PATH": str(model),
+        "NETMON_ANALYSIS__BATCH_SIZE": str(worker_batch),
+    }
+    log_file = (work / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "analyze"],
+        cwd=REPO,
+        env=env,
+        stdout=log_file,
+        stderr=log_file,
+    )
+    batch = 1000
+    template = replicate(flows, batch)
+    appended = 0
+    try:
+        with EventLog(data, "replica-1") as writer:
+            started = time.monotonic()
+            tick = 0
+            while time.monotonic() - started < seconds:
+                now = time.time()
+                writer.append(
+                    [msgspec.structs.replace(f, id=new_event_id(now), ts=now) for f in template]
+                )
+                appended += batch
+                tick += 1
+                pause = started + tick * batch / rate_per_s - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)  # pacing the generator, not synchronising with the worker
+            ingest_s = time.monotonic() - started
+        stopped = time.monotonic()
+        reader, position, verdicts = EventLogReader(data), Position(), 0
+        observed: dict[str, float] = {}
+        classified: dict[str, float] = {}
+        while verdicts < appended:
+            events, position = reader.read_new(position, 50_000)
+            for event in events:
+                if isinstance(event, FlowObserved):
+                    observed[event.id] = event.ts
+                elif isinstance(event, FlowClassified):
+                    classified[event.flow_id] = event.ts
+                    verdicts += 1
+            if not events:
+                if time.monotonic() - stopped > 120:
+                    raise SystemExit(f"worker did not catch up: {verdicts} of {appended}")
+                time.sleep(0.05)
+        catch_up = time.monotonic() - stopped
+        cpu_s = _cpu_seconds(worker.pid)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        log_file.close()
+    lags = sorted(classified[i] - observed[i] for i in observed)
+    print(
+        f"\n2. worker lag, {appended:,} flows appended at {appended / ingest_s:,.0f} events/s "
+        f"for {ingest_s:.1f} s (target rate {rate_per_s:,}/s)"
+    )
+    print(
+        f"   lag p50 {statistics.median(lags):.3f} s, p95 {lags[int(len(lags) * 0.95)]:.3f} s, "
+        f"max {lags[-1]:.3f} s; caught up {catch_up:.2f} s after ingest stopped"
+    )
+    print(
+        f"   worker CPU {cpu_s:.1f} s for {appended:,} flows = {appended / cpu_s:,.0f} flows per "
+        f"CPU-second (its capacity on one free core); load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores at the end"
+    )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), including its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--flows", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--rate", type=int, default=10_000)
+    parser.add_argument("--worker-batch", type=int, default=10_000, help="analysis.batch_size")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--model", type=Path)
+    parser.add_argument(
+        "--no-real-tools", action="store_true", help="crafted corpus only (no root)"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="netmon-bench-analysis-") as tmp:
+        work = Path(tmp)
+        model, flows = corpus_flows(work, args.model, not args.no_real_tools)
+        bench_classifier(model, flows, args.flows, args.batch)
+        bench_lag(model, flows, args.rate, args.seconds, work, args.worker_batch)
+
+
+if __name__ == "__main__":
+    main()
