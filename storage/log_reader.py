@@ -278,7 +278,9 @@ class EventLogReader:
     ) -> list[Path]:
         """Segment files of the selected partitions, sorted by path (stable order)."""
         date_dirs = _select_dirs(
-            self.events_dir, "date", None if dates is None else {d.isoformat() for d in dates}
+            self.events_dir,
+            "date",
+            None if dates is None else {d.strftime("%Y-%m-%d") for d in dates},
         )
         wanted_branches = (
             None if branches is None else {validate_name("branch", b) for b in branches}
