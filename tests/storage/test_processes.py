@@ -67,19 +67,29 @@ def test_kill_9_under_load_keeps_every_returned_batch_exactly_once(tmp_path: Pat
     assert per_batch["after:0"] == 4
 
 
-def test_three_writer_processes_append_concurrently(tmp_path: Path) -> None:
+def test_three_writer_processes_append_concurrently_while_a_reader_tails(tmp_path: Path) -> None:
     batches, size = 30, 50
     children = [
         start_writer("count", str(tmp_path), f"w{n}", str(batches), str(size)) for n in range(3)
     ]
+    reader, position, tailed = EventLogReader(tmp_path), Position(), []
+    deadline = time.monotonic() + 120
+    while any(child.poll() is None for child in children):  # tail while they write
+        events, position = reader.read_new(position)
+        tailed += [event.id for event in events]
+        assert time.monotonic() < deadline, "writers did not finish"
+        if not events:
+            time.sleep(0.005)  # poll interval, leaving the CPU to the writers
     for child in children:
-        out, _ = child.communicate(timeout=120)
+        out, _ = child.communicate(timeout=10)
         assert child.returncode == 0
         assert len(out.split()) == batches
-    ids = all_ids(tmp_path)
+    events, position = reader.read_new(position, max_events=1_000_000)
+    tailed += [event.id for event in events]
     expected = {f"w{n}:{b}:{i}" for n in range(3) for b in range(batches) for i in range(size)}
-    assert len(ids) == len(expected)
-    assert set(ids) == expected
+    assert reader.stats.malformed_lines == 0  # the tailing reader never met a partial line
+    assert len(tailed) == len(expected) and set(tailed) == expected  # each exactly once
+    assert sorted(all_ids(tmp_path)) == sorted(expected)
     assert_every_line_complete(tmp_path)
 
 
