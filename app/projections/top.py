@@ -37,29 +37,40 @@ class TopState(msgspec.Struct):
 
 
 def apply(state: TopState, event: Event) -> None:
-    """Fold one event into the top lists (only FlowObserved counts)."""
-    if event.ts > state.watermark:
-        old_hour = bucket_start(state.watermark, HOUR)
-        state.watermark = event.ts
-        if bucket_start(event.ts, HOUR) != old_hour:
+    """Fold one event into the top lists (only FlowObserved counts; hot path)."""
+    ts = event.ts
+    if ts > state.watermark:
+        old_hour = state.watermark // HOUR
+        state.watermark = ts
+        if ts // HOUR != old_hour:
             for hours in state.branches.values():
-                prune_before(hours, _cutoff(state.watermark))  # type: ignore[arg-type]
-    if not isinstance(event, FlowObserved):
+                prune_before(hours, _cutoff(ts))  # type: ignore[arg-type]
+    if type(event) is not FlowObserved:
         return
-    hour = bucket_start(event.ts, HOUR)
+    hour = int(ts // HOUR) * HOUR
     if hour < _cutoff(state.watermark):
         return
-    bucket = state.branches.setdefault(event.branch, {}).get(hour)
+    hours_of_branch = state.branches.get(event.branch)
+    if hours_of_branch is None:
+        hours_of_branch = state.branches[event.branch] = {}
+    bucket = hours_of_branch.get(hour)
     if bucket is None:
-        bucket = state.branches[event.branch][hour] = {name: {} for name in DIMENSIONS}
+        bucket = hours_of_branch[hour] = {name: {} for name in DIMENSIONS}
     size = event.src2dst_bytes + event.dst2src_bytes
     _count(bucket["src_ip"], event.src_ip, size)
     _count(bucket["dst_ip"], event.dst_ip, size)
-    _count(bucket["dst_port"], str(event.dst_port), size)
+    _count(bucket["dst_port"], _port_key(event.dst_port), size)
     if event.domain:
         _count(bucket["domain"], event.domain, size)
     for detection in event.detections:
         _count(bucket["detection"], f"{detection.kind}:{detection.rule}", size)
+
+
+_PORT_KEYS = [str(port) for port in range(65536)]
+
+
+def _port_key(port: int) -> str:
+    return _PORT_KEYS[port] if 0 <= port < 65536 else str(port)
 
 
 def _cutoff(watermark: float) -> int:
