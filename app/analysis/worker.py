@@ -294,6 +294,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         return Checkpoint()
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         # Never silently restart from zero over a damaged file: the operator decides.
+        log.error("checkpoint %s is damaged: %s", path, error)
         raise RuntimeError(
             f"checkpoint {path} is damaged ({error}); move it away to reprocess the log"
         ) from None

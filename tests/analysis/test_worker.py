@@ -227,3 +227,45 @@ def test_a_stale_checkpoint_replays_without_duplicates(
     assert worker.stats.flows_classified == 0
     after = [e for e in all_events(tmp_path) if not isinstance(e, FlowObserved)]
     assert len(after) == len(before)  # nothing emitted twice: no verdict, window or alert
+
+
+def _run_cli(
+    args: list[str], environ: dict[str, str], stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=REPO,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_damaged_checkpoint_stops_the_worker_with_a_clear_error(
+    default_model: Path, tmp_path: Path
+) -> None:
+    _, environ = settings_for(tmp_path, default_model)
+    checkpoint = tmp_path / "analysis" / "analyzer.checkpoint.json"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b'{"position": {"offsets": {"x": "not a number"}}}')
+    result = _run_cli(["analyze", "--once"], environ)
+    assert result.returncode == 2
+    assert "is damaged" in result.stderr and "move it away" in result.stderr
+    assert "ERROR" in result.stderr  # the log line
+    assert checkpoint.read_bytes() == b'{"position": {"offsets": {"x": "not a number"}}}'
+
+
+def test_set_key_stores_the_key_encrypted_and_needs_the_secret(tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    environ = {"NETMON_STORE__DATA_DIR": str(tmp_path), "NETMON_SERVER__SECRET_KEY": ""}
+    refused = _run_cli(["analyze", "--set-key", "openai"], environ, stdin="sk-live-1\n")
+    assert refused.returncode == 2 and "secret_key is not set" in refused.stderr
+    environ["NETMON_SERVER__SECRET_KEY"] = Fernet.generate_key().decode()
+    stored = _run_cli(["analyze", "--set-key", "openai"], environ, stdin="sk-live-1\n")
+    assert stored.returncode == 0, stored.stderr
+    data = (tmp_path / "analysis" / "provider_keys.json").read_text()
+    assert "openai" in data and "sk-live-1" not in data and "sk-live-1" not in stored.stdout
