@@ -1,24 +1,52 @@
-"""``netmon demo``: a server on an embedded data dir with generated secrets, URL printed.
+"""``netmon demo``: the whole system on one machine, in one command, on an embedded data dir.
 
-Later stages add the first admin, a demo agent replaying generated traffic, the analysis worker
-and the archive manager (see docs/operations.md).
+It starts, as separate processes exactly as in production (app/demo/supervisor.py):
+the server (``netmon serve``, which creates the first admin and prints its one-time password),
+a demo agent enrolled on first run that streams generated traffic with current timestamps
+(app/demo/agent.py), or with root and ``--live IFACE`` a real capturing agent, the analysis
+worker (``netmon analyze``) and the archive manager (``netmon archive run``). Ctrl-C stops them
+all. Everything lives under ``--dir`` (default ``./.netmon-demo``): secret key, data, logs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import tomllib
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 DEMO_DIR = Path(".netmon-demo")
+DEMO_AGENT = "demo-agent"
+DEMO_BRANCH = "demo"
+PASSWORD = re.compile(r"one-time password:\s*\n\s*\n\s*(\S+)")
+# Short analysis windows so that the demo's alerts show within a minute or two.
+DEMO_SETTINGS = {
+    "NETMON_ANALYSIS__WINDOW_S": "60",
+    "NETMON_ANALYSIS__WINDOW_GRACE_S": "5",
+    "NETMON_ANALYSIS__ALERT_COOLDOWN_S": "120",
+    "NETMON_ARCHIVE__INTERVAL_S": "600",
+}
 
 
 def register(subparsers: Any) -> None:
     """Add the ``demo`` command."""
-    parser = subparsers.add_parser("demo", help="run a self-contained demo (server + demo agent)")
+    parser = subparsers.add_parser("demo", help="run the whole system locally with a demo agent")
     parser.add_argument("--dir", type=Path, default=DEMO_DIR, help="demo data directory")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int, default=8080, help="dashboard port on 127.0.0.1")
+    parser.add_argument(
+        "--live", metavar="IFACE", help="capture live on IFACE instead of generated traffic (root)"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="seconds between rounds of demo traffic"
+    )
     parser.set_defaults(handler=run_demo)
 
 
@@ -35,18 +63,131 @@ def demo_secret(directory: Path) -> str:
     return path.read_text().strip()
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Start the demo and block until Ctrl-C."""
-    import uvicorn
-
-    from app.factory import create_app
-    from app.settings import ServerSettings, Settings, StoreSettings
-
-    directory: Path = args.dir
-    settings = Settings(
-        store=StoreSettings(data_dir=str(directory / "data")),
-        server=ServerSettings(port=args.port, replica="demo", secret_key=demo_secret(directory)),
+def demo_env(directory: Path, port: int) -> dict[str, str]:
+    """The children's environment: the caller's, minus its NETMON_* settings, plus the demo's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETMON_")}
+    env.update(DEMO_SETTINGS)
+    env.update(
+        NETMON_STORE__DATA_DIR=str(directory / "data"),
+        NETMON_SERVER__SECRET_KEY=demo_secret(directory),
+        NETMON_SERVER__REPLICA="demo",
+        NETMON_SERVER__HOST="127.0.0.1",
+        NETMON_SERVER__PORT=str(port),
+        PYTHONUNBUFFERED="1",
     )
-    print(f"netmon demo: dashboard at http://127.0.0.1:{args.port}/  (data in {directory})")
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=args.port, log_level="info")
+    return env
+
+
+def netmon(*args: str) -> list[str]:
+    """argv of a netmon sub-command run by this same interpreter."""
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+def write_agent_config(directory: Path, env: dict[str, str], port: int, live: str | None) -> Path:
+    """Enrol the demo agent on first run; (re)write DIR/agent.toml for this port and source."""
+    path = directory / "agent.toml"
+    key_file = directory / "agent.key"
+    if not key_file.exists():
+        enrolled = subprocess.run(
+            netmon("agents", "add", DEMO_AGENT, "--branch", DEMO_BRANCH),
+            cwd=directory, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if enrolled.returncode != 0:
+            raise RuntimeError(f"enrolling the demo agent failed: {enrolled.stderr.strip()}")
+        key = tomllib.loads(enrolled.stdout)["transport"]["key"]
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+    from app.demo.traffic import APPROVED_DOMAINS, THREAT_NETWORK
+
+    threats = directory / "threats.txt"
+    threats.write_text(f"# demo threat list\n{THREAT_NETWORK}\n")
+    approved = ", ".join(f'"{name}"' for name in APPROVED_DOMAINS)
+    text = (
+        "# Written by `netmon demo` on every start; the key is in agent.key.\n"
+        f'agent_id = "{DEMO_AGENT}"\n'
+        f'branch = "{DEMO_BRANCH}"\n'
+        f'server_url = "ws://127.0.0.1:{port}"\n'
+        f'interface = "{live or "lo"}"\n'
+        "idle_timeout = 15.0\n"
+        "heartbeat_interval = 10.0\n"
+        "\n[[threat_lists]]\n"
+        'name = "demo"\n'
+        f'path = "{threats}"\n'
+        "\n[domains]\n"
+        f"approved = [{approved}]\n"
+        "\n[transport]\n"
+        f'key = "{key_file.read_text().strip()}"\n'
+        f'spool_dir = "{directory / "agent-spool"}"\n'
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path
+
+
+def healthy(url: str) -> bool:
+    """True when the server's /healthz answers 200."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def banner(url: str, server_log: Path, directory: Path) -> str:
+    """What the operator needs: the URL and, on first run, the admin's one-time password."""
+    found = PASSWORD.search(server_log.read_text(errors="replace"))
+    lines = ["", "netmon demo is running (Ctrl-C stops everything)", f"  dashboard: {url}/"]
+    lines.append(f"  API docs:  {url}/docs     metrics: {url}/metrics")
+    if found:
+        lines += ["  login:     admin", "  one-time password:", "", f"    {found.group(1)}", ""]
+    else:
+        lines.append(
+            "  login:     admin (password shown on the first run; new one with: "
+            "netmon users reset-password admin --generate, using the demo's settings)"
+        )
+    lines.append(f"  data and logs in {directory}")
+    return "\n".join(lines)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Start every part, print the URL, and block until Ctrl-C (or a part fails)."""
+    from app.demo.supervisor import ChildFailed, Supervisor, wait_for
+
+    if args.live and os.geteuid() != 0:
+        print("netmon demo: --live needs root (raw capture); run it with sudo", file=sys.stderr)
+        return 2
+    directory: Path = args.dir.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    env = demo_env(directory, args.port)
+    url = f"http://127.0.0.1:{args.port}"
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    supervisor = Supervisor(directory, env)
+    try:
+        agent_config = write_agent_config(directory, env, args.port, args.live)
+        server = supervisor.start("server", netmon("serve"))
+        print(f"netmon demo: starting the server on {url} (log: {server.log_path})", flush=True)
+        wait_for(lambda: healthy(url) or stopping.is_set(), 120, supervisor, "the server")
+        if stopping.is_set():
+            return 0
+        if args.live:
+            agent_argv = netmon("agent", "run", "--config", str(agent_config))
+        else:
+            agent_argv = [sys.executable, "-m", "app.demo.agent", "--config", str(agent_config)]
+            agent_argv += ["--interval", str(args.interval)]
+        supervisor.start("agent", agent_argv)
+        supervisor.start("analyzer", netmon("analyze"))
+        supervisor.start("archiver", netmon("archive", "run"))
+        print(banner(url, server.log_path, directory), flush=True)
+        while not stopping.wait(0.5):
+            supervisor.check()
+    except (ChildFailed, TimeoutError, RuntimeError) as error:
+        print(f"netmon demo: {error}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        supervisor.stop_all()
+    print("netmon demo: stopped", flush=True)
     return 0
