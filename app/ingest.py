@@ -15,20 +15,22 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import anyio
 import anyio.abc
 import msgspec
 from cryptography.fernet import InvalidToken, MultiFernet
+from starlette.applications import Starlette
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.access import SecuredRoute, SecuredWebSocketRoute
-from app.settings import IngestSettings
+from app.settings import IngestSettings, Settings
 from storage import wire
 from storage.agents import AgentRecord, AgentRegistry
 from storage.dedup import DedupIndex
+from storage.eventlog import EventLog
 from storage.events import AGENT_EVENT_TYPES, Event
 
 log = logging.getLogger("netmon.ingest")
@@ -40,16 +42,11 @@ class FrameRejected(Exception):
     """An authentic-or-not-yet-known batch that cannot be stored; becomes a wire ``Error``."""
 
     def __init__(
-        self, code: str, message: str, *, boot_id: str = "", seq: int = -1, retry: bool = False
+        self, code: str, message: str, *, at: tuple[str, int] = ("", -1), retry: bool = False
     ) -> None:
         super().__init__(message)
-        self.code, self.message, self.boot_id, self.seq, self.retry = (
-            code,
-            message,
-            boot_id,
-            seq,
-            retry,
-        )
+        self.code, self.message, self.retry = code, message, retry
+        self.boot_id, self.seq = at  # the batch refused, when it is known
 
     def to_wire(self) -> wire.Error:
         """The message sent to the agent."""
@@ -92,8 +89,8 @@ class Ingestor:
     def __init__(
         self,
         settings: IngestSettings,
-        event_log,
-        registry: AgentRegistry,  # type: ignore[no-untyped-def]
+        event_log: EventLog,
+        registry: AgentRegistry,
         dedup: DedupIndex,
     ) -> None:
         self.settings = settings
@@ -110,13 +107,13 @@ class Ingestor:
             frame = wire.batch_frame_decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             raise FrameRejected("malformed_frame", f"not a batch frame: {error}") from None
-        where = {"boot_id": frame.boot_id, "seq": frame.seq}
+        where = (frame.boot_id, frame.seq)
         if len(raw) > self.settings.max_frame_bytes:
             raise FrameRejected(
                 "frame_too_large",
                 f"frame of {len(raw)} bytes is over the limit of {self.settings.max_frame_bytes}; "
                 "send smaller batches",
-                **where,
+                at=where,
             )
         try:
             compressed = session.fernet.decrypt(frame.token)
@@ -125,7 +122,7 @@ class Ingestor:
                 "forged_frame",
                 "the batch token does not verify with this agent's "
                 "keys (tampered, forged or encrypted with another key)",
-                **where,
+                at=where,
             ) from None
         body_bytes = self._inflate(compressed, where)
         try:
@@ -136,49 +133,49 @@ class Ingestor:
                 raise FrameRejected(
                     "event_type_refused",
                     f"agents may send only {AGENT_TYPE_NAMES}: {text}",
-                    **where,
+                    at=where,
                 ) from None
             raise FrameRejected(
-                "invalid_batch", f"batch failed validation: {text}", **where
+                "invalid_batch", f"batch failed validation: {text}", at=where
             ) from None
         except msgspec.DecodeError as error:
             raise FrameRejected(
-                "malformed_batch", f"batch is not valid msgpack: {error}", **where
+                "malformed_batch", f"batch is not valid msgpack: {error}", at=where
             ) from None
         if (body.agent_id, body.boot_id, body.seq) != (agent_id, frame.boot_id, frame.seq):
             raise FrameRejected(
                 "batch_mismatch",
                 "the batch number inside the token does not match the frame",
-                **where,
+                at=where,
             )
         if len(body.events) != frame.count:
             raise FrameRejected(
                 "batch_mismatch",
                 f"frame says {frame.count} events, batch has {len(body.events)}",
-                **where,
+                at=where,
             )
         return DecodedBatch(
             frame.boot_id, frame.seq, self._stamp(session.record, body.events, where)
         )
 
-    def _inflate(self, compressed: bytes, where: dict[str, object]) -> bytes:
+    def _inflate(self, compressed: bytes, where: tuple[str, int]) -> bytes:
         inflater = zlib.decompressobj()
         try:
             data = inflater.decompress(compressed, self.settings.max_batch_bytes)
         except zlib.error as error:
             raise FrameRejected(
-                "malformed_batch", f"batch is not zlib data: {error}", **where
-            ) from None  # type: ignore[arg-type]
+                "malformed_batch", f"batch is not zlib data: {error}", at=where
+            ) from None
         if inflater.unconsumed_tail:
             raise FrameRejected(
                 "batch_too_large",
                 f"batch inflates to more than {self.settings.max_batch_bytes} bytes",
-                **where,
-            )  # type: ignore[arg-type]
+                at=where,
+            )
         return data
 
     def _stamp(
-        self, record: AgentRecord, events: Sequence[Event], where: dict[str, object]
+        self, record: AgentRecord, events: Sequence[Event], where: tuple[str, int]
     ) -> list[Event]:
         stamped: list[Event] = []
         replace = msgspec.structs.replace
@@ -188,8 +185,8 @@ class Ingestor:
                     "agent_id_mismatch",
                     f"event {index} claims agent {event.agent_id!r}; this connection is "  # type: ignore[attr-defined]
                     f"{record.agent_id!r}",
-                    **where,
-                )  # type: ignore[arg-type]
+                    at=where,
+                )
             # The registry decides the branch: an agent cannot write into another branch.
             stamped.append(
                 event if event.branch == record.branch else replace(event, branch=record.branch)
@@ -208,8 +205,7 @@ class Ingestor:
             raise FrameRejected(
                 "busy",
                 "another connection is storing this batch; retry",
-                boot_id=batch.boot_id,
-                seq=batch.seq,
+                at=(batch.boot_id, batch.seq),
                 retry=True,
             )
         try:
@@ -222,8 +218,7 @@ class Ingestor:
             raise StoreFailed(
                 "store_failed",
                 "the event store refused the batch; retry later",
-                boot_id=batch.boot_id,
-                seq=batch.seq,
+                at=(batch.boot_id, batch.seq),
                 retry=True,
             ) from None
         self.dedup.mark_done(agent_id, batch.boot_id, batch.seq)
@@ -263,7 +258,7 @@ class Ingestor:
             raise FrameRejected("agent_disabled", f"agent {record.agent_id!r} is disabled")
         return AgentSession(record, fernet, hello.boot_id)
 
-    def recover(self, stored_ids) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    def recover(self, stored_ids: Callable[[set[str]], set[str]]) -> tuple[int, int]:
         """Resolve this writer's pending claims against the log; (marked done, released)."""
         pending = self.dedup.pending()
         if not pending:
@@ -461,7 +456,7 @@ def ingest_routes() -> list[SecuredRoute | SecuredWebSocketRoute]:
     ]
 
 
-def open_ingestor(settings, event_log) -> Ingestor:  # type: ignore[no-untyped-def]
+def open_ingestor(settings: Settings, event_log: EventLog) -> Ingestor:
     """Build the replica's Ingestor and resolve claims a crash left pending."""
     data_dir = Path(settings.store.data_dir)
     registry = AgentRegistry(data_dir, settings.server.secret_key)
@@ -486,10 +481,8 @@ def stored_event_ids(data_dir: Path, wanted: set[str]) -> set[str]:
 
 
 @contextlib.asynccontextmanager
-async def open_ingest(app, settings) -> AsyncIterator[Ingestor]:  # type: ignore[no-untyped-def]
+async def open_ingest(app: Starlette, settings: Settings) -> AsyncIterator[Ingestor]:
     """Lifespan part: the replica's event log (shared via ``app.state.event_log``) and ingestor."""
-    from storage.eventlog import EventLog
-
     event_log = getattr(app.state, "event_log", None)
     owned = None
     if event_log is None:

@@ -304,7 +304,7 @@ def main() -> None:
         ("netmon serve", True, 0.0, args.events),
         ("netmon serve", True, TARGET_RATE / 2, half_events),
     ]
-    results = []
+    results: list[tuple[str, float, list[float]]] = []
     with tqdm(total=len(runs) + 1, desc="bench ingest", unit="run", file=sys.stderr) as progress:
         base_rate, base_cpu = baseline(root, args.events, args.batch)
         progress.update()

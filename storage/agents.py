@@ -137,7 +137,7 @@ class AgentRegistry:
             ).fetchone()
         return None if row is None else self._record(row)
 
-    def list(self) -> list[AgentRecord]:
+    def agents(self) -> list[AgentRecord]:
         """Every enrolled agent, by id."""
         with self._connect() as db:
             rows = db.execute(

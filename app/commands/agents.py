@@ -123,7 +123,7 @@ def _set_enabled(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     def action(settings: Any, registry: Any) -> None:
         print(f"{'AGENT':<24} {'BRANCH':<16} {'ENABLED':<8} {'KEYS':<5} ROTATED (UTC)")
-        for record in registry.list():
+        for record in registry.agents():
             rotated = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.rotated))
             print(
                 f"{record.agent_id:<24} {record.branch:<16} {'yes' if record.enabled else 'no':<8} "
