@@ -11,6 +11,7 @@ one ``unpack_from`` per record); pcapng goes through scapy's ``RawPcapNgReader``
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -233,6 +234,10 @@ class LiveSource:
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
         sock.settimeout(poll)
+        # Scapy opens the socket with a zero buffer before the filter is attached: frames of any
+        # interface dropped during that setup would count as ours. Reading resets the counters.
+        with contextlib.suppress(OSError):
+            sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
         # On loopback each frame is seen twice (outgoing and incoming): keep the incoming copy,
         # as libpcap does.
         self._skip_outgoing = interface == "lo" or interface.startswith("lo:")

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 SYSTEM_PACKAGES=(nginx tcpdump tshark dnsmasq openssh-server openssh-client nmap hping3
-  dnsutils ripgrep chromium shellcheck iproute2 curl openssl)
+  dnsutils ripgrep chromium shellcheck iproute2 curl openssl libcap2-bin)
 
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do

@@ -130,3 +130,26 @@ def test_live_capture_on_loopback_meters_real_traffic() -> None:
     assert flow.src2dst_bytes == 200 * (14 + 20 + 8 + 20)
     beat = [e for e in events if isinstance(e, AgentHeartbeat)][-1]
     assert beat.packets_seen == 200 and beat.packets_dropped == 0
+
+
+def test_loop_replays_the_file_again_later_in_time() -> None:
+    from itertools import islice
+
+    from agent.capture import FileSource
+
+    once = [frame for frame in FileSource(DATA_DIR / "agent_vlan.pcap") if frame is not None]
+    looped = [f for f in islice(FileSource(DATA_DIR / "agent_vlan.pcap", loop=True), 18) if f]
+    assert [f[1] for f in looped] == [f[1] for f in once] * 3
+    times = [f[0] for f in looped]
+    assert times == sorted(times) and times[6] == pytest.approx(once[-1][0] + 1.0)
+
+
+def test_realtime_paces_frames_as_captured() -> None:
+    import time
+
+    from agent.capture import FileSource
+
+    # agent_ipv6.pcap spans 13 ms of capture time: a paced replay cannot take less.
+    started = time.monotonic()
+    frames = [f for f in FileSource(DATA_DIR / "agent_ipv6.pcap", realtime=True) if f]
+    assert time.monotonic() - started >= frames[-1][0] - frames[0][0]

@@ -340,6 +340,15 @@ def test_domains_equal_tshark_names(capture: str, request: pytest.FixtureRequest
     assert ours == expected
 
 
+def _linktype(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[20:24], "little")
+
+
+def test_captures_cover_cooked_link_types(http_pcap: Path, dns_pcap: Path) -> None:
+    # tcpdump on "any": Linux cooked v2 by default, v1 when asked (-y LINUX_SLL).
+    assert (_linktype(http_pcap), _linktype(dns_pcap)) == (276, 113)
+
+
 def test_http_host_and_client_port_3389_is_not_rdp(http_pcap: Path) -> None:
     flows = flows_of(replay(http_pcap)[0])
     named = [f for f in flows if f.domain == "www.example-http.test"]
