@@ -45,7 +45,9 @@ class Feed(Protocol):
 class FileFeed:
     """A ``Feed`` over the JSONL segments of ``DATA/`` (storage.eventlog.EventLogReader)."""
 
-    def __init__(self, root: Path, *, poll_interval: float = 0.02, max_events: int = 10_000):
+    # At most ``max_events`` per batch: the batch is applied on the event loop, so this bounds
+    # how long ingest and dashboards wait for it (~1,000 events ≈ 10 ms) when catching up.
+    def __init__(self, root: Path, *, poll_interval: float = 0.02, max_events: int = 1_000):
         from storage.eventlog import EventLogReader
 
         self.reader = EventLogReader(root)

@@ -57,13 +57,15 @@ class LiveService:
         dirty, last_save = False, time.monotonic()
         async for batch in self.feed.batches(self.runner.state.offsets):
             if batch.events:
-                changes = self._agent_changes(batch.events) if self.caught_up.is_set() else []
-                self.runner.apply(batch.events, batch.offsets)
-                dirty = True
+                # Publish, then apply, with no await in between: a client resynced later gets
+                # a snapshot that holds everything it was offered (and publishing first saves
+                # the apply time on the latency of critical events).
                 if self.caught_up.is_set():
                     self.hub.publish(batch.events)
-                    for change in changes:
+                    for change in self._agent_changes(batch.events):
                         self.hub.publish_status(change)
+                self.runner.apply(batch.events, batch.offsets)
+                dirty = True
             if batch.caught_up and not self.caught_up.is_set():
                 now = self.clock()
                 self.agents_up = {
