@@ -11,21 +11,21 @@ whose sidecar index cannot match, and filters raw bytes for a needle before deco
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import mmap
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import msgspec
 
-from storage.events import AnyEvent, DetectionRaised, FlowObserved, json_decoder
+from storage.events import AnyEvent, json_decoder
 from storage.names import validate_name
 from storage.positions import Position
+from storage.queries import Query, dates_between, index_may_match, query_needles
 from storage.segment_index import SegmentIndex, index_path, read_index
 from storage.segments import (
     EVENTS_DIR,
@@ -39,42 +39,6 @@ log = logging.getLogger("netmon.storage")
 
 READ_CHUNK = 4 * 1024 * 1024
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
-
-
-class Query(msgspec.Struct, frozen=True, kw_only=True):
-    """What a search asks for; every given criterion must hold (AND).
-
-    ``ip`` matches the source or destination of flows and detections, ``port`` either port,
-    ``domain`` the flow's domain exactly. ``start``/``end`` bound ``ts`` (start <= ts < end).
-    """
-
-    ip: str | None = None
-    port: int | None = None
-    domain: str | None = None
-    start: float | None = None
-    end: float | None = None
-    branches: tuple[str, ...] | None = None
-    types: tuple[str, ...] | None = None
-
-    def matches(self, event: AnyEvent) -> bool:
-        """Whether ``event`` is one the query asks for."""
-        if self.types is not None and type(event).__name__ not in self.types:
-            return False
-        if self.branches is not None and event.branch not in self.branches:
-            return False
-        if self.start is not None and event.ts < self.start:
-            return False
-        if self.end is not None and event.ts >= self.end:
-            return False
-        if self.ip is None and self.port is None and self.domain is None:
-            return True
-        if not isinstance(event, FlowObserved | DetectionRaised):
-            return False
-        return (
-            (self.ip is None or self.ip in (event.src_ip, event.dst_ip))
-            and (self.port is None or self.port in (event.src_port, event.dst_port))
-            and (self.domain is None or self.domain == event.domain)
-        )
 
 
 class ReaderStats:
@@ -254,12 +218,12 @@ class EventLogReader:
 
     def search(self, query: Query) -> Iterator[AnyEvent]:
         """Events matching ``query``, skipping segments whose sidecar index rules them out."""
-        dates = _dates_between(query.start, query.end)
+        dates = dates_between(query.start, query.end)
         predicate = query.matches
-        needles = _query_needles(query)
+        needles = query_needles(query)
         for path in self.partition_segments(dates, query.branches):
             index = read_index(path)
-            if index is not None and not _index_may_match(index, query):
+            if index is not None and not index_may_match(index, query):
                 self.stats.segments_skipped += 1
                 continue
             if index is not None and query.ip is not None and index.has_line_offsets:
@@ -434,50 +398,12 @@ def _select_dirs(parent: Path, key: str, wanted: set[str] | None) -> list[Path]:
         return []
 
 
-def _dates_between(start: float | None, end: float | None) -> list[date] | None:
-    if start is None or end is None:
-        return None  # open-ended: every partition, the sidecars' time ranges prune the rest
-    first = datetime.fromtimestamp(start, tz=UTC).date()
-    last = datetime.fromtimestamp(max(start, end - 1e-6), tz=UTC).date()
-    return [date.fromordinal(day) for day in range(first.toordinal(), last.toordinal() + 1)]
-
-
-def _query_needles(query: Query) -> tuple[bytes, ...]:
-    """The most selective raw byte string every matching line must contain."""
-    if query.ip is not None:
-        return (_json_string(query.ip),)
-    if query.domain is not None:
-        return (b'"domain":' + _json_string(query.domain),)
-    if query.port is not None:
-        return (f'_port":{query.port},'.encode(),)
-    return ()
-
-
-def _json_string(value: str) -> bytes:
-    return msgspec.json.encode(value)
+# The names archive/reader.py imported before they moved to storage/queries.py.
+_dates_between = dates_between
+_query_needles = query_needles
+_index_may_match = index_may_match
 
 
 def _query_predicate(query: Query) -> Callable[[AnyEvent], bool]:
-    """``query.matches`` (kept for archive/reader.py, which searches archives the same way)."""
+    """``query.matches`` (archive/reader.py searches archives the same way)."""
     return query.matches
-
-
-def _index_may_match(index: SegmentIndex, query: Query) -> bool:
-    if index.events == 0:
-        return False
-    if query.start is not None and index.max_ts < query.start:
-        return False
-    if query.end is not None and index.min_ts >= query.end:
-        return False
-    if query.types is not None and not any(name in index.types for name in query.types):
-        return False
-    if query.ip is not None and not _sorted_contains(index.ips, query.ip):
-        return False
-    if query.port is not None and not _sorted_contains(index.ports, query.port):
-        return False
-    return query.domain is None or _sorted_contains(index.domains, query.domain)
-
-
-def _sorted_contains(values: list[str] | list[int], wanted: str | int) -> bool:
-    at = bisect.bisect_left(values, wanted)  # type: ignore[arg-type,unused-ignore]
-    return at < len(values) and values[at] == wanted
