@@ -271,7 +271,7 @@ class Summarizer:
     async def summarize(self, window: WindowSummarized) -> dict[str, str]:
         """The summary fields (summary, summary_source, summary_fallback_reason) for a window."""
         if self.provider is None:
-            return self._fallback(window, "no LLM provider configured")
+            return self.fallback(window, "no LLM provider configured")
         prompt = json.dumps(window_facts(window), sort_keys=True)
         try:
             # The provider has its own timeout; this one also bounds a server that trickles.
@@ -280,9 +280,9 @@ class Summarizer:
             )
             text = verify(raw, window)
         except TimeoutError:
-            return self._fallback(window, f"{self.provider.name} timed out after {self.timeout} s")
+            return self.fallback(window, f"{self.provider.name} timed out after {self.timeout} s")
         except SummaryFailed as error:
-            return self._fallback(window, f"{self.provider.name}: {error}")
+            return self.fallback(window, f"{self.provider.name}: {error}")
         return {
             "summary": text,
             "summary_source": f"llm:{self.provider.name}",
@@ -290,7 +290,7 @@ class Summarizer:
         }
 
     @staticmethod
-    def _fallback(window: WindowSummarized, reason: str) -> dict[str, str]:
+    def fallback(window: WindowSummarized, reason: str) -> dict[str, str]:
         log.info("window %s %s: template summary (%s)", window.branch, window.window_start, reason)
         return {
             "summary": template_summary(window),

@@ -138,8 +138,8 @@ class WindowAggregator:
             self.state.closed_until[window.branch] = max(closed, window.end)
         return ready
 
-    def summarized(self, window: WindowState, now: float, **summary: str) -> WindowSummarized:
-        """The WindowSummarized event of a closed window (summary fields from summaries.py)."""
+    def summarized(self, window: WindowState, now: float) -> WindowSummarized:
+        """The WindowSummarized event of a closed window, before its summary text is written."""
         return WindowSummarized(
             id=new_event_id(now),
             ts=window.end,
@@ -155,7 +155,6 @@ class WindowAggregator:
             top_domains=top(window.domains, self.top_n),
             critical_detections=window.critical_detections,
             evidence_ids=tuple(window.evidence_ids),
-            **summary,
         )
 
 

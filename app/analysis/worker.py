@@ -28,7 +28,7 @@ from app.analysis.classifier import Classifier
 from app.analysis.notify import Notifier
 from app.analysis.rules import RECOVERED_BY, AlertEngine, AlertsState
 from app.analysis.summaries import Summarizer
-from app.analysis.windows import WindowAggregator, WindowsState, window_key
+from app.analysis.windows import WindowAggregator, WindowsState, WindowState, window_key
 from app.settings import Settings
 from storage.eventlog import EventLog
 from storage.events import (
@@ -228,8 +228,8 @@ class AnalysisWorker:
         self.stats.lag_s = max(0.0, self.clock() - flows[-1].ts)
         return [*verdicts, *outputs]
 
-    def _close(self, window: object) -> list[Event]:
-        draft = self.windows.summarized(window, self.clock())  # type: ignore[arg-type]
+    def _close(self, window: WindowState) -> list[Event]:
+        draft = self.windows.summarized(window, self.clock())
         key = window_key(draft.branch, draft.window_start)
         outputs = self.alerts.on_window(draft)  # judged at close, in window order, every time
         if key not in self.done.windows:
@@ -252,7 +252,11 @@ class AnalysisWorker:
                 continue
             del self._summaries[key]
             draft = self.pending.pop(key)
-            fields = task.result()  # summarize() never raises: failures become the template
+            try:
+                fields = task.result()
+            except Exception as error:  # a bug must not lose the window: store the template
+                log.exception("summary of window %s failed", key)
+                fields = Summarizer.fallback(draft, f"summary failed: {error}")
             outputs.append(msgspec.structs.replace(draft, **fields))
             self.stats.windows_summarized += 1
         return outputs

@@ -189,3 +189,17 @@ def test_evaluate_prints_scores_for_an_existing_model(
     )
     out = capsys.readouterr().out
     assert "fine classes" in out and "portscan" in out
+
+
+def test_build_default_from_crafted_traffic_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "default.joblib"
+    args = ["model", "build-default", "--no-real-tools", "--no-progress", "--model", str(model)]
+    assert main([*args, "--keep-corpus", str(tmp_path / "corpus")]) == 0
+    assert "default model rf-" in capsys.readouterr().out
+    report = json.loads((tmp_path / "default.eval.json").read_text())
+    assert "generated corpus" in report["source"] and "real tools off" in report["source"]
+    assert set(report["rows"]) >= {"benign", "portscan", "c2_beacon", "exfiltration"}
+    assert sorted(p.name for p in (tmp_path / "corpus").glob("real_*")) == []
+    assert Classifier(model).version == report["model_version"]

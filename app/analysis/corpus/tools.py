@@ -83,6 +83,11 @@ def _flush_marker(path: Path, timeout: float) -> None:
     raise ToolMissing(f"tcpdump did not write to {path} within {timeout} s")
 
 
+def _name(proc: subprocess.Popen[bytes]) -> str:
+    args = proc.args
+    return str(args[0]) if isinstance(args, list | tuple) else str(args)
+
+
 def _await_line(proc: subprocess.Popen[bytes], marker: bytes, timeout: float) -> None:
     """Block until the process prints marker on stderr (its readiness signal)."""
     assert proc.stderr is not None
@@ -97,7 +102,7 @@ def _await_line(proc: subprocess.Popen[bytes], marker: bytes, timeout: float) ->
             break
     proc.kill()
     proc.wait()
-    raise ToolMissing(f"{proc.args[0]} did not start: {seen.decode(errors='replace').strip()}")
+    raise ToolMissing(f"{_name(proc)} did not start: {seen.decode(errors='replace').strip()}")
 
 
 def free_port(host: str, kind: int = 1) -> int:
@@ -115,11 +120,11 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ToolMissing(f"{proc.args[0]} exited with {proc.returncode}")
+            raise ToolMissing(f"{_name(proc)} exited with {proc.returncode}")
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
             return
         time.sleep(0.02)
-    raise ToolMissing(f"{proc.args[0]} did not listen on {host}:{port}")
+    raise ToolMissing(f"{_name(proc)} did not listen on {host}:{port}")
 
 
 @contextlib.contextmanager
