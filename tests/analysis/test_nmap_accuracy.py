@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -15,10 +16,13 @@ from app.analysis.corpus.build import replay
 NET = "127.99.0"  # training used 127.66.0.x and 127.77.x.x
 SCAN_TARGET, WEB, DNS = f"{NET}.40", f"{NET}.41", f"{NET}.42"
 
-pytestmark = pytest.mark.skipif(
-    any(shutil.which(p) is None for p in ("nmap", "tcpdump", "curl", "dig", "dnsmasq")),
-    reason="needs nmap, tcpdump, curl, dig and dnsmasq",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        any(shutil.which(p) is None for p in ("nmap", "tcpdump", "curl", "dig", "dnsmasq")),
+        reason="needs nmap, tcpdump, curl, dig and dnsmasq",
+    ),
+    pytest.mark.skipif(os.geteuid() != 0, reason="nmap -sS and tcpdump need root"),
+]
 
 
 def test_default_model_labels_a_real_nmap_scan_and_benign_traffic(
