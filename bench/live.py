@@ -137,6 +137,10 @@ async def feed_phase(
     sent: dict[str, float] = report["sent"]
     await wait_for(lambda: all(sent.keys() <= d.received.keys() for d in dashboards), 60, "probes")
     latencies = [d.received[i] - sent[i] for d in dashboards for i in sent]
+    for dashboard in dashboards:
+        usage[f"p99 ms {dashboard.replica}"] = 1000 * percentile(
+            [dashboard.received[i] - sent[i] for i in sent], 0.99
+        )
     return latencies, float(report["rate"]), usage
 
 
@@ -210,6 +214,14 @@ async def feed_bench(root: Path, seconds: float, rate: int) -> None:
         ratio = percentile(loaded, 0.99) / percentile(base, 0.99)
         target = "met" if percentile(loaded, 0.99) < 0.25 else "MISSED"
         print(f"p99 under load / baseline p99: {ratio:.2f}x; target p99 < 250 ms: {target}")
+        per_replica = {k: v for k, v in load_cpu.items() if k.startswith("p99 ms ")}
+        print(
+            "per replica under load (a replica publishes an event in the same step as it applies"
+            " it to its projections, so this is also how far behind its projections are): "
+            + ", ".join(f"{k[7:]} p99 {v:.0f} ms" for k, v in per_replica.items())
+        )
+        for key in per_replica:
+            del load_cpu[key]
         print(
             "CPU % of one core during the loaded phase: "
             + ", ".join(f"{name} {value:.0f}" for name, value in load_cpu.items())
