@@ -20,7 +20,7 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +185,10 @@ class FileSource:
         reader = RawPcapNgReader(str(self.path))
         try:
             for data, meta in reader:
-                ts = ((meta.tshigh << 32) | meta.tslow) / meta.tsresol
-                yield (ts, data, meta.wirelen or len(data), meta.linktype)
+                # scapy types the metadata as the classic reader's; pcapng's has these fields
+                ng: Any = meta
+                ts = ((ng.tshigh << 32) | ng.tslow) / ng.tsresol
+                yield (ts, data, ng.wirelen or len(data), ng.linktype)
         finally:
             reader.close()
 

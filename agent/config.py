@@ -74,7 +74,6 @@ class AgentConfig(ConfigSection):
     branch: str = "default"
     interface: str = "lo"
     bpf_filter: str = ""
-    snaplen: int = 65535
     # Flow timeouts, seconds of packet time.
     idle_timeout: float = 60.0
     active_timeout: float = 1800.0

@@ -170,7 +170,7 @@ def _std(m2: float, n: int) -> float:
     return math.sqrt(m2 / (n - 1)) if n > 1 and m2 > 0 else 0.0
 
 
-def features(flow: Flow, threshold: float) -> FlowFeatures:
+def features(flow: Flow) -> FlowFeatures:
     """The classifier's statistics for a flow, from its running values."""
     fwd, bwd = flow.fwd, flow.bwd
     duration = flow.last - flow.first
@@ -217,9 +217,7 @@ def features(flow: Flow, threshold: float) -> FlowFeatures:
     )
 
 
-def flow_event(
-    flow: Flow, now: float, reason: str, agent_id: str, branch: str, threshold: float
-) -> FlowObserved:
+def flow_event(flow: Flow, now: float, reason: str, agent_id: str, branch: str) -> FlowObserved:
     """The FlowObserved record of an ended flow."""
     src, dst, sport, dport = flow.endpoints()
     proto = flow.protocol
@@ -250,7 +248,7 @@ def flow_event(
         domain=flow.domain,
         domain_source=flow.domain_source,  # type: ignore[arg-type]
         end_reason=reason,  # type: ignore[arg-type]
-        features=features(flow, threshold),
+        features=features(flow),
         detections=detections,
         severity=max_severity([d.severity for d in detections]),
     )

@@ -61,9 +61,7 @@ class _Emitter:
 
     def flow_ended(self, flow: Flow, reason: str, now: float) -> None:
         config = self.config
-        event = flow_event(
-            flow, now, reason, self.agent_id, config.branch, config.activity_threshold
-        )
+        event = flow_event(flow, now, reason, self.agent_id, config.branch)
         self.events += 1
         self.emit(event)
 

@@ -105,7 +105,7 @@ def _first_network(
 
 
 class _LoadedList:
-    __slots__ = ("spec", "ips", "mtime", "checked", "detection_rule")
+    __slots__ = ("spec", "ips", "mtime", "checked")
 
     def __init__(self, spec: ThreatList) -> None:
         self.spec = spec

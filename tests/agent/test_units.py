@@ -172,3 +172,16 @@ def test_flow_and_its_forward_stats_share_no_field_name() -> None:
     from agent.flowrecord import DirStats, Flow
 
     assert not set(Flow.__slots__) & set(DirStats.__slots__)
+
+
+def test_every_config_field_is_documented() -> None:
+    from agent.config import AgentConfig
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "agent.md").read_text()
+    forms = ("`{}`", "`[[{}]]`", "`[{}]`")
+    missing = [
+        name
+        for name in AgentConfig.__struct_fields__
+        if not any(form.format(name) in text for form in forms)
+    ]
+    assert missing == []
