@@ -30,9 +30,10 @@ from tqdm import tqdm
 
 from storage.events import EVENT_TYPES, Event
 from storage.journal import BatchPart, Journal
-from storage.log_reader import EventLogReader, Query
+from storage.log_reader import EventLogReader
 from storage.names import InvalidNameError, validate_name
 from storage.positions import Position
+from storage.queries import Query
 from storage.segment_index import IndexBuilder, build_index_from_file, write_index
 from storage.segments import (
     EVENTS_DIR,
