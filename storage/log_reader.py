@@ -37,6 +37,16 @@ from storage.segments import (
 
 log = logging.getLogger("netmon.storage")
 
+__all__ = [
+    "EventLogReader",
+    "Query",  # re-exported: web/search.py and archive/reader.py import it from here
+    "ReaderStats",
+    "_dates_between",
+    "_index_may_match",
+    "_query_needles",
+    "_query_predicate",
+]
+
 READ_CHUNK = 4 * 1024 * 1024
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
