@@ -128,7 +128,7 @@ class EventLogReader:
             ]
 
     def _poll(self, position: Position, max_events: int) -> _PollResult:
-        pending: list[tuple[str, int]] = []  # (segment, offset) that may hold new lines
+        pending: list[tuple[str, int, int | None]] = []  # (segment, offset, sealed size)
         with self._manifests_lock:
             self._refresh_manifests_locked()
             for name in sorted(self._manifests):
@@ -137,19 +137,22 @@ class EventLogReader:
                     offset = position.offsets.get(segment, 0)
                     sealed_size = manifest.sealed.get(segment)
                     if sealed_size is None or offset < sealed_size:
-                        pending.append((segment, offset))
+                        pending.append((segment, offset, sealed_size))
         result = _PollResult()
         if not pending:
             return result
         start = self._cursor % len(pending)
-        for segment, offset in pending[start:] + pending[:start]:
+        for segment, offset, sealed_size in pending[start:] + pending[:start]:
             if len(result.events) >= max_events:
                 break
-            self._read_segment(segment, offset, max_events - len(result.events), result)
+            limit = max_events - len(result.events)
+            self._read_segment(segment, offset, sealed_size, limit, result)
         self._cursor = start + 1
         return result
 
-    def _read_segment(self, segment: str, offset: int, limit: int, result: _PollResult) -> None:
+    def _read_segment(
+        self, segment: str, offset: int, sealed_size: int | None, limit: int, result: _PollResult
+    ) -> None:
         path = self.events_dir / segment
         try:
             with path.open("rb") as handle:
@@ -161,7 +164,9 @@ class EventLogReader:
                         break
                     data += more
         except FileNotFoundError:
-            return  # listed in the manifest a moment before the writer created it
+            if sealed_size is not None:  # archived and removed: nothing left to read there
+                result.consumed[segment] = sealed_size
+            return  # else listed in the manifest a moment before the writer created it
         end = data.rfind(b"\n") + 1
         if end == 0:
             return

@@ -136,3 +136,15 @@ async def test_follow_yields_appended_events_with_resumable_positions(tmp_path: 
     resumed, _ = EventLogReader(tmp_path).read_new(got[0][1])
     assert got[0][0].id == "1"  # segments are read in manifest order
     assert sorted(e.id for e in resumed) == ["2", "3"]
+
+
+def test_tailing_passes_over_sealed_segments_removed_by_retention(tmp_path: Path) -> None:
+    with EventLog(tmp_path, "w1", durability="none") as log:
+        log.append([flow("old", ts=T0)])
+        log.append([flow("new", ts=T0 + DAY)])
+    old = next((tmp_path / "events" / "date=2025-11-21").rglob("*.jsonl"))
+    old.unlink()  # what archiving does once the segment is safely in a zip
+    events, position = EventLogReader(tmp_path).read_new(Position())
+    assert [e.id for e in events] == ["new"]
+    relpath = old.relative_to(tmp_path / "events").as_posix()
+    assert position.offsets[relpath] > 0  # marked done: later polls do not look for it again
