@@ -11,25 +11,20 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 
-from app.access import SecuredRoute
+from app.api_summary import routes as summary_routes
 from app.auth.context import open_auth
 from app.auth.middleware import AccessMiddleware
 from app.auth.routes import auth_routes
+from app.health import health_routes
 from app.ingest import ingest_routes, open_ingest
-from app.api_summary import routes as summary_routes
 from app.live_routes import live_service
 from app.live_routes import routes as live_routes
+from app.metrics import build_registry, metrics_routes
+from app.openapi import openapi_routes
 from app.settings import Settings
 from archive.downloads import archive_routes
 from web.routes import install_web, web_exception_handlers, web_routes
-
-
-async def healthz(request: Request) -> JSONResponse:
-    """Liveness: the process answers."""
-    return JSONResponse({"status": "ok", "replica": request.app.state.settings.server.replica})
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -48,7 +43,7 @@ def create_app(settings: Settings) -> Starlette:
             await stack.enter_async_context(live_service(settings, app.state))
             yield
 
-    routes = [SecuredRoute("/healthz", healthz, access="public"), *auth_routes()]
+    routes = [*health_routes(), *metrics_routes(), *openapi_routes(), *auth_routes()]
     routes += ingest_routes()  # /ws/agent and the offline-archive upload
     routes += live_routes() + summary_routes()  # /ws/live(.json), /api/v1/summary...
     routes += archive_routes()  # /api/v1/archives: list, download
@@ -61,5 +56,6 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=web_exception_handlers(),
     )
     app.state.settings = settings
+    app.state.metrics = build_registry(app.state)  # read at scrape time (app/metrics.py)
     install_web(app)
     return app

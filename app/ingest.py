@@ -10,9 +10,11 @@ log line. A frame the agent's keys do not authenticate closes that connection (4
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -97,12 +99,22 @@ class Ingestor:
         self.event_log = event_log
         self.registry = registry
         self.dedup = dedup
+        # Plain counters read by /metrics at scrape time (app/metrics.py); never reset.
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.rejected: collections.Counter[str] = collections.Counter()  # by refusal code
+        self._count_lock = threading.Lock()
+
+    def count(self, name: str, amount: int = 1, rejected: bool = False) -> None:
+        """Add to a metrics counter (thread-safe: frames are handled in worker threads)."""
+        with self._count_lock:
+            (self.rejected if rejected else self.counts)[name] += amount
 
     # --- decoding (no side effects) -----------------------------------------------------------
 
     def decode_frame(self, session: AgentSession, raw: bytes) -> DecodedBatch:
         """Verify one frame completely; raise FrameRejected / ForgedFrame."""
         agent_id = session.record.agent_id
+        self.count("bytes", len(raw))
         try:
             frame = wire.batch_frame_decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
@@ -200,6 +212,7 @@ class Ingestor:
         last_id = batch.events[-1].id if batch.events else ""
         outcome = self.dedup.claim(agent_id, batch.boot_id, batch.seq, last_id, len(batch.events))
         if outcome == "duplicate":
+            self.count("duplicates")
             return wire.Ack(boot_id=batch.boot_id, seq=batch.seq, duplicate=True)
         if outcome == "busy":
             raise FrameRejected(
@@ -222,6 +235,8 @@ class Ingestor:
                 retry=True,
             ) from None
         self.dedup.mark_done(agent_id, batch.boot_id, batch.seq)
+        self.count("events", len(batch.events))
+        self.count("batches")
         return wire.Ack(boot_id=batch.boot_id, seq=batch.seq, stored=len(batch.events))
 
     def process(self, session: AgentSession, raw: bytes) -> wire.Ack:
@@ -378,6 +393,7 @@ class _FrameLoop:
                 await self.websocket.send_bytes(data)
 
     async def _refuse(self, error: FrameRejected) -> None:
+        self.ingestor.count(error.code, rejected=True)
         log.warning(
             "ingest: refused %s from agent %r (%s) batch %s/%d: %s",
             error.code,
@@ -425,6 +441,7 @@ async def _handshake(websocket: WebSocket, ingestor: Ingestor, peer: str) -> Age
     try:
         return await anyio.to_thread.run_sync(ingestor.authenticate, hello, nonce)
     except FrameRejected as error:
+        ingestor.count(error.code, rejected=True)
         await _refuse(websocket, error, hello.agent_id, peer)
         code = (
             wire.CLOSE_AGENT_DISABLED if error.code == "agent_disabled" else wire.CLOSE_AUTH_FAILED

@@ -66,6 +66,7 @@ class LiveClient:
         self.missed = 0  # items dropped since the last resync was sent
         self.resync_pending = False
         self.delivered = 0
+        self.dropped = 0  # items dropped over the connection's life (for /metrics)
 
     def wants(self, branch: str) -> bool:
         """Whether this client sees ``branch``."""
@@ -75,11 +76,13 @@ class LiveClient:
         """Queue an item without ever waiting; on overflow switch to resync mode."""
         if self.resync_pending:
             self.missed += 1
+            self.dropped += 1
             return
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.missed += self.queue.qsize() + 1
+            self.dropped += self.queue.qsize() + 1
             while not self.queue.empty():
                 self.queue.get_nowait()
             self.resync_pending = True
@@ -105,6 +108,7 @@ class LiveHub:
         self.queue_size = queue_size
         self.clients: set[LiveClient] = set()
         self.published = 0
+        self.dropped_closed = 0  # dropped items of clients that have disconnected
 
     def connect(self, branches: frozenset[str] | None) -> LiveClient:
         """Register a client (its snapshot is sent by the caller)."""
@@ -114,7 +118,9 @@ class LiveHub:
 
     def disconnect(self, client: LiveClient) -> None:
         """Forget a client."""
-        self.clients.discard(client)
+        if client in self.clients:
+            self.clients.discard(client)
+            self.dropped_closed += client.dropped
 
     def publish(self, events: Iterable[AnyEvent]) -> None:
         """Offer every critical event to the clients that see its branch (never waits)."""

@@ -51,6 +51,9 @@ class ServerSettings(Section):
     replica: str = "replica-1"
     # Encrypts agent keys and provider API keys at rest (a Fernet key). Secret: no default.
     secret_key: str = ""
+    # Bearer token Prometheus must send to scrape /metrics. Secret: no default. When empty,
+    # /metrics answers loopback clients only (see docs/operations.md).
+    metrics_token: str = ""
 
 
 class AuthSettings(Section):

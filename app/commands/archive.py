@@ -97,6 +97,7 @@ def run_service(args: argparse.Namespace) -> int:
     manager = _manager(args)
     if manager is None:
         return 2
+    _count_runs(manager)
     stopping = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -108,6 +109,25 @@ def run_service(args: argparse.Namespace) -> int:
     print(f"netmon archive: running every {manager.settings.interval_s:g}s on {manager.data_dir}")
     loop(manager, stopping.wait)
     return 0
+
+
+def _count_runs(manager: Any) -> None:
+    """Record each service run for /metrics (netmon_archive_runs_total, app/metrics.py)."""
+    from app.metrics import record_archive_run
+
+    run = manager.run_once
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            summary = run(*args, **kwargs)
+        except Exception:
+            record_archive_run(manager.data_dir, ok=False)
+            raise
+        if not summary.dry_run:
+            record_archive_run(manager.data_dir, not summary.errors, summary.events_archived)
+        return summary
+
+    manager.run_once = counted
 
 
 def run_verify(args: argparse.Namespace) -> int:

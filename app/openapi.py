@@ -1,0 +1,382 @@
+"""The OpenAPI 3.1 document (``/api/v1/openapi.json``) and the API docs page (``/docs``).
+
+Paths come from the router itself: every HTTP route of the JSON API (``/api/...``), the health
+probes, ``/metrics`` and the event exports is walked, and each (path, method) must have an entry
+in ``OPERATIONS`` — a route added without one makes ``build_document`` raise, and the test that
+walks the router fails. Body and answer schemas are msgspec Structs turned into JSON Schema by
+``msgspec.json.schema_components`` (request bodies are the very Structs the handlers decode).
+
+Access: both the document and /docs are "public". They describe the API, not its data, and
+every operation lists the role it needs (``x-netmon-access``), which is what a client author
+wants to read before having an account. The docs page is Swagger UI (swagger-ui-dist), pinned
+through npm in web/package.json and served from /static with an SRI hash like every asset.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from typing import Any, Literal
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import BaseRoute, Mount, Route
+
+from app.access import SecuredRoute
+from app.auth.admin import NewUser, PasswordReset, UserChange
+from app.auth.routes import PasswordChange
+
+OPENAPI_PATH = "/api/v1/openapi.json"
+PROBES = ("/healthz", "/readyz", "/metrics")
+ACCESS_TEXT = {
+    "public": "no login",
+    "agent": "an enrolled agent (its key; see docs/transport.md)",
+    "viewer": "a logged-in user (viewer or above; non-admins see their branches only)",
+    "analyst": "an analyst or admin",
+    "admin": "an admin",
+}
+
+
+# --- Answer shapes (request bodies are the handlers' own Structs, imported above) ---------
+
+
+class ApiError(msgspec.Struct):
+    """Every JSON error: a stable code and a human-readable detail."""
+
+    error: str
+    detail: str = ""
+
+
+class TokenAnswer(msgspec.Struct):
+    """RFC 6749 access token answer."""
+
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+
+
+class TokenRequest(msgspec.Struct):
+    """RFC 6749 section 4.3 password grant (form encoded)."""
+
+    grant_type: Literal["password"]
+    username: str
+    password: str
+
+
+class Me(msgspec.Struct):
+    """The caller."""
+
+    id: int
+    username: str
+    role: Literal["viewer", "analyst", "admin"]
+    branches: list[str]
+    via: Literal["token", "session"]
+    expires_at: float
+    csrf_token: str | None = None
+
+
+class UserOut(msgspec.Struct):
+    """A user as the API shows it (never a hash)."""
+
+    id: int
+    username: str
+    display_name: str
+    role: Literal["viewer", "analyst", "admin"]
+    branches: list[str]
+    created_at: float
+    updated_at: float
+
+
+class UserList(msgspec.Struct):
+    users: list[UserOut]
+
+
+class UserCreated(msgspec.Struct):
+    """The new user; ``password`` only when the server generated it (shown once)."""
+
+    id: int
+    username: str
+    role: str
+    branches: list[str]
+    password: str | None = None
+
+
+class PasswordChanged(msgspec.Struct):
+    status: str
+    csrf_token: str | None = None
+
+
+class AuditList(msgspec.Struct):
+    """Audit records, newest first, with the cursor of the next page."""
+
+    records: list[dict[str, Any]]
+    next: int | None = None
+
+
+class ProjectionAnswer(msgspec.Struct):
+    """Summary/top/agents answers: the replica, the events it has applied, and the figures."""
+
+    replica: str
+    events: int
+
+
+class ArchiveList(msgspec.Struct):
+    archives: list[dict[str, Any]]
+
+
+class ArchiveImport(msgspec.Struct):
+    """What an offline-archive upload stored."""
+
+    batches: int
+    stored_batches: int
+    duplicate_batches: int
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok"]
+    replica: str
+
+
+class Ready(msgspec.Struct):
+    status: Literal["ready", "unavailable"]
+    replica: str
+    checks: list[str] = []
+    failed: dict[str, str] = {}
+
+
+# --- Operations ----------------------------------------------------------------------------
+
+Body = tuple[str, type] | None  # (media type, Struct)
+
+
+class Op(msgspec.Struct, frozen=True):
+    """What the router cannot tell: a summary, the body, the answer, query parameters."""
+
+    summary: str
+    answer: type | None = None  # JSON Struct of the 2xx answer
+    body: Body = None
+    media: str = "application/json"  # of the 2xx answer
+    status: int = 200
+    query: tuple[tuple[str, str], ...] = ()  # (name, description)
+
+
+BRANCH = ("branch", "restrict to this branch (repeatable); non-admins get their own at most")
+OPERATIONS: dict[tuple[str, str], Op] = {
+    ("/healthz", "GET"): Op("Liveness: the process answers", Health),
+    ("/readyz", "GET"): Op("Readiness: the event store and SQLite are usable (else 503)", Ready),
+    ("/metrics", "GET"): Op(
+        "Prometheus metrics (bearer server.metrics_token, or loopback when unset)",
+        media="text/plain",
+    ),
+    ("/api/v1/openapi.json", "GET"): Op("This document", media="application/json"),
+    ("/api/v1/auth/token", "POST"): Op(
+        "OAuth2 password grant: a Bearer access token",
+        TokenAnswer,
+        body=("application/x-www-form-urlencoded", TokenRequest),
+    ),
+    ("/api/v1/auth/logout", "POST"): Op("Revoke the presented token or session", status=204),
+    ("/api/v1/auth/me", "GET"): Op("Who the caller is", Me),
+    ("/api/v1/auth/password", "POST"): Op(
+        "Change one's own password (revokes tokens and sessions)",
+        PasswordChanged,
+        body=("application/json", PasswordChange),
+    ),
+    ("/api/v1/users", "GET"): Op("List users", UserList),
+    ("/api/v1/users", "POST"): Op(
+        "Create a user", UserCreated, body=("application/json", NewUser), status=201
+    ),
+    ("/api/v1/users/{user_id}", "GET"): Op("One user", UserOut),
+    ("/api/v1/users/{user_id}", "PATCH"): Op(
+        "Change role, branches or display name", UserOut, body=("application/json", UserChange)
+    ),
+    ("/api/v1/users/{user_id}", "DELETE"): Op("Delete a user", status=204),
+    ("/api/v1/users/{user_id}/password", "POST"): Op(
+        "Reset a user's password (generated when absent, shown once)",
+        UserCreated,
+        body=("application/json", PasswordReset),
+    ),
+    ("/api/v1/audit", "GET"): Op(
+        "The audit trail, newest first",
+        AuditList,
+        query=(("limit", "records per page"), ("before", "cursor from the previous page")),
+    ),
+    ("/api/v1/ingest/archive", "POST"): Op(
+        "Upload an agent's offline archive (hourly ZIP of sealed batches)",
+        ArchiveImport,
+        body=("application/zip", bytes),
+    ),
+    ("/api/v1/summary", "GET"): Op(
+        "Totals per branch (projections)", ProjectionAnswer, query=(BRANCH,)
+    ),
+    ("/api/v1/summary/top", "GET"): Op(
+        "Top talkers, ports, domains over the last hours",
+        ProjectionAnswer,
+        query=(BRANCH, ("hours", "1-168, default 24"), ("k", "entries per list")),
+    ),
+    ("/api/v1/summary/agents", "GET"): Op(
+        "Agents: last seen, connected, spool backlog", ProjectionAnswer, query=(BRANCH,)
+    ),
+    ("/api/v1/archives", "GET"): Op("Archives the caller may see", ArchiveList, query=(BRANCH,)),
+    ("/api/v1/archives/{name}", "GET"): Op(
+        "Download one archive (audited)", media="application/zip"
+    ),
+    ("/events.{fmt}", "GET"): Op(
+        "Export the events matching a search (fmt: csv, json or ndjson)",
+        media="application/x-ndjson",
+        query=(("q", "search expression (docs/dashboard.md)"), BRANCH),
+    ),
+}
+
+
+def documented_routes(routes: list[BaseRoute]) -> list[tuple[str, str, SecuredRoute]]:
+    """(OpenAPI path, method, route) of every HTTP route the document must cover."""
+    found = []
+    for route in routes:
+        if isinstance(route, Mount) or not isinstance(route, Route):
+            continue
+        path = openapi_path(route.path)
+        if not (path.startswith("/api/") or path in PROBES or path.startswith("/events.")):
+            continue
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            found.append((path, method, route))  # type: ignore[arg-type]
+    return found
+
+
+def openapi_path(path: str) -> str:
+    """Starlette's ``{id:int}`` becomes OpenAPI's ``{id}``."""
+    return re.sub(r"\{(\w+)(:\w+)?\}", r"{\1}", path)
+
+
+def build_document(routes: list[BaseRoute], version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``routes``; KeyError names an undocumented route."""
+    structs = {op.answer for op in OPERATIONS.values() if op.answer is not None}
+    structs |= {op.body[1] for op in OPERATIONS.values() if op.body and op.body[1] is not bytes}
+    structs.add(ApiError)
+    ordered = sorted(structs, key=lambda s: s.__name__)
+    refs, components = msgspec.json.schema_components(
+        ordered, ref_template="#/components/schemas/{name}"
+    )
+    ref_of = dict(zip(ordered, refs, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for path, method, route in documented_routes(routes):
+        op = OPERATIONS.get((path, method))
+        if op is None:
+            raise KeyError(f"{method} {path} has no entry in app/openapi.py OPERATIONS")
+        paths.setdefault(path, {})[method.lower()] = _operation(path, method, route, op, ref_of)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Netmon API",
+            "version": version,
+            "description": "Self-hosted network security monitor. Authenticate with a Bearer "
+            "token from /api/v1/auth/token or a browser session; see docs/security.md.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "netmon_session"},
+            },
+        },
+    }
+
+
+def _operation(
+    path: str, method: str, route: SecuredRoute, op: Op, ref_of: dict[type, Any]
+) -> dict[str, Any]:
+    access = route.access
+    operation: dict[str, Any] = {
+        "summary": op.summary,
+        "description": f"Access: {ACCESS_TEXT[access]}.",
+        "operationId": f"{method.lower()}_{route.name}",
+        "x-netmon-access": access,
+        "responses": {str(op.status): _answer(op, ref_of)},
+    }
+    if access in ("viewer", "analyst", "admin"):
+        operation["security"] = [{"bearer": []}, {"session": []}]
+        operation["responses"]["401"] = _error("not logged in", ref_of)
+        operation["responses"]["403"] = _error(f"needs {access} or the branch", ref_of)
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"\{(\w+)\}", path)
+    ]
+    parameters += [
+        {"name": name, "in": "query", "required": False, "description": text,
+         "schema": {"type": "string"}}
+        for name, text in op.query
+    ]  # fmt: skip
+    if parameters:
+        operation["parameters"] = parameters
+        operation["responses"]["400"] = _error("a bad parameter", ref_of)
+    if op.body is not None:
+        media, struct = op.body
+        schema = {"type": "string", "format": "binary"} if struct is bytes else ref_of[struct]
+        operation["requestBody"] = {"required": True, "content": {media: {"schema": schema}}}
+        operation["responses"].setdefault("400", _error("an unreadable body", ref_of))
+    return operation
+
+
+def _answer(op: Op, ref_of: dict[type, Any]) -> dict[str, Any]:
+    if op.status == 204:
+        return {"description": "done, no content"}
+    schema: dict[str, Any] = ref_of[op.answer] if op.answer else {}
+    if not schema and op.media.startswith("application/zip"):
+        schema = {"type": "string", "format": "binary"}
+    elif not schema and op.media.startswith("text/"):
+        schema = {"type": "string"}
+    return {"description": "success", "content": {op.media: {"schema": schema}}}
+
+
+def _error(text: str, ref_of: dict[type, Any]) -> dict[str, Any]:
+    return {"description": text, "content": {"application/json": {"schema": ref_of[ApiError]}}}
+
+
+async def openapi_document(request: Request) -> JSONResponse:
+    """GET /api/v1/openapi.json: built once per app from its router."""
+    state = request.app.state
+    document = getattr(state, "openapi", None)
+    if document is None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            release = version("netmon")
+        except PackageNotFoundError:
+            release = "0+unknown"
+        document = state.openapi = build_document(request.app.routes, release)
+    return JSONResponse(document)
+
+
+DOCS_INIT = (
+    'window.addEventListener("DOMContentLoaded", function () {'
+    f' SwaggerUIBundle({{url: "{OPENAPI_PATH}", dom_id: "#api"}}); }});'
+)
+# The one inline script is allowed by its hash; Swagger UI sets inline styles.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' 'sha256-"
+    + base64.b64encode(hashlib.sha256(DOCS_INIT.encode()).digest()).decode()
+    + "'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+async def docs_page(request: Request) -> HTMLResponse:
+    """GET /docs: Swagger UI over the OpenAPI document (pinned via web/package.json, SRI)."""
+    assets = request.app.state.assets
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Netmon API</title>'
+        f'{assets.stylesheet("swagger-ui.css")}{assets.script("swagger-ui.js")}'
+        f"<script>{DOCS_INIT}</script></head><body><div id=\"api\"></div></body></html>"
+    )
+    headers = {"Content-Security-Policy": DOCS_CSP, "X-Content-Type-Options": "nosniff"}
+    return HTMLResponse(page, headers=headers)
+
+
+def openapi_routes() -> list[SecuredRoute]:
+    """The document and the docs page (both public; see the module docstring)."""
+    return [
+        SecuredRoute(OPENAPI_PATH, openapi_document, access="public", methods=["GET"]),
+        SecuredRoute("/docs", docs_page, access="public", methods=["GET"]),
+    ]
