@@ -175,6 +175,8 @@ def bench_lag(
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
         log_file.close()
+    phases = [line for line in (work / "worker.log").read_text().splitlines() if "phases" in line]
+
     lags = sorted(classified[i] - observed[i] for i in observed)
     print(
         f"\n2. worker lag, {appended:,} flows appended at {appended / ingest_s:,.0f} events/s "
@@ -189,6 +191,8 @@ def bench_lag(
         f"CPU-second (its capacity on one free core); load average {os.getloadavg()[0]:.1f} "
         f"on {os.cpu_count()} cores at the end"
     )
+    if phases:
+        print("   worker " + phases[-1].partition(": ")[2])
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -76,6 +76,11 @@ class WorkerStats(msgspec.Struct):
     windows_summarized: int = 0
     alerts_opened: int = 0
     lag_s: float = 0.0  # now - ts of the newest event processed
+    # Wall-clock seconds spent per phase: where the time goes when the worker falls behind.
+    read_s: float = 0.0
+    classify_s: float = 0.0
+    append_s: float = 0.0
+    checkpoint_s: float = 0.0
 
 
 class AnalysisWorker:
@@ -176,7 +181,9 @@ class AnalysisWorker:
 
     async def step(self) -> bool:
         """Read one batch, emit what follows from it; return True when caught up."""
+        started = time.perf_counter()
         events, position = await asyncio.to_thread(self._read, self.position)
+        self.stats.read_s += time.perf_counter() - started
         outputs: list[Event] = []
         if events:
             outputs += await self._process(events)
@@ -219,7 +226,9 @@ class AnalysisWorker:
             return outputs
         fresh = [f for f in flows if f.id not in self.done.flows]
         self.stats.duplicates_skipped += len(flows) - len(fresh)
+        started = time.perf_counter()
         verdicts = await asyncio.to_thread(self.classifier.classify, fresh, self.clock())
+        self.stats.classify_s += time.perf_counter() - started
         self.stats.flows_classified += len(verdicts)
         labels = {v.flow_id: (v.label, v.attack_type) for v in verdicts}
         for flow in flows:
@@ -264,8 +273,10 @@ class AnalysisWorker:
     async def _commit(self, outputs: list[Event], position: Position) -> None:
         """Append outputs (minus those already in the log), then save the checkpoint."""
         fresh = [e for e in outputs if not self._already_emitted(e)]
+        started = time.perf_counter()
         if fresh:
             await asyncio.to_thread(self.writer.append, fresh)
+        self.stats.append_s += time.perf_counter() - started
         self.position = position
         checkpoint = Checkpoint(
             position=position,
@@ -273,7 +284,9 @@ class AnalysisWorker:
             alerts=self.alerts.state,
             pending=list(self.pending.values()),
         )
+        started = time.perf_counter()
         await asyncio.to_thread(save_checkpoint, self.checkpoint_path, checkpoint)
+        self.stats.checkpoint_s += time.perf_counter() - started
         for event in fresh:
             if isinstance(event, AlertOpened):
                 self.stats.alerts_opened += 1

@@ -105,6 +105,13 @@ async def _serve(worker: Any, once: bool) -> int:
     await worker.run(stop, once=once)
     stats = worker.stats
     log.info(
+        "phases (wall s): read %.2f, classify %.2f, append %.2f, checkpoint %.2f",
+        stats.read_s,
+        stats.classify_s,
+        stats.append_s,
+        stats.checkpoint_s,
+    )
+    log.info(
         "stopped: %d events read, %d flows classified, %d windows, %d alerts",
         stats.events_read,
         stats.flows_classified,
