@@ -1,9 +1,10 @@
 """Raw-bytes packet decoding: link layer -> IPv4/IPv6 -> TCP/UDP/ICMP, without allocating objects.
 
-``decode`` is on the hot path (once per packet), so it works on indices into the frame and
-returns one flat tuple. The flow key it builds is ``proto | vlan | src addr | dst addr | ports``
-as raw bytes (ports are zero for ICMP and for other protocols); the flow table keys its dict
-on it directly and only unpacks it when a flow is created.
+``decode`` runs for every frame the flow table's inline fast path does not take (that path
+covers untagged Ethernet + IPv4 without options + TCP/UDP), so it also works on indices into
+the frame and returns one flat tuple. The flow key it builds is
+``proto | vlan | src addr | dst addr | ports`` as raw bytes (ports are zero for ICMP and other
+protocols); the flow table keys its dict on it directly and unpacks it only for a new flow.
 
 Link types: Ethernet (1) with 802.1Q/802.1ad tags, Linux cooked SLL (113) and SLL2 (276), raw IP
 (12, 101, 228, 229) and BSD loopback (0, 108).
@@ -59,34 +60,6 @@ def decode(data: bytes, linktype: int) -> Decoded | tuple[()] | None:
     Returns ``NOT_IP`` for frames that are not IP and ``None`` for truncated or garbage frames.
     """
     n = len(data)
-    # Fast path: Ethernet, IPv4 without options or fragmentation, TCP or UDP (most traffic).
-    if (
-        linktype == 1
-        and n >= 42
-        and data[12] == 8
-        and data[13] == 0
-        and data[14] == 0x45
-        and not data[20] & 0x3F
-        and not data[21]
-    ):
-        proto = data[23]
-        end = 14 + ((data[16] << 8) | data[17])
-        if end > n:
-            end = n
-        if proto == 6 and n >= 54 and end >= 54 and data[46] >= 0x50:
-            poff = 34 + ((data[46] >> 4) << 2)
-            return (
-                _PREFIX[6] + data[26:38],
-                data[47],
-                (data[48] << 8) | data[49],
-                _unpack_seq(data, 38)[0],
-                poff,
-                end - poff if end > poff else 0,
-                0,
-                b"",
-            )
-        if proto == 17 and end >= 42:
-            return (_PREFIX[17] + data[26:38], 0, 0, 0, 42, end - 42, 0, b"")
     vlan = 0
     if linktype == 1:
         if n < 14:

@@ -15,11 +15,12 @@ Deadlines sit in a timing wheel (agent/timers.py) checked lazily on each tick (a
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable, Sequence
 
 from agent.appnames import PassiveDns, is_ip_literal, parse_dns, parse_http_host, sni_from_segments
 from agent.config import AgentConfig
-from agent.decode import FRAG_FIRST, Decoded
+from agent.decode import FRAG_FIRST, decode
 from agent.detectors import Detector
 from agent.flowrecord import DirStats, Flow
 from agent.timers import DeadlineWheel
@@ -31,6 +32,9 @@ INSPECT_SEGMENTS = 4  # initiator payload segments searched for a TLS/HTTP name
 _DNS_PORTS = frozenset({53, 5353, 5355})
 _FRAG_CACHE = 4096
 _WINDOWS: dict[int, int] = {}
+_TCP4 = bytes((6, 0, 0))  # key prefix: protocol, VLAN 0
+_UDP4 = bytes((17, 0, 0))
+_unpack_seq = struct.Struct("!I").unpack_from
 
 Finding = Callable[[Flow, Detection, float], None]
 Export = Callable[[Flow, str, float], None]
@@ -78,11 +82,44 @@ class FlowTable:
 
     # --- hot path ------------------------------------------------------------------------------
 
-    def packet(self, ts: float, wirelen: int, data: bytes, decoded: Decoded) -> None:
-        """Account one decoded packet to its flow."""
-        key, flags, win, seq, poff, plen, frag, frag_id = decoded
-        if frag:
-            key = self._fragment_key(key, frag, frag_id)
+    def frame(self, ts: float, data: bytes, wirelen: int, linktype: int) -> int:
+        """Meter one captured frame; returns 1 when metered, 0 when not IP, -1 when malformed.
+
+        The common case (Ethernet, IPv4 without options or fragments, TCP or UDP) is decoded
+        inline, saving a call and an 8-tuple per packet; ``decode`` handles everything else
+        and gives the same result for these frames (tests/agent/test_units.py checks it).
+        """
+        if (
+            linktype == 1
+            and len(data) >= 54
+            and data[12] == 8
+            and data[13] == 0
+            and data[14] == 0x45
+            and not data[20] & 0x3F
+            and not data[21]
+            and (data[23] == 17 or (data[23] == 6 and data[46] >= 0x50))
+        ):
+            end = 14 + ((data[16] << 8) | data[17])
+            if end > len(data):
+                end = len(data)
+            if data[23] == 6:
+                key = _TCP4 + data[26:38]
+                flags = data[47]
+                win = (data[48] << 8) | data[49]
+                seq = _unpack_seq(data, 38)[0]
+                poff = 34 + ((data[46] >> 4) << 2)
+            else:
+                key = _UDP4 + data[26:38]
+                flags = win = seq = 0
+                poff = 42
+            plen = end - poff if end > poff else 0
+        else:
+            decoded = decode(data, linktype)
+            if not decoded:
+                return -1 if decoded is None else 0
+            key, flags, win, seq, poff, plen, frag, frag_id = decoded
+            if frag:
+                key = self._fragment_key(key, frag, frag_id)
         flow = self.flows.get(key)
         if flow is None:
             flow = self._create(key, ts, seq)
@@ -163,6 +200,7 @@ class FlowTable:
                 self._tcp(flow, flags, fwd, ts)
         if flow.inspect and plen:
             self._inspect(flow, fwd, data[poff : poff + plen], seq, plen, ts)
+        return 1
 
     def _tcp(self, flow: Flow, flags: int, fwd: bool, ts: float) -> None:
         if flags & 0x02:

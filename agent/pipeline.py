@@ -21,7 +21,6 @@ import msgspec
 
 from agent.capture import PacketSource
 from agent.config import AgentConfig
-from agent.decode import decode
 from agent.detectors import build_detectors
 from agent.flowrecord import Flow, flow_event, ip_text
 from agent.flows import FlowTable
@@ -109,7 +108,7 @@ def run_pipeline(
     next_tick = 0.0
     seen = malformed = not_ip = volume = 0
     last_ts = 0.0
-    packet = table.packet
+    frame = table.frame
 
     def heartbeat() -> None:
         stats.packets_seen, stats.packets_malformed = seen, malformed
@@ -148,10 +147,8 @@ def run_pipeline(
             seen += 1
             volume += wirelen
             try:
-                decoded = decode(data, linktype)
-                if decoded:
-                    packet(ts, wirelen, data, decoded)
-                elif decoded is None:
+                metered = frame(ts, data, wirelen, linktype)
+                if metered < 0:
                     malformed += 1
                     if malformed <= MALFORMED_LOG_LIMIT:
                         log.warning(
@@ -160,7 +157,7 @@ def run_pipeline(
                             len(data),
                             linktype,
                         )
-                else:
+                elif not metered:
                     not_ip += 1
             except (IndexError, ValueError, struct_error) as error:
                 malformed += 1

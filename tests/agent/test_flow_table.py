@@ -136,3 +136,48 @@ def test_active_and_idle_periods(tmp_path: Path) -> None:
     (flow,) = run(tmp_path, packets)[0]
     assert flow.features.idle_mean == pytest.approx(9.0)
     assert flow.features.active_mean == pytest.approx(1.5)  # (1 + 2) / 2
+
+
+def test_inline_fast_path_and_decode_meter_the_same(tmp_path: Path) -> None:
+    from scapy.layers.l2 import Dot1Q
+
+    from tests.data.make_agent_pcaps import client_hello, tcp_session, tls_records
+
+    packets = tcp_session(
+        IP, "10.9.1.1", "10.9.1.2", 7100, 443, [tls_records(client_hello("a.test"))]
+    )
+    packets += [udp(0.5, size=s) for s in (0, 1, 300)]
+    for index, packet in enumerate(packets):
+        packet.time = T0 + index * 0.01
+    # An 802.1Q tag with VLAN id 0 sends the same frames through decode() instead.
+    tagged = []
+    for packet in packets:
+        frame = Ether(src=packet.src, dst=packet.dst, type=0x8100) / Dot1Q(vlan=0) / packet.payload
+        frame.time = packet.time
+        tagged.append(frame)
+    plain_flows, _ = run(tmp_path, packets)
+    (tmp_path / "tagged").mkdir()
+    tagged_flows, _ = run(tmp_path / "tagged", tagged)
+
+    def comparable(flow: FlowObserved, tag_bytes: int) -> tuple[object, ...]:
+        return (
+            flow.src_port,
+            flow.dst_port,
+            flow.src2dst_packets,
+            flow.dst2src_packets,
+            flow.src2dst_bytes - tag_bytes * flow.src2dst_packets,
+            flow.dst2src_bytes - tag_bytes * flow.dst2src_packets,
+            flow.src2dst_payload_bytes,
+            flow.dst2src_payload_bytes,
+            flow.src2dst_tcp_flags,
+            flow.dst2src_tcp_flags,
+            flow.domain,
+            flow.end_reason,
+            flow.features.syn_count,
+            flow.features.fwd_init_win,
+            flow.community_id,
+        )
+
+    plain = sorted(comparable(f, 0) for f in plain_flows)
+    assert len(plain) == 2 and {p[10] for p in plain} == {"", "a.test"}
+    assert sorted(comparable(f, 4) for f in tagged_flows) == plain
