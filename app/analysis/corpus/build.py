@@ -69,6 +69,12 @@ def _real_web(path: Path, host: str) -> None:
         tools.curl_fetches(host, port, pages, 60)
 
 
+def _real_tls(path: Path, host: str) -> None:
+    port = tools.free_port(host)
+    with tools.tls_server(host, port), tools.recording(path, f"host {host}"):
+        tools.curl_tls(host, port, 30)
+
+
 def _real_dns(path: Path, host: str) -> None:
     port = tools.free_port(host, kind=2)
     with tools.dns_server(host, port), tools.recording(path, f"host {host}"):
@@ -97,6 +103,7 @@ def _real_ssh(path: Path, host: str) -> None:
 REAL: dict[str, tuple[str, Callable[[Path, str], None], int]] = {
     "real_web": ("benign", _real_web, 2),
     "real_dns": ("benign", _real_dns, 3),
+    "real_tls": ("benign", _real_tls, 7),
     "real_scan": ("portscan", _real_scan, 4),
     "real_flood": ("synflood", _real_flood, 5),
     "real_ssh": ("ssh_bruteforce", _real_ssh, 6),

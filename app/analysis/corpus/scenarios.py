@@ -1,4 +1,4 @@
-"""Crafted traffic scenarios: scapy packets with realistic TCP state and timing, one pcap each.
+"""Crafted traffic scenarios: frames with realistic TCP state and timing, one pcap each.
 
 Every scenario talks between its own pair of loopback addresses so that the flows of one
 capture all belong to it (that is how they are labelled). Timestamps are synthetic: a beacon

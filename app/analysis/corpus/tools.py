@@ -205,6 +205,72 @@ def _wait_udp_dns(host: str, port: int, timeout: float = 10.0) -> None:
     raise ToolMissing(f"dnsmasq did not answer on {host}:{port}")
 
 
+@contextlib.contextmanager
+def tls_server(host: str, port: int) -> Iterator[None]:
+    """openssl s_server with a throwaway self-signed certificate, answering with a status page."""
+    require("openssl")
+    with tempfile.TemporaryDirectory(prefix="netmon-tls-") as root:
+        key, cert = Path(root, "key.pem"), Path(root, "cert.pem")
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+                "-days",
+                "1",
+                "-subj",
+                "/CN=site.test",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        args = [
+            "openssl",
+            "s_server",
+            "-accept",
+            f"{host}:{port}",
+            "-key",
+            str(key),
+            "-cert",
+            str(cert),
+            "-www",
+            "-quiet",
+        ]
+        with _running(args, ready=(host, port)):
+            yield
+
+
+def curl_tls(host: str, port: int, count: int) -> None:
+    """count HTTPS requests with SNI (site.test pinned to host), certificate not checked."""
+    require("curl")
+    for i in range(count):
+        name = f"www{i % 5}.site.test"
+        subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-k",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "--resolve",
+                f"{name}:{port}:{host}",
+                f"https://{name}:{port}/",
+            ],
+            check=False,
+        )
+
+
 def curl_fetches(host: str, port: int, pages: list[str], count: int) -> None:
     """count curl runs, each fetching 1-3 pages over one connection (keep-alive)."""
     require("curl")
