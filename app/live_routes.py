@@ -51,6 +51,7 @@ class LiveService:
         self.caught_up = anyio.Event()
         self.agents_up: set[str] = set()
         self._saving = anyio.Lock()
+        self.last_save_s = 0.0  # how long the last snapshot save took
 
     async def run(self) -> None:
         """Follow the log forever: apply, publish once caught up, save every ``save_interval_s``."""
@@ -75,15 +76,19 @@ class LiveService:
                 }
                 self.caught_up.set()
                 log.info("live: caught up with the log (%d events)", self.runner.state.events)
-            if dirty and time.monotonic() - last_save >= self.save_interval_s:
+            # A big state takes long to write: keep saving to at most ~10% of the time.
+            pause = max(self.save_interval_s, 10 * self.last_save_s)
+            if dirty and time.monotonic() - last_save >= pause:
                 await self.save()
                 dirty, last_save = False, time.monotonic()
 
     async def save(self) -> None:
         """Encode on the loop (consistent), write and fsync in a thread; one save at a time."""
         async with self._saving:
+            started = time.monotonic()
             data = self.runner.encode()
             await anyio.to_thread.run_sync(self.runner.save, data)
+            self.last_save_s = time.monotonic() - started
 
     def _agent_changes(self, events: list[AnyEvent]) -> list[AgentStatusChanged]:
         """Agents that speak after being silent longer than the timeout (or for the first time)."""

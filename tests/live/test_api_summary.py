@@ -4,6 +4,7 @@ escaped HTML over the real WebSocket, and clear 400s for bad parameters."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 
@@ -125,3 +126,11 @@ def test_anonymous_callers_are_refused(cluster: Cluster) -> None:
 async def _open(url: str) -> None:
     async with websockets.connect(url):
         pass
+
+
+async def test_format_json_on_the_html_path_gives_json(cluster: Cluster) -> None:
+    url = f"{cluster.ws_url}/ws/live?format=json&branch=lab"
+    async with websockets.connect(url, additional_headers=cluster.login()) as socket_:
+        snapshot = json.loads(await asyncio.wait_for(socket_.recv(), 10))
+    assert snapshot["type"] == "snapshot" and snapshot["missed"] == 0
+    assert {event["branch"] for event in snapshot["events"]} <= {"lab"}
