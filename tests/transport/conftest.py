@@ -40,6 +40,10 @@ def wait_for(
         time.sleep(interval)
 
 
+class PortTaken(Exception):
+    """The server could not bind its port."""
+
+
 class ServerProcess:
     """``python -m app.cli serve`` in a subprocess, on its own data dir and port."""
 
@@ -59,11 +63,32 @@ class ServerProcess:
         self.config.write_text("".join(lines))
         self.log_path = root / f"{replica}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.started = False
+        self.log_offset = 0
 
     def start(self) -> ServerProcess:
-        """Start and wait until /healthz answers."""
+        """Start and wait until /healthz answers. A first start that loses its port to another
+        process (other test runs share this machine) moves to a new port."""
+        for _attempt in range(3):
+            self._spawn()
+            try:
+                wait_for(
+                    self._healthy, 60, f"server on port {self.port} (log {self.log_path})", 0.05
+                )
+                self.started = True
+                return self
+            except PortTaken:
+                if self.started:
+                    raise
+                self.port = free_port()
+                self.url = f"ws://127.0.0.1:{self.port}"
+                self.http_url = f"http://127.0.0.1:{self.port}"
+        raise AssertionError("no free port for the server after 3 attempts")
+
+    def _spawn(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         env.pop("NETMON_CONFIG", None)
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
             self.process = subprocess.Popen(
                 [
@@ -81,13 +106,14 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_for(self._healthy, 30, f"server on port {self.port} (log {self.log_path})", 0.05)
-        return self
 
     def _healthy(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise AssertionError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            output = self.log_path.read_text(errors="replace")[self.log_offset :]
+            if "address already in use" in output.lower():
+                raise PortTaken(self.port)
+            raise AssertionError(f"server exited: {output[-3000:]}")
         try:
             return httpx.get(f"{self.http_url}/healthz", timeout=1.0).status_code == 200
         except httpx.HTTPError:

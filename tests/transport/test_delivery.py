@@ -67,6 +67,7 @@ async def test_server_killed_mid_stream_stores_every_flow_exactly_once(
     acked_at_kill = transport.stats.events_acked
     await emitter
     server.start()
+    transport.server_url = server.url  # in case the first start had to move port
     assert await transport.drain(90), f"spool not drained: {len(transport.spool)} batches left"
     stop.set()
     await runner
@@ -113,6 +114,7 @@ async def test_two_offline_hours_become_two_archives_uploaded_when_back(
     emit_range(transport, 600, 700)  # this hour's flows stay in the spool for the WebSocket
     transport.flush()
     server.start()
+    transport.server_url = server.url  # in case the first start had to move port
     assert await transport.drain(30)
     stop.set()
     await runner
@@ -257,6 +259,7 @@ async def test_spool_cap_drops_oldest_and_reports_the_gap(make_server, registry,
     stop = asyncio.Event()
     runner = asyncio.create_task(transport.run(stop))
     server.start()
+    transport.server_url = server.url  # in case the first start had to move port
     assert await transport.drain(30)
     stop.set()
     await runner
@@ -270,3 +273,50 @@ async def test_spool_cap_drops_oldest_and_reports_the_gap(make_server, registry,
     )
     assert gaps[0].events_dropped == dropped * 100 and gaps[0].branch == "b1"
     assert sorted(flow_counts(server.data_dir)) == list(range(dropped * 100, 1000))
+
+
+async def test_batches_without_detection_leave_after_the_batch_delay(
+    make_server, registry, tmp_path
+):
+    key = registry.add("a1", "b1")
+    server = make_server().start()
+    transport = transport_for(server.url, key, tmp_path / "spool", batch_max_delay_s=0.2)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(transport.run(stop))
+    emit_range(transport, 0, 3)  # far from a full batch, never flushed by hand
+    await poll(lambda: transport.stats.events_acked == 3, 10, "the partial batch acknowledged")
+    stop.set()
+    await runner
+    assert sorted(flow_counts(server.data_dir)) == [0, 1, 2]
+
+
+async def test_replicas_sharing_a_data_dir_store_a_batch_once(make_server, registry, tmp_path):
+    """The agent fails over from r1 to r2 and resends everything: r2 acknowledges duplicates."""
+    from websockets.asyncio.client import connect
+
+    from storage import wire
+
+    key = registry.add("a1", "b1")
+    first, second = make_server("r1").start(), make_server("r2").start()
+    transport = transport_for(first.url, key, tmp_path / "spool", batch_max_events=100)
+    emit_range(transport, 0, 1000)
+    transport.flush()
+    frames = [transport.spool.read(entry).frame for entry in transport.spool.entries()]  # type: ignore[union-attr]
+    acks: dict[str, list[wire.Ack]] = {}
+    for server in (first, second):
+        async with connect(server.url + "/ws/agent", compression=None, proxy=None) as ws:
+            challenge = wire.server_message_decoder.decode(await ws.recv())
+            proof = transport._fernet.encrypt(
+                wire.encode(wire.HelloProof("a1", transport.boot_id, challenge.nonce))
+            )
+            await ws.send(
+                wire.encode(wire.Hello(agent_id="a1", boot_id=transport.boot_id, proof=proof))
+            )
+            assert isinstance(wire.server_message_decoder.decode(await ws.recv()), wire.Welcome)
+            for frame in frames:
+                await ws.send(frame)
+            acks[server.url] = [wire.server_message_decoder.decode(await ws.recv()) for _ in frames]
+    assert [ack.duplicate for ack in acks[first.url]] == [False] * 10
+    assert [ack.duplicate for ack in acks[second.url]] == [True] * 10
+    counts = flow_counts(first.data_dir)
+    assert len(counts) == 1000 and set(counts.values()) == {1}
