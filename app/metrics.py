@@ -13,7 +13,8 @@ pays for metrics beyond a counter increment:
   ``record_archive_run``.
 
 Access: with ``server.metrics_token`` set, a scrape must send ``Authorization: Bearer TOKEN``;
-without it, only loopback clients may scrape (a Prometheus on the same host, or a sidecar).
+without it, only direct loopback clients may scrape (a Prometheus on the same host, or a
+sidecar); a request that came through a proxy (X-Forwarded-For / Forwarded) needs the token.
 The route is "public" in the access matrix because this guard, not a user session, decides.
 """
 
@@ -212,6 +213,10 @@ def build_registry(state: Any) -> CollectorRegistry:
 
 
 def _loopback(request: Request) -> bool:
+    """A direct local scrape. A proxied request is never one: behind nginx, uvicorn takes the
+    client address from X-Forwarded-For, which a remote caller can seed with 127.0.0.1."""
+    if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
+        return False
     host = request.client.host if request.client else ""
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -201,6 +201,9 @@ async def test_without_a_token_only_loopback_may_scrape(tmp_path: Path) -> None:
         transport = httpx.ASGITransport(app=app, client=client)
         async with httpx.AsyncClient(transport=transport, base_url="http://netmon") as http:
             assert (await http.get("/metrics")).status_code == status, client
+            # Through a proxy (nginx sets X-Forwarded-For) even a loopback peer needs the token.
+            proxied = await http.get("/metrics", headers={"x-forwarded-for": "127.0.0.1"})
+            assert proxied.status_code == 403, client
 
 
 async def test_readyz_is_503_naming_the_store_and_database_when_they_are_not_open(
