@@ -99,7 +99,7 @@ def _store_query(
 ) -> Any:
     """The store's indexed Query for the most selective exact term, or None (plain scan)."""
     try:
-        from storage.log_reader import Query
+        from storage.queries import Query
     except ImportError:
         return None
     ips = query.any_ip + query.src_ip + query.dst_ip
@@ -196,11 +196,14 @@ def search_page(
     """One page of matches, newest first, strictly after ``cursor``."""
     after = decode_cursor(cursor)
     rows: list[Row] = []
-    indexed = source.indexed(query)
+    # Spans pay off on the first date read (where a busy IP fills the page); on later dates
+    # they would only read the same sidecar indexes several times, so those are read whole.
+    sliced = source.indexed(query)
     for day in query.dates():
         if after is not None and day > dt.datetime.fromtimestamp(after[0], dt.UTC).date():
             continue
-        for span in _spans(day, after, indexed):
+        spans, sliced = _spans(day, after, sliced), False
+        for span in spans:
             matches = _scan_day(source, query, branches, day, after, span)
             need = limit + 1 - len(rows)
             rows.extend(heapq.nlargest(need, matches, key=_order))
