@@ -1,7 +1,8 @@
 """Agent test helpers: real loopback captures made with tcpdump, replay, and tshark's view.
 
-Captures use 127.77.0.0/16 and unusual ports so parallel tests on the same machine do not
-collide. tcpdump writes packet-buffered (-U); a capture ends when a marker datagram sent
+Captures use a /24 inside 127.77.0.0/16 chosen at random per test session (``NET``) and
+unusual ports, so parallel runs on the same machine neither collide nor see each other's
+packets. tcpdump writes packet-buffered (-U); a capture ends when a marker datagram sent
 after the traffic shows up in the file (a real condition, not a sleep), then tcpdump gets
 SIGINT and is waited for.
 """
@@ -9,6 +10,7 @@ SIGINT and is waited for.
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import signal
 import socket
@@ -26,7 +28,8 @@ from storage.events import AgentHeartbeat, DetectionRaised, Event, FlowObserved
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 DATA_DIR = REPO_ROOT / "tests" / "data"
-MARKER_IP = "127.77.0.254"
+NET = f"127.77.{random.randrange(1, 255)}"  # this session's /24 ("127.77.N")
+MARKER_IP = f"{NET}.254"
 MARKER_PORT = 19999
 
 

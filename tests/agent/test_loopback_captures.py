@@ -1,4 +1,4 @@
-"""Golden tests on real loopback captures: real programs talk on 127.77.0.0/16 under tcpdump.
+"""Golden tests on real loopback captures: real programs talk on 127.77.N.0/24 under tcpdump.
 
 Each capture is cross-checked against tshark on the same file: per-direction packet and byte
 counts of every TCP/UDP conversation, the total bytes, and the application names.
@@ -17,6 +17,7 @@ from agent.config import AgentConfig, CriticalPort
 from storage.events import FlowObserved
 
 from .conftest import (
+    NET,
     flows_of,
     port_open,
     raised_of,
@@ -49,7 +50,7 @@ def _get_from_port_3389(host: str, port: int) -> bytes:
     """An HTTP GET whose client side uses source port 3389 (SO_REUSEADDR: TIME_WAIT of reruns)."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.77.0.6", 3389))
+        sock.bind((f"{NET}.6", 3389))
         sock.settimeout(10)
         sock.connect((host, port))
         sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
@@ -63,7 +64,7 @@ def _get_from_port_3389(host: str, port: int) -> bytes:
 def http_pcap(captures: Path) -> Path:
     """curl against a real HTTP server, captured on "any" (Linux cooked v2 frames)."""
     require_tools("curl")
-    port = _free_port("127.77.0.1")
+    port = _free_port(f"{NET}.1")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -71,7 +72,7 @@ def http_pcap(captures: Path) -> Path:
             "http.server",
             str(port),
             "--bind",
-            "127.77.0.1",
+            f"{NET}.1",
             "-d",
             str(captures),
         ],
@@ -79,13 +80,13 @@ def http_pcap(captures: Path) -> Path:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: server_ready("127.77.0.1", port), what="http.server")
+        wait_for(lambda: server_ready(f"{NET}.1", port), what="http.server")
         path = captures / "http.pcap"
-        with tcpdump(path, "net 127.77.0.0/16", interface="any"):
-            url = f"http://127.77.0.1:{port}/"
+        with tcpdump(path, f"net {NET}.0/24", interface="any"):
+            url = f"http://{NET}.1:{port}/"
             subprocess.run([*CURL, "-H", "Host: WWW.Example-HTTP.test", url], check=True)
             # A client that happens to use source port 3389, talking to the web server.
-            assert _get_from_port_3389("127.77.0.1", port).startswith(b"HTTP/1.0 200")
+            assert _get_from_port_3389(f"{NET}.1", port).startswith(b"HTTP/1.0 200")
         return path
     finally:
         server.terminate()
@@ -101,37 +102,37 @@ def dns_pcap(captures: Path) -> Path:
             "dnsmasq",
             "-k",
             "--conf-file=/dev/null",
-            "--listen-address=127.77.0.2",
+            f"--listen-address={NET}.2",
             "--bind-interfaces",
             "--port=53",
             "--no-resolv",
             "--no-hosts",
             "--pid-file",
-            "--address=/www.test-dns.netmon/127.77.0.9",
+            f"--address=/www.test-dns.netmon/{NET}.9",
             "--address=/v6.test-dns.netmon/fd00::9",
             "--cname=alias.test-dns.netmon,www.test-dns.netmon",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    dig = ["dig", "@127.77.0.2", "+tries=1", "+time=2", "+short"]
+    dig = ["dig", f"@{NET}.2", "+tries=1", "+time=2", "+short"]
     try:
         wait_for(
             lambda: (
                 subprocess.run(
                     [*dig, "www.test-dns.netmon"], capture_output=True, text=True
                 ).stdout.strip()
-                == "127.77.0.9"
+                == f"{NET}.9"
             ),
             what="dnsmasq",
         )
         path = captures / "dns.pcap"
-        with tcpdump(path, "net 127.77.0.0/16", interface="any", extra=("-y", "LINUX_SLL")):
+        with tcpdump(path, f"net {NET}.0/24", interface="any", extra=("-y", "LINUX_SLL")):
             subprocess.run([*dig, "www.test-dns.netmon", "A"], check=True, capture_output=True)
             subprocess.run([*dig, "v6.test-dns.netmon", "AAAA"], check=True, capture_output=True)
             subprocess.run([*dig, "alias.test-dns.netmon", "A"], check=True, capture_output=True)
             # Nothing listens there: a SYN and an RST, labelled from the DNS answer above.
-            assert not port_open("127.77.0.9", 18082)
+            assert not port_open(f"{NET}.9", 18082)
         return path
     finally:
         server.terminate()
@@ -170,7 +171,7 @@ def tls_pcap(captures: Path) -> Path:
             "openssl",
             "s_server",
             "-accept",
-            "127.77.0.3:18443",
+            f"{NET}.3:18443",
             "-cert",
             str(cert),
             "-key",
@@ -182,15 +183,15 @@ def tls_pcap(captures: Path) -> Path:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: server_ready("127.77.0.3", 18443), what="openssl s_server")
+        wait_for(lambda: server_ready(f"{NET}.3", 18443), what="openssl s_server")
         path = captures / "tls.pcap"
-        with tcpdump(path, "net 127.77.0.0/16"):
+        with tcpdump(path, f"net {NET}.0/24"):
             subprocess.run(
                 [
                     *CURL,
                     "-k",
                     "--resolve",
-                    "secure.test-tls.netmon:18443:127.77.0.3",
+                    f"secure.test-tls.netmon:18443:{NET}.3",
                     "https://secure.test-tls.netmon:18443/",
                 ],
                 check=True,
@@ -203,7 +204,7 @@ def tls_pcap(captures: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def ssh_pcap(captures: Path) -> Path:
-    """ssh against a real sshd on 127.77.0.4:22 (authentication fails; the flow is real)."""
+    """ssh against a real sshd on port 22 (authentication fails; the flow is real)."""
     require_tools("ssh", "ssh-keygen")
     sshd = Path("/usr/sbin/sshd")
     if not sshd.exists():
@@ -212,7 +213,7 @@ def ssh_pcap(captures: Path) -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
     config = captures / "sshd_config"
     config.write_text(
-        f"ListenAddress 127.77.0.4:22\nHostKey {host_key}\nPidFile {captures / 'sshd.pid'}\n"
+        f"ListenAddress {NET}.4:22\nHostKey {host_key}\nPidFile {captures / 'sshd.pid'}\n"
         "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n"
     )
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
@@ -221,11 +222,11 @@ def ssh_pcap(captures: Path) -> Path:
         server = subprocess.Popen([str(sshd), "-D", "-e", "-f", str(config)], stderr=log_file)
     try:
         try:
-            wait_for(lambda: server_ready("127.77.0.4", 22), what="sshd")
+            wait_for(lambda: server_ready(f"{NET}.4", 22), what="sshd")
         except TimeoutError:
             pytest.skip(f"sshd did not start: {log.read_text()[-300:]}")
         path = captures / "ssh.pcap"
-        with tcpdump(path, "net 127.77.0.0/16"):
+        with tcpdump(path, f"net {NET}.0/24"):
             subprocess.run(
                 [
                     "ssh",
@@ -239,7 +240,7 @@ def ssh_pcap(captures: Path) -> Path:
                     "UserKnownHostsFile=/dev/null",
                     "-o",
                     "ConnectTimeout=5",
-                    "nobody@127.77.0.4",
+                    f"nobody@{NET}.4",
                     "true",
                 ],
                 capture_output=True,
@@ -256,9 +257,9 @@ def nmap_pcap(captures: Path) -> Path:
     """An nmap SYN scan of 20 closed ports on a loopback address."""
     require_tools("nmap")
     path = captures / "nmap.pcap"
-    with tcpdump(path, "net 127.77.0.0/16"):
+    with tcpdump(path, f"net {NET}.0/24"):
         result = subprocess.run(
-            ["nmap", "-sS", "-n", "-Pn", "--max-retries", "0", "-p", "18100-18119", "127.77.0.5"],
+            ["nmap", "-sS", "-n", "-Pn", "--max-retries", "0", "-p", "18100-18119", f"{NET}.5"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -354,7 +355,7 @@ def test_http_host_and_client_port_3389_is_not_rdp(http_pcap: Path) -> None:
     named = [f for f in flows if f.domain == "www.example-http.test"]
     assert len(named) == 1 and named[0].domain_source == "http"
     from_3389 = [f for f in flows if f.src_port == 3389]
-    assert len(from_3389) == 1 and from_3389[0].dst_ip == "127.77.0.1"
+    assert len(from_3389) == 1 and from_3389[0].dst_ip == f"{NET}.1"
     assert from_3389[0].detections == () and from_3389[0].severity == "none"
     assert [f.end_reason for f in flows] == ["fin", "fin"]
 
@@ -363,9 +364,9 @@ def test_dns_answers_label_later_flows(dns_pcap: Path) -> None:
     flows = flows_of(replay(dns_pcap)[0])
     dns = {f.domain for f in flows if f.domain_source == "dns"}
     assert dns == {"www.test-dns.netmon", "v6.test-dns.netmon", "alias.test-dns.netmon"}
-    later = [f for f in flows if f.dst_ip == "127.77.0.9"]
+    later = [f for f in flows if f.dst_ip == f"{NET}.9"]
     assert len(later) == 1
-    # dnsmasq answers the alias with a bare CNAME: the A record for 127.77.0.9 named www.
+    # dnsmasq answers the alias with a bare CNAME: the A record for .9 named www.
     assert (later[0].domain, later[0].domain_source) == ("www.test-dns.netmon", "pdns")
 
 
