@@ -280,14 +280,17 @@ class Spool:
             return [msgspec.structs.replace(gap) for gap in self._gaps]
 
     def clear_gaps(self, reported: list[GapRecord]) -> None:
-        """Forget gaps once their GapReported events are spooled."""
+        """Forget gaps once their GapReported events are spooled (drops counted meanwhile,
+        e.g. by the cap while reporting, stay for the next report)."""
         with self._lock:
-            done = {(gap.boot_id, gap.first_seq, gap.last_seq, gap.batches) for gap in reported}
-            self._gaps = [
-                gap
-                for gap in self._gaps
-                if (gap.boot_id, gap.first_seq, gap.last_seq, gap.batches) not in done
-            ]
+            for done in reported:
+                for gap in self._gaps:
+                    if gap.boot_id == done.boot_id:
+                        gap.batches -= done.batches
+                        gap.events -= done.events
+                        if done.last_seq >= gap.first_seq:
+                            gap.first_seq = min(done.last_seq + 1, gap.last_seq)
+            self._gaps = [gap for gap in self._gaps if gap.batches > 0]
             write_durably(self._gaps_path, _encoder.encode(self._gaps))
 
     def _load_gaps(self) -> list[GapRecord]:

@@ -49,6 +49,7 @@ class TransportConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     batch_max_delay_s: float = 1.0
     critical_delay_s: float = 0.05
     window: int = 8  # unacknowledged batches in flight
+    max_frame_bytes: int = 4 * 1024 * 1024  # larger batches are split (server default: 8 MiB)
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
     ping_interval_s: float = 20.0
@@ -80,7 +81,7 @@ class TransportStats:
         self.connects = 0
         self.archives_sealed = 0
         self.archives_uploaded = 0
-        self.ack_latencies: collections.deque[float] = collections.deque(maxlen=200_000)
+        self.ack_latencies: collections.deque[float] = collections.deque(maxlen=20_000)
 
 
 def full_jitter(attempt: int, base: float, cap: float) -> float:
@@ -167,20 +168,29 @@ class AgentTransport:
 
     def _seal_locked(self) -> None:
         events, self._pending, self._due = self._pending, [], None
-        seq, self._seq = self._seq, self._seq + 1
+        self._seal_events(events, self._pending_cursor)
+        self._notify(self._new_batch)
+
+    def _seal_events(self, events: list[Event], cursor: int) -> None:
+        seq = self._seq
         body = self._encoder.encode(
             wire.BatchBody(self.agent_id, self.boot_id, seq, events)  # type: ignore[arg-type]
         )
         token = self._fernet.encrypt(zlib.compress(body, self.config.zlib_level))
+        if len(token) > self.config.max_frame_bytes and len(events) > 1:
+            # The server would refuse it for good: split rather than lose it. Only the second
+            # half carries the source cursor (the first half's resume point is not known).
+            half = len(events) // 2
+            self._seal_events(events[:half], -1)
+            self._seal_events(events[half:], cursor)
+            return
+        self._seq += 1
         frame = wire.encode(
             wire.BatchFrame(boot_id=self.boot_id, seq=seq, count=len(events), token=token)
         )
-        self.spool.put(
-            SpooledBatch(self.boot_id, seq, len(events), self.clock(), frame, self._pending_cursor)
-        )
+        self.spool.put(SpooledBatch(self.boot_id, seq, len(events), self.clock(), frame, cursor))
         self.stats.batches_sealed += 1
         self.stats.events_sealed += len(events)
-        self._notify(self._new_batch)
 
     def _notify(self, event: asyncio.Event) -> None:
         loop = self._loop

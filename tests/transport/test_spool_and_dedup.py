@@ -104,3 +104,38 @@ def test_pending_claims_are_resolved_against_the_log_after_a_crash(tmp_path: Pat
     assert restarted.claim("a1", "b", 0, "", 1) == "duplicate"
     assert restarted.claim("a1", "b", 1, lost[-1].id, 1) == "new"  # sent again, stored once
     restarted.close()
+
+
+def test_gaps_counted_while_reporting_stay_for_the_next_report(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 5_500)
+    for seq in range(8):
+        spool.put(batch(seq))
+    reported = spool.gaps()  # 0..2 dropped
+    spool.put(batch(8))  # the cap drops seq 3 before the report is spooled
+    spool.clear_gaps(reported)
+    left = spool.gaps()
+    assert [(g.first_seq, g.last_seq, g.batches, g.events) for g in left] == [(3, 3, 1, 10)]
+
+
+def test_an_oversized_batch_is_split_not_refused(tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    from agent.transport import AgentTransport, TransportConfig
+    from tests.transport.conftest import make_flow
+
+    config = TransportConfig(
+        key=Fernet.generate_key().decode(),
+        spool_dir=str(tmp_path),
+        batch_max_events=10_000,
+        max_frame_bytes=20_000,
+        zlib_level=0,
+    )
+    transport = AgentTransport("a1", "ws://127.0.0.1:9", config)
+    for index in range(400):
+        transport.emit(make_flow("a1", index), cursor=index)
+    transport.flush()
+    entries = transport.spool.entries()
+    assert len(entries) > 1 and sum(entry.count for entry in entries) == 400
+    assert all(entry.size < 21_000 for entry in entries)
+    assert [entry.seq for entry in entries] == list(range(len(entries)))
+    assert transport.resume_cursor() == 399
