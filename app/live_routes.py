@@ -172,7 +172,7 @@ async def live_socket(websocket: WebSocket) -> None:
         async with anyio.create_task_group() as group:
             group.start_soon(_drain_incoming, websocket, group.cancel_scope)
             await _send_loop(websocket, service, client, as_json)
-    except WebSocketDisconnect:
+    except* WebSocketDisconnect:  # the client went away while we were sending (task group)
         pass
     finally:
         service.hub.disconnect(client)

@@ -24,6 +24,8 @@ from storage.events import AnyEvent
 log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1
+MIN_TS = 946_684_800.0  # 2000-01-01T00:00:00Z
+MAX_TS = 4_102_444_800.0  # 2100-01-01T00:00:00Z
 
 
 class ProjectionSnapshot(msgspec.Struct):
@@ -31,7 +33,8 @@ class ProjectionSnapshot(msgspec.Struct):
 
     format: int = SNAPSHOT_FORMAT
     offsets: dict[str, int] = {}  # the follower's position (see app/follower.py)
-    events: int = 0  # events applied since the start of the log
+    events: int = 0  # events read since the start of the log
+    skipped: int = 0  # of which not folded (see apply_all)
     summary: summary.SummaryState = msgspec.field(default_factory=summary.SummaryState)
     top: top.TopState = msgspec.field(default_factory=top.TopState)
     agents: agents.AgentsState = msgspec.field(default_factory=agents.AgentsState)
@@ -48,13 +51,32 @@ def snapshot_path(data_dir: Path, replica: str) -> Path:
 
 
 def apply_all(state: ProjectionSnapshot, events: Iterable[AnyEvent]) -> None:
-    """Fold events into every projection (the one place that lists them)."""
+    """Fold events into every projection (the one place that lists them).
+
+    Windows follow the newest event time, so one event from a clock gone wild (year 2200) would
+    push every real event out of them: events outside [2000, 2100) are skipped and counted
+    instead. An event a projection cannot fold (a bug; never expected from validated events) is
+    logged and skipped too. Both are deterministic, so a rebuild skips the same events.
+    """
     for event in events:
-        summary.apply(state.summary, event)
-        top.apply(state.top, event)
-        agents.apply(state.agents, event)
-        recent.apply(state.recent, event)
         state.events += 1
+        try:
+            if not MIN_TS <= event.ts < MAX_TS:
+                raise ValueError(f"ts {event.ts!r} outside [{MIN_TS}, {MAX_TS})")
+            summary.apply(state.summary, event)
+            top.apply(state.top, event)
+            agents.apply(state.agents, event)
+            recent.apply(state.recent, event)
+        except Exception as error:
+            state.skipped += 1
+            if state.skipped & (state.skipped - 1) == 0:  # 1st, 2nd, 4th, 8th...: bounded logs
+                log.error(
+                    "projections: skipped event %s (%s): %s (%d skipped so far)",
+                    event.id,
+                    type(event).__name__,
+                    error,
+                    state.skipped,
+                )
 
 
 class ProjectionRunner:

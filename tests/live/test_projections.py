@@ -159,3 +159,16 @@ def test_an_unreadable_snapshot_is_set_aside_and_rebuilt(
     assert state == ProjectionSnapshot() and state.offsets == {}
     assert (tmp_path / "r1.msgpack.corrupt-1").read_bytes() == content
     assert "unreadable" in caplog.text and "rebuilding from the log" in caplog.text
+
+
+def test_an_event_from_a_wild_clock_is_skipped_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    wild = flow(START + 1e10)  # year ~2330: would push every real event out of the windows
+    events = [flow(START), wild, flow(START + 60)]
+    with caplog.at_level(logging.ERROR):
+        state = fold(events)
+    assert (state.events, state.skipped) == (3, 1)
+    assert state.summary.watermark == START + 60
+    assert summary.view(state.summary, ["hq"], START + 60)["last_24h"]["flows"] == 2
+    assert f"skipped event {wild.id}" in caplog.text and "outside" in caplog.text
