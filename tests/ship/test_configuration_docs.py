@@ -1,0 +1,58 @@
+"""docs/configuration.md documents every setting of app/settings.py, and is not stale."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import msgspec
+
+from app.settings import Settings, SettingsError, load_settings
+from tests.web.harness import REPO_ROOT
+
+DOC = REPO_ROOT / "docs" / "configuration.md"
+SCRIPT = REPO_ROOT / "scripts" / "configuration_docs.py"
+
+
+def every_setting() -> list[tuple[str, str]]:
+    """(dotted name, environment variable) of every field of every section."""
+    found = []
+    for section in msgspec.structs.fields(Settings):
+        for field in msgspec.structs.fields(type(section.default)):
+            env = f"NETMON_{section.name.upper()}__{field.name.upper()}"
+            found.append((f"{section.name}.{field.name}", env))
+    return found
+
+
+def test_every_setting_and_its_variable_is_in_the_docs() -> None:
+    text = DOC.read_text()
+    settings = every_setting()
+    assert len(settings) > 60
+    missing = [name for name, env in settings if f"`{name}`" not in text or f"`{env}`" not in text]
+    assert missing == [], f"run scripts/configuration_docs.py; missing: {missing}"
+
+
+def test_every_documented_variable_is_accepted_by_the_loader() -> None:
+    # The variables the doc names really configure something: the loader takes each one.
+    for name, env in every_setting():
+        section, field = name.split(".")
+        default = getattr(getattr(Settings(), section), field)
+        value = str(default).lower() if isinstance(default, bool) else str(default)
+        settings = load_settings(environ={env: value}, dotenv_file=None)
+        assert getattr(getattr(settings, section), field) == default, env
+
+
+def test_an_unknown_variable_is_a_clear_error() -> None:
+    try:
+        load_settings(environ={"NETMON_SERVER__PROT": "1"}, dotenv_file=None)
+    except SettingsError as error:
+        assert "server" in str(error)
+    else:
+        raise AssertionError("NETMON_SERVER__PROT was accepted")
+
+
+def test_the_generated_tables_are_current() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
