@@ -16,7 +16,7 @@ import pytest
 
 from app.analysis.classifier import Classifier
 from app.analysis.summaries import Summarizer
-from app.analysis.worker import AnalysisWorker
+from app.analysis.worker import AnalysisWorker, load_checkpoint
 from app.settings import load_settings
 from storage.eventlog import EventLog
 from storage.events import (
@@ -202,6 +202,13 @@ def test_kill_9_mid_stream_leaves_no_duplicate_and_no_gap(
     )
     assert windows and max(windows.values()) == 1
     assert worker.returncode == 0, log_path.read_text()[-2000:]
+    # Every flow is counted exactly once across the kill: in a summarised window, in a window
+    # still open or waiting for its summary (checkpoint), or as late for a closed window.
+    state = load_checkpoint(data / "analysis" / "analyzer.checkpoint.json")
+    summarized = sum(e.flows for e in all_events(data) if isinstance(e, WindowSummarized))
+    still_open = sum(w.flows for w in state.windows.open.values())
+    pending = sum(w.flows for w in state.pending)
+    assert summarized + still_open + pending + state.windows.late_flows == len(expected)
 
 
 def test_a_stale_checkpoint_replays_without_duplicates(
