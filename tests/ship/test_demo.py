@@ -135,6 +135,10 @@ def test_netmon_demo_shows_live_alerts_after_login_and_stops_cleanly(demo: Demo)
             )
             assert page.evaluate("window.__sameDocument") is True
             expect(page.locator("#agent-demo-agent")).to_contain_text("up")
+            # The API docs page renders the OpenAPI document under the page's own CSP.
+            page.goto(demo.url + "/docs")
+            expect(page.locator(".opblock").first).to_be_visible()
+            assert page.locator(".opblock").count() >= 20
         finally:
             browser.close()
 
