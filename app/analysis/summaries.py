@@ -11,7 +11,6 @@ reason. One call per window, bounded by a timeout, run as a task so the worker n
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import re
@@ -223,9 +222,19 @@ def verify(raw: str, window: WindowSummarized) -> str:
             raise SummaryFailed(f"answer cites an unknown count {name!r}")
         if counts[name] != value:
             raise SummaryFailed(f"answer says {name}={value:g}, the window has {counts[name]:g}")
-    for ip in mentioned_ips:
-        ipaddress.ip_address(ip)  # already known, so valid; keeps the regex honest
-    return text
+    return text + citations(answer)
+
+
+def citations(answer: Answer) -> str:
+    """The checked citations, appended to the stored text so a reader sees what it rests on."""
+    parts = []
+    if answer.cited_ips:
+        parts.append("IPs " + ", ".join(sorted(set(answer.cited_ips))))
+    if answer.cited_counts:
+        parts.append(", ".join(f"{k}={v:g}" for k, v in sorted(answer.cited_counts.items())))
+    if answer.cited_event_ids:
+        parts.append("events " + ", ".join(sorted(set(answer.cited_event_ids))))
+    return " [evidence: " + "; ".join(parts) + "]" if parts else ""
 
 
 def template_summary(window: WindowSummarized) -> str:

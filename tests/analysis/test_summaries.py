@@ -89,14 +89,17 @@ def test_ollama_answer_or_template_is_stored_by_the_worker(
     worker = AnalysisWorker(settings, Classifier(default_model), summarizer)
     asyncio.run(worker.run(once=True))
     [window] = [e for e in all_events(tmp_path) if isinstance(e, WindowSummarized)]
-    assert window.summary_source == source
+    assert window.summary_source == source, window.summary_fallback_reason
     assert reason in window.summary_fallback_reason
     assert len(server.requests) == 1  # one call per window
     path, _, body = server.requests[0]
     assert path == "/api/chat" and body["model"] == "tiny" and body["format"] == "json"
     if mode == "good":
         talker = window.top_talkers[0].key
-        assert window.summary == f"{window.flows} flows on paris; the busiest host was {talker}."
+        assert window.summary == (
+            f"{window.flows} flows on paris; the busiest host was {talker}."
+            f" [evidence: IPs {talker}; flows={window.flows}]"
+        )
     else:
         assert window.summary.startswith("paris ") and f"{window.flows} flows" in window.summary
 
@@ -155,7 +158,9 @@ def test_openai_and_anthropic_apis_with_encrypted_keys(
     assert isinstance(provider, OpenAIProvider if vendor == "openai" else AnthropicProvider)
     fields = asyncio.run(Summarizer(provider, 5).summarize(WINDOW))
     assert fields["summary_source"] == f"llm:{vendor}/m1"
-    assert fields["summary"] == "120 flows on paris; the busiest host was 10.1.2.3."
+    assert fields["summary"] == (
+        "120 flows on paris; the busiest host was 10.1.2.3. [evidence: IPs 10.1.2.3; flows=120]"
+    )
     _, headers, _ = server.requests[0]
     lower = {k.lower(): v for k, v in headers.items()}
     if vendor == "openai":
@@ -201,4 +206,8 @@ def test_a_well_cited_answer_passes() -> None:
         "cited_event_ids": ["a" * 32],
         "cited_counts": {"flows": 120, "attack:portscan": 20},
     }
-    assert verify(msgspec.json.encode(answer).decode(), WINDOW).startswith("20 of 120")
+    stored = verify(msgspec.json.encode(answer).decode(), WINDOW)
+    assert stored.startswith("20 of 120")
+    assert stored.endswith(
+        f"[evidence: IPs 10.1.2.3; attack:portscan=20, flows=120; events {'a' * 32}]"
+    )
