@@ -84,7 +84,7 @@ async def admin_view(request: Request) -> dict[str, Any]:
         view["users"] = await auth.users.all()
     ingestor = getattr(request.app.state, "ingestor", None)
     if ingestor is not None:
-        view["agents"] = await anyio.to_thread.run_sync(ingestor.registry.list)
+        view["agents"] = await anyio.to_thread.run_sync(ingestor.registry.agents)
     return view
 
 
