@@ -125,6 +125,7 @@ async def alert_action(request: Request) -> Response:
     alert_id = request.path_params["alert_id"]
     action = request.path_params["action"]
     if action not in ("ack", "resolve"):
+        log.info("alert action refused: unknown action %r on %r", action[:40], alert_id[:64])
         raise HTTPException(404, "No such action.")
     event_log = getattr(request.app.state, "event_log", None)
     reader = _reader(request)
@@ -136,8 +137,10 @@ async def alert_action(request: Request) -> Response:
     alerts = await anyio.to_thread.run_sync(load_alerts, reader, time.time(), branches)
     view = next((a for a in alerts if a.alert_id == alert_id), None)
     if view is None:
+        log.info("alert action refused: no alert %r visible to this user", alert_id[:64])
         raise HTTPException(404, "No such alert (or not in a branch you may see).")
     if view.state == "resolved":
+        log.info("alert action refused: %s is already resolved", alert_id)
         raise HTTPException(409, "This alert is already resolved.")
     principal = getattr(request.state, "principal", None)
     by = getattr(principal, "username", "") or "anonymous"

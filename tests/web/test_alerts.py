@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -75,10 +76,12 @@ async def test_acknowledge_then_resolve_appends_events(
     [("/alerts/nope/ack", 404), ("/alerts/x/delete", 404)],
 )
 async def test_bad_alert_actions_are_refused(
-    acting_client: httpx.AsyncClient, path: str, status: int
+    acting_client: httpx.AsyncClient, path: str, status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    response = await acting_client.post(path)
+    with caplog.at_level(logging.INFO, logger="web.alerts"):
+        response = await acting_client.post(path)
     assert response.status_code == status
+    assert "alert action refused" in caplog.text
 
 
 async def test_action_without_an_event_log_says_so(client: httpx.AsyncClient) -> None:
