@@ -87,7 +87,7 @@ class FlowTable:
 
         The common case (Ethernet, IPv4 without options or fragments, TCP or UDP) is decoded
         inline, saving a call and an 8-tuple per packet; ``decode`` handles everything else
-        and gives the same result for these frames (tests/agent/test_units.py checks it).
+        and gives the same result for these frames (tests/agent/test_flow_table.py checks it).
         """
         if (
             linktype == 1
@@ -97,6 +97,7 @@ class FlowTable:
             and data[14] == 0x45
             and not data[20] & 0x3F
             and not data[21]
+            and (data[16] or data[17] >= 20)  # total length covers the IP header
             and (data[23] == 17 or (data[23] == 6 and data[46] >= 0x50))
         ):
             end = 14 + ((data[16] << 8) | data[17])
