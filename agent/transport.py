@@ -32,7 +32,14 @@ from cryptography.fernet import Fernet, MultiFernet
 from agent import offline_zip
 from agent.spool import Spool, SpooledBatch
 from storage import wire
-from storage.events import AGENT_EVENT_TYPES, DetectionRaised, Event, GapReported, new_event_id
+from storage.events import (
+    AGENT_EVENT_TYPES,
+    AgentHeartbeat,
+    DetectionRaised,
+    Event,
+    GapReported,
+    new_event_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +150,8 @@ class AgentTransport:
         """Add one event to the current batch (``cursor``: source position after it)."""
         if not isinstance(event, AGENT_EVENT_TYPES):
             raise TypeError(f"agents may not send {type(event).__name__} events")
+        if isinstance(event, AgentHeartbeat):
+            event = self._with_spool_status(event)
         with self._lock:
             self._pending.append(event)
             if cursor is not None:
@@ -159,6 +168,14 @@ class AgentTransport:
             if self._due is None or due < self._due:
                 self._due = due
                 self._notify(self._wake)
+
+    def _with_spool_status(self, beat: AgentHeartbeat) -> AgentHeartbeat:
+        """Heartbeats carry the spool's state: only the transport knows it."""
+        entries = self.spool.entries()
+        lag = max(0.0, self.clock() - entries[0].created) if entries else 0.0
+        return msgspec.structs.replace(
+            beat, spool_batches=len(entries), spool_bytes=self.spool.total_bytes, lag_s=lag
+        )
 
     def flush(self) -> None:
         """Seal the current batch now (if it has events)."""

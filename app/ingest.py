@@ -31,7 +31,7 @@ from app.access import SecuredRoute, SecuredWebSocketRoute
 from app.settings import IngestSettings, Settings
 from storage import wire
 from storage.agents import AgentRecord, AgentRegistry
-from storage.dedup import DedupIndex
+from storage.dedup import ClaimOutcome, DedupIndex, writer_alive
 from storage.eventlog import EventLog
 from storage.events import AGENT_EVENT_TYPES, Event
 
@@ -94,8 +94,10 @@ class Ingestor:
         event_log: EventLog,
         registry: AgentRegistry,
         dedup: DedupIndex,
+        data_dir: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.data_dir = data_dir  # to settle claims of stopped replicas from the log
         self.event_log = event_log
         self.registry = registry
         self.dedup = dedup
@@ -211,6 +213,8 @@ class Ingestor:
         """Append a verified batch exactly once; blocking (call from a worker thread)."""
         last_id = batch.events[-1].id if batch.events else ""
         outcome = self.dedup.claim(agent_id, batch.boot_id, batch.seq, last_id, len(batch.events))
+        if outcome == "busy":
+            outcome = self._claim_from_dead_writer(agent_id, batch)
         if outcome == "duplicate":
             self.count("duplicates")
             return wire.Ack(boot_id=batch.boot_id, seq=batch.seq, duplicate=True)
@@ -238,6 +242,29 @@ class Ingestor:
         self.count("events", len(batch.events))
         self.count("batches")
         return wire.Ack(boot_id=batch.boot_id, seq=batch.seq, stored=len(batch.events))
+
+    def _claim_from_dead_writer(self, agent_id: str, batch: DecodedBatch) -> ClaimOutcome:
+        """A claim pending under a replica that is gone for good: settle it from the log, as
+        that replica's restart would, instead of refusing the batch forever."""
+        owner = self.dedup.owner(agent_id, batch.boot_id, batch.seq)
+        if self.data_dir is None or owner is None or owner[0] == self.dedup.writer:
+            return "busy"
+        writer, last_id = owner
+        if writer_alive(self.data_dir, writer):
+            return "busy"
+        if last_id and stored_event_ids(self.data_dir, {last_id}):
+            self.dedup.mark_done(agent_id, batch.boot_id, batch.seq)
+            return "duplicate"
+        if self.dedup.take_over(agent_id, batch.boot_id, batch.seq, writer):
+            log.warning(
+                "ingest: took over batch %s/%s/%d from stopped replica %r",
+                agent_id,
+                batch.boot_id,
+                batch.seq,
+                writer,
+            )
+            return "new"
+        return "busy"
 
     def process(self, session: AgentSession, raw: bytes) -> wire.Ack:
         """Decode and store one frame (blocking)."""
@@ -478,7 +505,7 @@ def open_ingestor(settings: Settings, event_log: EventLog) -> Ingestor:
     data_dir = Path(settings.store.data_dir)
     registry = AgentRegistry(data_dir, settings.server.secret_key)
     dedup = DedupIndex(data_dir, settings.server.replica)
-    ingestor = Ingestor(settings.ingest, event_log, registry, dedup)
+    ingestor = Ingestor(settings.ingest, event_log, registry, dedup, data_dir)
     ingestor.recover(lambda ids: stored_event_ids(data_dir, ids))
     return ingestor
 

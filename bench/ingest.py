@@ -273,6 +273,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=600_000)
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--window", type=int, default=8)
+    parser.add_argument(
+        "--server",
+        choices=["both", "ingest-only", "netmon-serve"],
+        default="both",
+        help="which server(s) to measure",
+    )
     parser.add_argument("--agent-child", nargs=7, help=argparse.SUPPRESS)
     parser.add_argument("--server-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -304,6 +310,8 @@ def main() -> None:
         ("netmon serve", True, 0.0, args.events),
         ("netmon serve", True, TARGET_RATE / 2, half_events),
     ]
+    if args.server != "both":
+        runs = [run for run in runs if run[0].replace(" ", "-") == args.server]
     results: list[tuple[str, float, list[float]]] = []
     with tqdm(total=len(runs) + 1, desc="bench ingest", unit="run", file=sys.stderr) as progress:
         base_rate, base_cpu = baseline(root, args.events, args.batch)

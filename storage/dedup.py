@@ -12,6 +12,10 @@ start, each writer resolves its own pending claims against the event log itself:
 last event is in the log the batch was stored (mark done), otherwise it was not (drop the claim,
 the agent sends it again). The log stays the source of truth; this index only remembers it.
 
+A claim left pending by a replica that is gone for good (its writer lock in the event log is
+free) is taken over by the replica that receives the batch again: it checks the log itself,
+exactly as a restart would (see ``app/ingest.py``).
+
 To stay small, claims of a boot that are done without holes are folded into a per-boot
 watermark ("everything up to seq N is stored").
 """
@@ -56,6 +60,7 @@ class DedupIndex:
     """The claim table of one writer (replica); thread-safe, one SQLite connection."""
 
     def __init__(self, data_dir: Path, writer: str, *, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+        self.writer = writer
         path = Path(data_dir) / DEDUP_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
@@ -128,6 +133,26 @@ class DedupIndex:
                 (agent_id, boot_id, seq),
             )
 
+    def owner(self, agent_id: str, boot_id: str, seq: int) -> tuple[str, str] | None:
+        """(writer, last event id) of a pending claim, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT writer, last_event_id FROM claims WHERE agent_id = ? AND boot_id = ?"
+                " AND seq = ? AND state = 'pending'",
+                (agent_id, boot_id, seq),
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def take_over(self, agent_id: str, boot_id: str, seq: int, dead_writer: str) -> bool:
+        """Make a dead writer's pending claim ours; False if someone else was faster."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE claims SET writer = ?, at = ? WHERE agent_id = ? AND boot_id = ?"
+                " AND seq = ? AND state = 'pending' AND writer = ?",
+                (self._writer, self._clock(), agent_id, boot_id, seq, dead_writer),
+            )
+        return cursor.rowcount == 1
+
     def pending(self) -> list[PendingClaim]:
         """This writer's claims left pending by a previous run."""
         with self._lock:
@@ -195,3 +220,22 @@ class DedupIndex:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+
+def writer_alive(data_dir: Path, writer: str) -> bool:
+    """True while some process holds the event-log lock of ``writer`` (read from /proc/locks,
+    without taking the lock, so a replica starting up is never refused its own name)."""
+    lock = Path(data_dir) / "events" / "_writers" / f"{writer}.lock"
+    try:
+        inode = lock.stat().st_ino
+    except FileNotFoundError:
+        return False  # that writer never wrote into this data dir
+    try:
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return True  # cannot tell: assume alive (the batch stays "busy")
+    for line in locks.splitlines():
+        fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <maj>:<min>:<inode> 0 EOF"
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+            return True
+    return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from agent.spool import Spool, SpooledBatch
 from agent.transport import full_jitter
@@ -139,3 +140,61 @@ def test_an_oversized_batch_is_split_not_refused(tmp_path: Path) -> None:
     assert all(entry.size < 21_000 for entry in entries)
     assert [entry.seq for entry in entries] == list(range(len(entries)))
     assert transport.resume_cursor() == 399
+
+
+def test_heartbeats_carry_the_spool_state(tmp_path: Path) -> None:
+    import zlib
+
+    from cryptography.fernet import Fernet
+
+    from agent.transport import AgentTransport, TransportConfig
+    from storage import wire
+    from storage.events import AgentHeartbeat
+    from tests.transport.conftest import make_flow
+
+    key = Fernet.generate_key().decode()
+    now = [5000.0]
+    transport = AgentTransport(
+        "a1",
+        "ws://127.0.0.1:9",
+        TransportConfig(key=key, spool_dir=str(tmp_path)),
+        clock=lambda: now[0],
+    )
+    transport.emit(make_flow("a1", 1))
+    transport.flush()
+    now[0] += 42.0
+    transport.emit(AgentHeartbeat(id="h", ts=now[0], branch="", agent_id="a1", boot_id="p"))
+    transport.flush()
+    newest = transport.spool.entries()[-1]
+    frame = wire.batch_frame_decoder.decode(transport.spool.read(newest).frame)  # type: ignore[union-attr]
+    body = wire.batch_body_decoder.decode(zlib.decompress(Fernet(key).decrypt(frame.token)))
+    beat = body.events[0]
+    assert isinstance(beat, AgentHeartbeat)
+    assert (beat.spool_batches, beat.lag_s) == (1, 42.0) and beat.spool_bytes > 0
+
+
+def _ingestor(tmp_path: Path, log: EventLog, writer: str) -> Ingestor:
+    return Ingestor(IngestSettings(), log, None, DedupIndex(tmp_path, writer), tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_stopped_replicas_pending_claim_is_settled_from_the_log(tmp_path: Path) -> None:
+    from app.ingest import DecodedBatch, FrameRejected
+
+    stored = [msgspec.structs.replace(make_flow("a1", 1), branch="b1")]
+    lost = [msgspec.structs.replace(make_flow("a1", 2), branch="b1")]
+    gone = DedupIndex(tmp_path, "r9")  # r9 claimed two batches, appended one, then died
+    gone.claim("a1", "b", 0, stored[-1].id, 1)
+    gone.claim("a1", "b", 1, lost[-1].id, 1)
+    with EventLog(tmp_path, "r9") as r9_log:
+        r9_log.append(stored)
+        with EventLog(tmp_path, "r1") as log:
+            ingestor = _ingestor(tmp_path, log, "r1")
+            with pytest.raises(FrameRejected, match="another connection"):  # r9 still runs
+                ingestor.store("a1", DecodedBatch("b", 1, lost))
+    with EventLog(tmp_path, "r1") as log:  # r9 is gone now
+        ingestor = _ingestor(tmp_path, log, "r1")
+        assert ingestor.store("a1", DecodedBatch("b", 0, stored)).duplicate
+        assert ingestor.store("a1", DecodedBatch("b", 1, lost)).stored == 1
+    from tests.transport.conftest import stored_events
+
+    assert sorted(e.id for e in stored_events(tmp_path)) == sorted([stored[0].id, lost[0].id])
