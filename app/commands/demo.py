@@ -27,6 +27,7 @@ DEMO_DIR = Path(".netmon-demo")
 DEMO_AGENT = "demo-agent"
 DEMO_BRANCH = "demo"
 PASSWORD = re.compile(r"one-time password:\s*\n\s*\n\s*(\S+)")
+RESET_PASSWORD = re.compile(r"password \(shown once\): (\S+)")
 # Short analysis windows so that the demo's alerts show within a minute or two.
 DEMO_SETTINGS = {
     "NETMON_ANALYSIS__WINDOW_S": "60",
@@ -46,6 +47,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--interval", type=float, default=10.0, help="seconds between rounds of demo traffic"
+    )
+    parser.add_argument(
+        "--new-password", action="store_true", help="give the admin a new one-time password"
     )
     parser.set_defaults(handler=run_demo)
 
@@ -135,17 +139,30 @@ def healthy(url: str) -> bool:
         return False
 
 
-def banner(url: str, server_log: Path, directory: Path) -> str:
+def new_admin_password(directory: Path, env: dict[str, str]) -> str:
+    """Reset the demo admin's password (``netmon users reset-password``); the new password."""
+    reset = subprocess.run(
+        netmon("users", "reset-password", "admin", "--generate"),
+        cwd=directory, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    found = RESET_PASSWORD.search(reset.stdout)
+    if reset.returncode != 0 or found is None:
+        raise RuntimeError(f"resetting the admin password failed: {reset.stderr.strip()}")
+    return found.group(1)
+
+
+def banner(url: str, server_output: str, directory: Path, password: str | None = None) -> str:
     """What the operator needs: the URL and, on first run, the admin's one-time password."""
-    found = PASSWORD.search(server_log.read_text(errors="replace"))
+    found = PASSWORD.search(server_output)
+    password = password or (found.group(1) if found else None)
     lines = ["", "netmon demo is running (Ctrl-C stops everything)", f"  dashboard: {url}/"]
     lines.append(f"  API docs:  {url}/docs     metrics: {url}/metrics")
-    if found:
-        lines += ["  login:     admin", "  one-time password:", "", f"    {found.group(1)}", ""]
+    if password:
+        lines += ["  login:     admin", "  one-time password:", "", f"    {password}", ""]
     else:
         lines.append(
-            "  login:     admin (password shown on the first run; new one with: "
-            "netmon users reset-password admin --generate, using the demo's settings)"
+            "  login:     admin (password shown on the first run; "
+            "`netmon demo --new-password` makes a new one)"
         )
     lines.append(f"  data and logs in {directory}")
     return "\n".join(lines)
@@ -168,6 +185,8 @@ def run_demo(args: argparse.Namespace) -> int:
     supervisor = Supervisor(directory, env)
     try:
         agent_config = write_agent_config(directory, env, args.port, args.live)
+        existing = (directory / "data" / "netmon.sqlite3").exists()
+        password = new_admin_password(directory, env) if args.new_password and existing else None
         server = supervisor.start("server", netmon("serve"))
         print(f"netmon demo: starting the server on {url} (log: {server.log_path})", flush=True)
         wait_for(lambda: healthy(url) or stopping.is_set(), 120, supervisor, "the server")
@@ -181,7 +200,7 @@ def run_demo(args: argparse.Namespace) -> int:
         supervisor.start("agent", agent_argv)
         supervisor.start("analyzer", netmon("analyze"))
         supervisor.start("archiver", netmon("archive", "run"))
-        print(banner(url, server.log_path, directory), flush=True)
+        print(banner(url, server.output(), directory, password), flush=True)
         while not stopping.wait(0.5):
             supervisor.check()
     except (ChildFailed, TimeoutError, RuntimeError) as error:

@@ -34,6 +34,16 @@ class Child:
     process: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes]
+    log_start: int = 0  # size of the log before this run: what follows is this run's output
+
+    def output(self) -> str:
+        """What the child has written to its log during this run."""
+        try:
+            with self.log_path.open("rb") as handle:
+                handle.seek(self.log_start)
+                return handle.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def tail(self, lines: int = 20) -> str:
         """The last lines of the child's log."""
@@ -58,6 +68,7 @@ class Supervisor:
         """Start ``argv`` with its output appended to logs/NAME.log."""
         self.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.logs / f"{name}.log"
+        log_start = log_path.stat().st_size if log_path.exists() else 0
         log_file = log_path.open("ab")
         process = subprocess.Popen(
             list(argv),
@@ -68,7 +79,7 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        child = Child(name, process, log_path, log_file)
+        child = Child(name, process, log_path, log_file, log_start)
         self.children.append(child)
         log.info("started %s (pid %d)", name, process.pid)
         return child

@@ -23,7 +23,7 @@ STARTED = re.compile(r"started (\w+) \(pid (\d+)\)")
 class Demo:
     """``netmon demo`` as a user runs it, with its console collected line by line."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *extra: str) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -31,7 +31,7 @@ class Demo:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NETMON_")}
         self.process = subprocess.Popen(
             [str(NETMON), "demo", "--dir", str(workdir / ".netmon-demo"),
-             "--port", str(self.port), "--interval", "3"],
+             "--port", str(self.port), "--interval", "3", *extra],
             cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.pump = threading.Thread(target=self._pump, daemon=True)
@@ -163,3 +163,28 @@ def test_demo_reports_a_taken_port_and_leaves_nothing_running(tmp_path: Path) ->
     assert result.returncode == 1, result.stdout + result.stderr
     assert "server exited with status" in result.stderr
     assert "address already in use" in result.stderr.lower()
+
+
+def token_status(demo: Demo, password: str) -> int:
+    form = {"grant_type": "password", "username": "admin", "password": password}
+    return httpx.post(demo.url + "/api/v1/auth/token", data=form, timeout=30).status_code
+
+
+def test_a_second_run_keeps_the_data_and_can_issue_a_new_admin_password(tmp_path: Path) -> None:
+    first = Demo(tmp_path)
+    try:
+        wait_until(first.answers, 120, "the first run's dashboard", interval=0.2)
+        old = wait_until(first.password, 30, f"the first password\n{first.console()}")
+        assert first.interrupt() == 0, first.console()
+    finally:
+        first.kill()
+    second = Demo(tmp_path, "--new-password")
+    try:
+        wait_until(second.answers, 120, "the second run's dashboard", interval=0.2)
+        new = wait_until(second.password, 30, f"the new password\n{second.console()}")
+        assert new != old
+        assert token_status(second, new) == 200
+        assert token_status(second, old) == 400  # the reset replaced it
+        assert second.interrupt() == 0, second.console()
+    finally:
+        second.kill()
