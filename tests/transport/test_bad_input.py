@@ -31,8 +31,10 @@ MAX_FRAME = 300_000
 class Env:
     """One server shared by this module, with three agents."""
 
-    def __init__(self, server: ServerProcess, keys: dict[str, str], root: Path) -> None:
-        self.server, self.keys, self.root = server, keys, root
+    def __init__(
+        self, server: ServerProcess, keys: dict[str, str], root: Path, registry: AgentRegistry
+    ) -> None:
+        self.server, self.keys, self.root, self.registry = server, keys, root, registry
 
     def stored(self) -> int:
         return len(stored_events(self.server.data_dir))
@@ -57,7 +59,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         max_archive_bytes=2_000_000,
     )
     server.start()
-    yield Env(server, keys, root)
+    yield Env(server, keys, root, registry)
     server.stop()
 
 
@@ -167,6 +169,22 @@ async def test_silent_client_is_closed_after_the_handshake_timeout(env: Env) -> 
     with pytest.raises(ConnectionClosed) as closed:
         await asyncio.wait_for(ws.recv(), 10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == wire.CLOSE_HANDSHAKE_TIMEOUT
+
+
+async def test_rotation_accepts_both_keys_until_finished(env: Env) -> None:
+    old = env.registry.add("rot", "b1")
+    new = env.registry.rotate("rot")
+    for key in (old, new):
+        ws, _ = await open_agent(env, "rot", key)
+        assert isinstance(wire.server_message_decoder.decode(await ws.recv()), wire.Welcome)
+        await ws.close()
+    env.registry.retire_old_keys("rot")
+    ws, _ = await open_agent(env, "rot", old)
+    error, closed = await refusal(ws)
+    assert (error.code, closed) == ("auth_failed", wire.CLOSE_AUTH_FAILED)
+    ws, _ = await open_agent(env, "rot", new)
+    assert isinstance(wire.server_message_decoder.decode(await ws.recv()), wire.Welcome)
+    await ws.close()
 
 
 # --- frames ------------------------------------------------------------------------------------
