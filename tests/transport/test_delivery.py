@@ -320,3 +320,23 @@ async def test_replicas_sharing_a_data_dir_store_a_batch_once(make_server, regis
     assert [ack.duplicate for ack in acks[second.url]] == [True] * 10
     counts = flow_counts(first.data_dir)
     assert len(counts) == 1000 and set(counts.values()) == {1}
+
+
+async def test_a_refused_batch_is_set_aside_and_the_rest_delivered(make_server, registry, tmp_path):
+    key = registry.add("a1", "b1")
+    server = make_server().start()
+    transport = transport_for(server.url, key, tmp_path / "spool", batch_max_events=10)
+    emit_range(transport, 0, 10)
+    for index in range(10, 20):  # a batch claiming another agent's events: refused for good
+        transport.emit(make_flow("a2", index))
+    emit_range(transport, 20, 30)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(transport.run(stop))
+    assert await transport.drain(30)
+    stop.set()
+    await runner
+    assert transport.stats.rejected == 1
+    assert sorted(flow_counts(server.data_dir)) == list(range(10)) + list(range(20, 30))
+    rejected = sorted(path.name for path in (tmp_path / "spool" / "rejected").iterdir())
+    assert len(rejected) == 2 and rejected[1].endswith(".reason")
+    assert "agent_id_mismatch" in (tmp_path / "spool" / "rejected" / rejected[1]).read_text()
