@@ -113,6 +113,8 @@ def write_agent_config(directory: Path, env: dict[str, str], port: int, live: st
         f'branch = "{DEMO_BRANCH}"\n'
         f'server_url = "ws://127.0.0.1:{port}"\n'
         f'interface = "{live or "lo"}"\n'
+        # Live: leave out the agent's own uploads to the demo server.
+        f'bpf_filter = "{f"not tcp port {port}" if live else ""}"\n'
         "idle_timeout = 15.0\n"
         "heartbeat_interval = 10.0\n"
         "\n[[threat_lists]]\n"
