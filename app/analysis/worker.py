@@ -15,6 +15,7 @@ a model thinks; closed windows wait in the checkpoint's ``pending`` list until s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -102,6 +103,8 @@ class AnalysisWorker:
             clock,
         )
         data_dir = settings.data_dir
+        self.checkpoint_path = data_dir / "analysis" / f"{self.a.writer}.checkpoint.json"
+        checkpoint = load_checkpoint(self.checkpoint_path)  # before taking the writer's lock
         self.reader = EventLogReader(data_dir)
         self.writer = EventLog(
             data_dir,
@@ -109,12 +112,10 @@ class AnalysisWorker:
             durability=settings.store.durability,
             segment_max_bytes=settings.store.segment_max_bytes,
         )
-        self.checkpoint_path = data_dir / "analysis" / f"{self.a.writer}.checkpoint.json"
         self.stats = WorkerStats()
         self._own_segment = re.compile(re.escape(self.a.writer) + r"-\d+\.jsonl")
         self.windows = WindowAggregator(self.a.window_s, self.a.window_grace_s, self.a.top_n)
         self.alerts = AlertEngine(self.a)
-        checkpoint = load_checkpoint(self.checkpoint_path)
         self.position = checkpoint.position
         self.windows.restore(checkpoint.windows)
         self.alerts.state = checkpoint.alerts
@@ -174,8 +175,10 @@ class AnalysisWorker:
                     waiters[0].cancel()
         finally:
             for task in self._summaries.values():
-                task.cancel()
+                task.cancel()  # their windows stay pending in the checkpoint
             if self.notifier is not None:
+                with contextlib.suppress(TimeoutError):
+                    await self.notifier.drain(5.0)  # give queued notifications a chance
                 await self.notifier.close()
             self.writer.close()
 
