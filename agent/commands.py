@@ -72,6 +72,7 @@ def _writer(target: str) -> tuple[IO[bytes], Callable[[Any], None]]:
 
 
 def _run(args: argparse.Namespace, source: Any, config: Any, stop: Any = None) -> int:
+    from agent.config import AgentConfigError
     from agent.pipeline import run_pipeline
 
     stream, emit = _writer(args.output)
@@ -79,6 +80,9 @@ def _run(args: argparse.Namespace, source: Any, config: Any, stop: Any = None) -
         stats = run_pipeline(source, config, emit, stop=stop)
     except BrokenPipeError:
         return 0
+    except AgentConfigError as error:  # e.g. a domain list file that cannot be read
+        log.error("%s", error)
+        return 2
     finally:
         with contextlib.suppress(BrokenPipeError):
             stream.flush()

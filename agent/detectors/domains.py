@@ -15,7 +15,7 @@ from pathlib import Path
 
 import idna
 
-from agent.config import DomainPolicy
+from agent.config import AgentConfigError, DomainPolicy
 from agent.detectors import Detector
 from agent.flowrecord import Flow
 from storage.events import Detection
@@ -23,8 +23,8 @@ from storage.events import Detection
 log = logging.getLogger(__name__)
 
 
-class DomainListError(Exception):
-    """A domain list file cannot be used."""
+class DomainListError(AgentConfigError):
+    """A domain list file named in the configuration cannot be used."""
 
 
 def normalise(name: str) -> str:

@@ -153,3 +153,13 @@ def test_realtime_paces_frames_as_captured() -> None:
     started = time.monotonic()
     frames = [f for f in FileSource(DATA_DIR / "agent_ipv6.pcap", realtime=True) if f]
     assert time.monotonic() - started >= frames[-1][0] - frames[0][0]
+
+
+def test_missing_domain_list_fails_clearly(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[domains]\ndenied_files = ["{tmp_path / "nope.txt"}"]\n')
+    result = run_netmon(
+        "agent", "replay", str(DATA_DIR / "agent_sll.pcap"), "--config", str(config)
+    )
+    assert result.returncode == 2
+    assert b"cannot read domain list" in result.stderr and b"Traceback" not in result.stderr
