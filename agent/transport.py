@@ -62,6 +62,7 @@ class TransportConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
     handshake_timeout_s: float = 10.0
+    ack_timeout_s: float = 60.0  # a batch unacknowledged this long: reconnect and resend
     offline_archives: bool = True
     zlib_level: int = 1
     hour_check_s: float = 1.0  # how often the hourly-archive clock is looked at
@@ -395,13 +396,23 @@ class AgentTransport:
                 await ws.send(batch.frame)
 
     async def _receiver(self, ws) -> None:  # type: ignore[no-untyped-def]
-        async for raw in ws:
+        while True:
+            try:
+                # Cancelling recv() loses nothing (websockets docs); it lets us notice a
+                # server that keeps the connection (and its pings) alive but stopped acking.
+                raw = await asyncio.wait_for(ws.recv(), 1.0)
+            except TimeoutError:
+                oldest = min(self._inflight.values(), default=None)
+                if oldest is not None and time.monotonic() - oldest > self.config.ack_timeout_s:
+                    raise ConnectionError(
+                        f"no acknowledgement within {self.config.ack_timeout_s} s"
+                    ) from None
+                continue
             message = wire.server_message_decoder.decode(raw)
             if isinstance(message, wire.Ack):
                 self._on_ack(message)
             elif isinstance(message, wire.Error):
                 self._on_error(message)
-        raise ConnectionError("server closed the connection")
 
     def _on_ack(self, ack: wire.Ack) -> None:
         sent = self._inflight.pop((ack.boot_id, ack.seq), None)
