@@ -98,6 +98,12 @@ _CIC: dict[str, tuple[str, float]] = {
     "bwd_packet_length_min": ("bwd_pkt_len_min", 1),
     "bwd_packet_length_mean": ("bwd_pkt_len_mean", 1),
     "bwd_packet_length_std": ("bwd_pkt_len_std", 1),
+    # the Python cicflowmeter package's short names
+    **{
+        f"{d}_pkt_len_{s}": (f"{d}_pkt_len_{s}", 1)
+        for d in ("fwd", "bwd")
+        for s in ("max", "min", "mean", "std")
+    },
     "flow_bytes_s": ("bytes_per_s", 1),
     "flow_byts_s": ("bytes_per_s", 1),
     "flow_packets_s": ("packets_per_s", 1),

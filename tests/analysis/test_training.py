@@ -103,10 +103,24 @@ def test_train_from_our_jsonl_saves_model_and_held_out_evaluation(
     assert right / len(items) > 0.95
 
 
+PY_CIC_HEADER = [
+    "flow_duration",
+    "tot_fwd_pkts",
+    "tot_bwd_pkts",
+    "fwd_pkt_len_max",
+    "flow_byts_s",
+    "flow_iat_mean",
+    "syn_flag_cnt",
+    "rst_flag_cnt",
+    "protocol",
+    "label",
+]
+
+
 @pytest.mark.parametrize(
     ("header", "micro"),
-    [(CIC_HEADER, True), (NTL_HEADER, False)],
-    ids=["cicflowmeter", "ntlflowlyzer"],
+    [(CIC_HEADER, True), (PY_CIC_HEADER, True), (NTL_HEADER, False)],
+    ids=["cicflowmeter", "cicflowmeter-python", "ntlflowlyzer"],
 )
 def test_train_from_flow_meter_csv_layouts(
     labelled_flows: list[LabelledFlow], tmp_path: Path, header: list[str], micro: bool
