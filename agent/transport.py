@@ -59,8 +59,8 @@ class TransportConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     max_frame_bytes: int = 4 * 1024 * 1024  # larger batches are split (server default: 8 MiB)
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
-    ping_interval_s: float = 20.0
-    ping_timeout_s: float = 20.0
+    ping_interval_s: float | None = 20.0  # None: no keepalive pings
+    ping_timeout_s: float | None = 20.0
     handshake_timeout_s: float = 10.0
     ack_timeout_s: float = 60.0  # a batch unacknowledged this long: reconnect and resend
     offline_archives: bool = True

@@ -340,3 +340,42 @@ async def test_a_refused_batch_is_set_aside_and_the_rest_delivered(make_server, 
     rejected = sorted(path.name for path in (tmp_path / "spool" / "rejected").iterdir())
     assert len(rejected) == 2 and rejected[1].endswith(".reason")
     assert "agent_id_mismatch" in (tmp_path / "spool" / "rejected" / rejected[1]).read_text()
+
+
+async def test_a_stalled_server_is_left_and_nothing_is_lost_or_doubled(
+    make_server, registry, tmp_path
+):
+    """SIGSTOP: the TCP connection stays up but nothing answers; pings are off, so only the
+    acknowledgement timeout can notice. After SIGCONT everything is stored exactly once."""
+    import signal
+
+    key = registry.add("a1", "b1")
+    server = make_server().start()
+    transport = transport_for(
+        server.url,
+        key,
+        tmp_path / "spool",
+        batch_max_events=200,
+        ack_timeout_s=1.0,
+        ping_interval_s=None,
+        handshake_timeout_s=2.0,
+    )
+    stop = asyncio.Event()
+    runner = asyncio.create_task(transport.run(stop))
+    emit_range(transport, 0, 2000)
+    await poll(lambda: transport.stats.events_acked > 0, 30, "first acknowledgements")
+    assert server.process is not None
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        emit_range(transport, 2000, 4000)
+        transport.flush()
+        await poll(
+            lambda: not transport.connected, 30, "the agent to give up on the stalled server"
+        )
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    assert await transport.drain(60)
+    stop.set()
+    await runner
+    counts = flow_counts(server.data_dir)
+    assert sorted(counts) == list(range(4000)) and set(counts.values()) == {1}
