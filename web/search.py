@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import heapq
 import io
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from web.query import EventQuery, QueryError, Searchable, detection_kinds
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
+EXPORT_SORT_ROWS = 100_000
 SPAN_HOURS = (1, 6)  # indexed page searches read the last hour, then 6 h, then the day
 CSV_COLUMNS = (
     "id", "time_utc", "ts", "type", "branch", "agent_id", "src_ip", "src_port", "dst_ip",
@@ -217,11 +219,26 @@ def search_page(
 
 
 def search_all(
-    source: EventSource, query: EventQuery, branches: Sequence[str] | None
+    source: EventSource,
+    query: EventQuery,
+    branches: Sequence[str] | None,
+    sort_limit: int = EXPORT_SORT_ROWS,
 ) -> Iterator[Row]:
-    """Every match, newest date first (for exports; rows within a date sorted too)."""
+    """Every match, newest date first (for exports).
+
+    Within a date rows come newest first when the date has at most ``sort_limit`` matches;
+    past that they stream in storage order, so an export of everything never holds a whole
+    busy day in memory.
+    """
     for day in query.dates():
-        yield from sorted(_scan_day(source, query, branches, day, None), key=_order, reverse=True)
+        matches = _scan_day(source, query, branches, day, None)
+        head = list(itertools.islice(matches, sort_limit + 1))
+        if len(head) <= sort_limit:
+            yield from sorted(head, key=_order, reverse=True)
+            continue
+        log.info("export: more than %d matches on %s, streamed in storage order", sort_limit, day)
+        yield from head
+        yield from matches
 
 
 def _order(row: Row) -> tuple[float, str]:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.web.flows import SSH, XSS_DOMAIN, flow, ssh_detection, store
 from web.query import parse_query
-from web.search import search_page, store_source
+from web.search import search_all, search_page, store_source
 
 NOW = time.time()
 
@@ -176,3 +176,12 @@ async def test_export_with_a_bad_query_is_refused(client: httpx.AsyncClient) -> 
     )
     assert response.status_code == 400
     assert "proto:nope" in response.json()["detail"]
+
+
+def test_a_huge_export_day_streams_in_storage_order(data_dir: Path) -> None:
+    events = [flow(NOW - 100 + i, src="10.3.3.3") for i in range(12)]  # stored oldest first
+    store(data_dir, events)
+    source = store_source(data_dir)
+    assert source is not None
+    rows = list(search_all(source, parse_query("10.3.3.3", NOW), None, sort_limit=5))
+    assert [row.id for row in rows] == [e.id for e in events]  # all of them, none twice
