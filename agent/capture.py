@@ -20,7 +20,7 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -136,25 +136,16 @@ class FileSource:
         return self._read_pcap()
 
     def _read_pcap(self) -> Iterator[Frame]:
-        handle = self.path.open("rb", buffering=0)
-        try:
+        """Records of a classic pcap; the file is opened on the first ``next``, always closed."""
+        with self.path.open("rb", buffering=0) as handle:
             header = handle.read(24)
             if len(header) < 24:
                 raise CaptureError(f"{self.path}: pcap header is truncated", EXIT_DATAERR)
-        except BaseException:
-            handle.close()
-            raise
-        endian, resolution = PCAP_MAGICS[header[:4]]
-        linktype = struct.unpack_from(endian + "I", header, 20)[0] & 0x0FFFFFFF
-        return self._records(handle, endian, resolution, linktype)
-
-    def _records(
-        self, handle: BinaryIO, endian: str, resolution: float, linktype: int
-    ) -> Iterator[Frame]:
-        unpack = struct.Struct(endian + "IIII").unpack_from
-        buf = b""
-        pos = 0
-        with handle:
+            endian, resolution = PCAP_MAGICS[header[:4]]
+            linktype = struct.unpack_from(endian + "I", header, 20)[0] & 0x0FFFFFFF
+            unpack = struct.Struct(endian + "IIII").unpack_from
+            buf = b""
+            pos = 0
             while True:
                 chunk = handle.read(_CHUNK)
                 if not chunk:
@@ -180,17 +171,23 @@ class FileSource:
             )
 
     def _read_pcapng(self) -> Iterator[Frame]:
+        from scapy.error import Scapy_Exception
         from scapy.utils import RawPcapNgReader
 
-        reader = RawPcapNgReader(str(self.path))
-        try:
-            for data, meta in reader:
-                # scapy types the metadata as the classic reader's; pcapng's has these fields
-                ng: Any = meta
-                ts = ((ng.tshigh << 32) | ng.tslow) / ng.tsresol
-                yield (ts, data, ng.wirelen or len(data), ng.linktype)
-        finally:
-            reader.close()
+        # scapy's own errors on a damaged file become CaptureError (found by tests/fuzz)
+        damaged = (Scapy_Exception, EOFError, struct.error, ValueError, ZeroDivisionError)
+        with self.path.open("rb") as handle:  # ours: scapy leaks its own when it raises
+            try:
+                reader = RawPcapNgReader(handle)
+                for data, meta in reader:
+                    # scapy types the metadata as the classic reader's; pcapng's has these fields
+                    ng: Any = meta
+                    ts = ((ng.tshigh << 32) | ng.tslow) / ng.tsresol
+                    yield (ts, data, ng.wirelen or len(data), ng.linktype)
+            except damaged as error:
+                raise CaptureError(
+                    f"{self.path}: damaged pcapng file: {error}", EXIT_DATAERR
+                ) from None
 
     def _with_progress(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         from tqdm import tqdm
