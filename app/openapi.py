@@ -93,13 +93,16 @@ class UserList(msgspec.Struct):
     users: list[UserOut]
 
 
-class UserCreated(msgspec.Struct):
+class UserCreated(UserOut):
     """The new user; ``password`` only when the server generated it (shown once)."""
 
-    id: int
-    username: str
-    role: str
-    branches: list[str]
+    password: str | None = None
+
+
+class PasswordResetAnswer(msgspec.Struct):
+    """``password`` only when the server generated it (shown once)."""
+
+    status: Literal["reset"]
     password: str | None = None
 
 
@@ -109,17 +112,27 @@ class PasswordChanged(msgspec.Struct):
 
 
 class AuditList(msgspec.Struct):
-    """Audit records, newest first, with the cursor of the next page."""
+    """Audit records in sequence order, and the ``after`` cursor of the next page."""
 
     records: list[dict[str, Any]]
-    next: int | None = None
+    next_after: int | None
 
 
 class ProjectionAnswer(msgspec.Struct):
-    """Summary/top/agents answers: the replica, the events it has applied, and the figures."""
+    """Summary and top answers: the replica, the events it has applied, the branches, the
+    figures (per-minute and per-hour series, or top lists; see docs/replicas.md)."""
 
     replica: str
     events: int
+    branches: list[str]
+
+
+class AgentsAnswer(msgspec.Struct):
+    """Every agent the caller may see: last seen, events/s, spool backlog, lag, connected."""
+
+    replica: str
+    events: int
+    agents: list[dict[str, Any]]
 
 
 class ArchiveList(msgspec.Struct):
@@ -194,13 +207,22 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("/api/v1/users/{user_id}", "DELETE"): Op("Delete a user", status=204),
     ("/api/v1/users/{user_id}/password", "POST"): Op(
         "Reset a user's password (generated when absent, shown once)",
-        UserCreated,
+        PasswordResetAnswer,
         body=("application/json", PasswordReset),
     ),
     ("/api/v1/audit", "GET"): Op(
-        "The audit trail, newest first",
+        "The audit trail, in sequence order",
         AuditList,
-        query=(("limit", "records per page"), ("before", "cursor from the previous page")),
+        query=(
+            ("actor", "only records of this actor"),
+            ("action", "only this action, e.g. user.created"),
+            ("target", "only records about this target"),
+            ("outcome", "only this outcome"),
+            ("since", "UNIX time, inclusive"),
+            ("until", "UNIX time, exclusive"),
+            ("after", "next_after of the previous page"),
+            ("limit", "records per page"),
+        ),
     ),
     ("/api/v1/ingest/archive", "POST"): Op(
         "Upload an agent's offline archive (hourly ZIP of sealed batches)",
@@ -216,7 +238,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         query=(BRANCH, ("hours", "1-168, default 24"), ("k", "entries per list")),
     ),
     ("/api/v1/summary/agents", "GET"): Op(
-        "Agents: last seen, connected, spool backlog", ProjectionAnswer, query=(BRANCH,)
+        "Agents: last seen, connected, spool backlog", AgentsAnswer, query=(BRANCH,)
     ),
     ("/api/v1/archives", "GET"): Op("Archives the caller may see", ArchiveList, query=(BRANCH,)),
     ("/api/v1/archives/{name}", "GET"): Op(
@@ -376,8 +398,8 @@ async def docs_page(request: Request) -> HTMLResponse:
     assets = request.app.state.assets
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Netmon API</title>'
-        f'{assets.stylesheet("swagger-ui.css")}{assets.script("swagger-ui.js")}'
-        f"<script>{DOCS_INIT}</script></head><body><div id=\"api\"></div></body></html>"
+        f"{assets.stylesheet('swagger-ui.css')}{assets.script('swagger-ui.js')}"
+        f'<script>{DOCS_INIT}</script></head><body><div id="api"></div></body></html>'
     )
     headers = {"Content-Security-Policy": DOCS_CSP, "X-Content-Type-Options": "nosniff"}
     return HTMLResponse(page, headers=headers)
