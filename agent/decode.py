@@ -139,7 +139,8 @@ def _ipv4(data: bytes, off: int, n: int, vlan: int) -> Decoded | None:
         frag_id = data[off + 4 : off + 6] + data[off + 12 : off + 20] + _PREFIX[proto][:1]
         if frag_field & 0x1FFF:
             key = _prefix(proto, vlan) + data[off + 12 : off + 20] + _ZERO_PORTS
-            return (key, 0, 0, 0, l4, end - l4, FRAG_LATER, frag_id)
+            # lengths never negative: a frame cut inside the header (found by tests/fuzz)
+            return (key, 0, 0, 0, l4, end - l4 if end > l4 else 0, FRAG_LATER, frag_id)
         frag = FRAG_FIRST
     if proto == 6:
         if n < l4 + 20:
@@ -174,9 +175,10 @@ def _ipv4(data: bytes, off: int, n: int, vlan: int) -> Decoded | None:
         if n < l4 + 4:
             return None
         key = _prefix(proto, vlan) + data[off + 12 : off + 20] + _ZERO_PORTS
-        return (key, 0, 0, (data[l4] << 8) | data[l4 + 1], l4 + 4, end - l4 - 4, frag, frag_id)
+        plen = end - l4 - 4 if end > l4 + 4 else 0
+        return (key, 0, 0, (data[l4] << 8) | data[l4 + 1], l4 + 4, plen, frag, frag_id)
     key = _prefix(proto, vlan) + data[off + 12 : off + 20] + _ZERO_PORTS
-    return (key, 0, 0, 0, l4, end - l4, frag, frag_id)
+    return (key, 0, 0, 0, l4, end - l4 if end > l4 else 0, frag, frag_id)
 
 
 def _ipv6(data: bytes, off: int, n: int, vlan: int) -> Decoded | None:
@@ -198,7 +200,8 @@ def _ipv6(data: bytes, off: int, n: int, vlan: int) -> Decoded | None:
             frag_id = ident.to_bytes(4, "big") + data[off + 8 : off + 40] + bytes((next_proto,))
             if offset_flags & 0xFFF8:
                 key = _prefix(next_proto, vlan) + data[off + 8 : off + 40] + _ZERO_PORTS
-                return (key, 0, 0, 0, l4 + 8, end - l4 - 8, FRAG_LATER, frag_id)
+                plen = end - l4 - 8 if end > l4 + 8 else 0
+                return (key, 0, 0, 0, l4 + 8, plen, FRAG_LATER, frag_id)
             if offset_flags & 1:
                 frag = FRAG_FIRST
             proto = next_proto
@@ -234,6 +237,7 @@ def _ipv6(data: bytes, off: int, n: int, vlan: int) -> Decoded | None:
         if n < l4 + 4:
             return None
         key = _prefix(proto, vlan) + data[off + 8 : off + 40] + _ZERO_PORTS
-        return (key, 0, 0, (data[l4] << 8) | data[l4 + 1], l4 + 4, end - l4 - 4, frag, frag_id)
+        plen = end - l4 - 4 if end > l4 + 4 else 0
+        return (key, 0, 0, (data[l4] << 8) | data[l4 + 1], l4 + 4, plen, frag, frag_id)
     key = _prefix(proto, vlan) + data[off + 8 : off + 40] + _ZERO_PORTS
     return (key, 0, 0, 0, l4, end - l4 if end > l4 else 0, frag, frag_id)
