@@ -25,7 +25,8 @@ RUN /opt/netmon/bin/pip install --no-deps .
 FROM node:20-bookworm-slim AS web-build
 WORKDIR /web
 COPY web/package.json web/package-lock.json ./
-RUN npm ci --no-audit --no-fund --omit=dev
+# --ignore-scripts: only dist files are needed; no install script (e.g. telemetry) may run.
+RUN npm ci --no-audit --no-fund --omit=dev --ignore-scripts
 
 # --- 3. Runtime: no compilers, no npm, an unprivileged user ---------------------------------
 FROM python:3.11-slim-bookworm AS runtime

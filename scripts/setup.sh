@@ -37,7 +37,7 @@ fi
 if [[ -f web/package.json ]]; then
   if [[ ! -d web/node_modules || web/package-lock.json -nt web/node_modules ]]; then
     echo "setup: installing pinned front-end files (npm ci)"
-    (cd web && npm ci --no-audit --no-fund --silent)
+    (cd web && npm ci --no-audit --no-fund --silent --ignore-scripts)
   fi
 fi
 echo "setup: ready"
