@@ -15,6 +15,8 @@ Close codes are listed here and in docs/transport.md.
 
 from __future__ import annotations
 
+from typing import Any, Generic, TypeVar
+
 import msgspec
 
 from storage.events import AgentHeartbeat, DetectionRaised, FlowObserved, GapReported
@@ -117,13 +119,32 @@ class Error(Message, tag="error"):
 ServerMessage = Challenge | Welcome | Ack | Error
 AgentMessage = Hello | BatchFrame
 
+T = TypeVar("T")
+
+
+class Decoder(Generic[T]):
+    """A msgspec decoder whose every failure is a ``msgspec.DecodeError``: msgspec raises a bare
+    UnicodeDecodeError for invalid UTF-8 in a string, which the callers' ``except DecodeError``
+    missed (a frame or hello with such a string killed the connection; found by tests/fuzz)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def decode(self, data: bytes) -> T:
+        try:
+            result: T = self._inner.decode(data)
+        except UnicodeDecodeError as error:
+            raise msgspec.DecodeError(f"invalid UTF-8 in a string: {error}") from None
+        return result
+
+
 # Created once and reused.
 encoder = msgspec.msgpack.Encoder()
-server_message_decoder = msgspec.msgpack.Decoder(ServerMessage)
-agent_message_decoder = msgspec.msgpack.Decoder(AgentMessage)
-hello_proof_decoder = msgspec.msgpack.Decoder(HelloProof)
-batch_body_decoder = msgspec.msgpack.Decoder(BatchBody)
-batch_frame_decoder = msgspec.msgpack.Decoder(BatchFrame)
+server_message_decoder: Decoder[ServerMessage] = Decoder(msgspec.msgpack.Decoder(ServerMessage))
+agent_message_decoder: Decoder[AgentMessage] = Decoder(msgspec.msgpack.Decoder(AgentMessage))
+hello_proof_decoder: Decoder[HelloProof] = Decoder(msgspec.msgpack.Decoder(HelloProof))
+batch_body_decoder: Decoder[BatchBody] = Decoder(msgspec.msgpack.Decoder(BatchBody))
+batch_frame_decoder: Decoder[BatchFrame] = Decoder(msgspec.msgpack.Decoder(BatchFrame))
 
 
 def encode(message: msgspec.Struct) -> bytes:
@@ -175,8 +196,8 @@ class ArchiveResult(msgspec.Struct, frozen=True, kw_only=True):
     events_stored: int
 
 
-manifest_decoder = msgspec.json.Decoder(ArchiveManifest)
-archive_result_decoder = msgspec.json.Decoder(ArchiveResult)
+manifest_decoder: Decoder[ArchiveManifest] = Decoder(msgspec.json.Decoder(ArchiveManifest))
+archive_result_decoder: Decoder[ArchiveResult] = Decoder(msgspec.json.Decoder(ArchiveResult))
 
 
 def seq_ranges(numbers: list[tuple[str, int]]) -> list[SeqRange]:

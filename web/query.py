@@ -161,7 +161,7 @@ def _terms(text: str) -> Iterator[tuple[str, str]]:
 
 
 def _guess_key(word: str) -> str:
-    if word.isdigit():
+    if word.isascii() and word.isdigit():  # "²".isdigit() is True but int("²") fails
         return "port"
     try:
         ipaddress.ip_network(word, strict=False)
@@ -182,11 +182,11 @@ def _parse_value(key: str, value: str) -> Any:
         except ValueError:
             raise QueryError(f"{key}:{value} is not an IP address or CIDR block") from None
     if key == "port":
-        if not value.isdigit() or not 0 <= int(value) <= 65535:
+        if not (value.isascii() and value.isdigit()) or not 0 <= int(value) <= 65535:
             raise QueryError(f"port:{value} is not a port number (0-65535)")
         return int(value)
     if key == "proto":
-        if value.isdigit() and int(value) < 256:
+        if value.isascii() and value.isdigit() and int(value) < 256:
             return int(value)
         if value.lower() not in PROTOCOL_NUMBERS:
             raise QueryError(f"proto:{value}: use tcp, udp, icmp, icmpv6, sctp or a number")
@@ -218,9 +218,12 @@ def _parse_time(value: str, *, end_of_day: bool) -> float:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    if end_of_day and len(value) == 10:  # a bare date: up to the end of that day
-        parsed += dt.timedelta(days=1)
-    return parsed.timestamp()
+    try:
+        if end_of_day and len(value) == 10:  # a bare date: up to the end of that day
+            parsed += dt.timedelta(days=1)
+        return parsed.timestamp()
+    except (OverflowError, ValueError):  # 9999-12-31 + 1 day (found by tests/fuzz)
+        raise QueryError(f"{value!r} is out of the supported date range") from None
 
 
 def _ip_in(address: str, networks: Sequence[Network]) -> bool:

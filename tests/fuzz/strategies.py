@@ -1,0 +1,88 @@
+"""Hypothesis strategies shared by the fuzz targets: arbitrary msgpack-able values, and real
+agent events turned into dicts then mutated field by field."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from hypothesis import strategies as st
+
+from storage.events import Detection, DetectionRaised, FlowObserved, new_event_id
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),  # what msgpack can carry
+    st.floats(),  # NaN and infinities included
+    st.text(max_size=20),
+    st.binary(max_size=20),
+    st.sampled_from(["hq", "", "../x", "FlowObserved", "critical", "\x00", "a" * 300]),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+def flow_dict(agent: str) -> dict[str, Any]:
+    now = time.time()
+    flow = FlowObserved(
+        id=new_event_id(now),
+        ts=now,
+        branch="",
+        agent_id=agent,
+        first_seen=now - 1,
+        last_seen=now,
+        src_ip="10.0.0.1",
+        src_port=1234,
+        dst_ip="192.0.2.1",
+        dst_port=443,
+        protocol=6,
+        src2dst_packets=1,
+        src2dst_bytes=60,
+        dst2src_packets=1,
+        dst2src_bytes=60,
+        domain="example.com",
+    )
+    return {"type": "FlowObserved", **msgspec.to_builtins(flow)}
+
+
+def detection_dict(agent: str) -> dict[str, Any]:
+    now = time.time()
+    event = DetectionRaised(
+        id=new_event_id(now),
+        ts=now,
+        branch="",
+        agent_id=agent,
+        flow_id=new_event_id(now),
+        src_ip="10.0.0.5",
+        src_port=1,
+        dst_ip="203.0.113.9",
+        dst_port=23,
+        protocol=6,
+        detection=Detection(
+            kind="critical_port", detail="Telnet", severity="critical", rule="telnet"
+        ),
+    )
+    return {"type": "DetectionRaised", **msgspec.to_builtins(event)}
+
+
+@st.composite
+def mutated_event(draw: st.DrawFn, agent: str) -> dict[str, Any]:
+    """A real event as a dict with some fields replaced, removed or added."""
+    event = draw(st.sampled_from([flow_dict, detection_dict]))(agent)
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(st.sampled_from(sorted(event)) | st.text(max_size=6))
+        action = draw(st.sampled_from(["replace", "delete", "number"]))
+        if action == "delete":
+            event.pop(key, None)
+        elif action == "number":
+            event[key] = draw(st.floats() | st.integers(-(2**63), 2**64 - 1))
+        else:
+            event[key] = draw(VALUES)
+    return event

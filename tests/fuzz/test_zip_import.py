@@ -1,0 +1,101 @@
+"""Fuzz the offline-archive importer (app/zip_import.py ``open_archive``): a real hourly ZIP
+made by the agent's own code (agent/offline_zip.py), then damaged at random — bytes flipped,
+cut short, spliced — and arbitrary bytes. The importer answers with the batches or an
+``ArchiveRejected`` (a coded 4xx and a log line), never another exception."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent import offline_zip
+from agent.transport import AgentTransport, TransportConfig
+from app.zip_import import ArchiveRejected, open_archive
+from tests.fuzz.budget import fuzz
+from tests.fuzz.conftest import Rig
+from tests.fuzz.strategies import flow_dict
+
+AGENT = "fuzz-agent"
+
+
+@pytest.fixture(scope="module")
+def archive_bytes(rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A genuine three-batch archive, sealed the way an offline agent seals one."""
+    spool = tmp_path_factory.mktemp("spool")
+    transport = AgentTransport(
+        AGENT, "ws://127.0.0.1:9", TransportConfig(key=rig.key, spool_dir=str(spool))
+    )
+    import msgspec
+
+    from storage.events import FlowObserved
+
+    for _ in range(3):
+        flow = flow_dict(AGENT)
+        flow.pop("type")
+        transport.emit(msgspec.convert(flow, FlowObserved))
+        transport.flush()
+    now = time.time()
+    path = offline_zip.seal_archive(
+        transport.spool,
+        transport.spool.entries(),
+        agent_id=AGENT,
+        fernet=rig.fernet,
+        hour_start=now - 3600,
+        hour_end=now,
+        now=now,
+    )
+    assert path is not None
+    return Path(path).read_bytes()
+
+
+def test_the_genuine_archive_imports(rig: Rig, archive_bytes: bytes) -> None:
+    batches = open_archive(rig.ingestor, rig.session, io.BytesIO(archive_bytes), len(archive_bytes))
+    assert [len(batch.events) for batch in batches] == [1, 1, 1]
+
+
+@st.composite
+def damaged(draw: st.DrawFn, original: bytes) -> bytes:
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 4))):
+        action = draw(st.sampled_from(["flip", "cut", "splice", "zero"]))
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        if action == "flip":
+            data[at] ^= draw(st.integers(1, 255))
+        elif action == "cut":
+            del data[at:]
+        elif action == "splice":
+            data[at:at] = draw(st.binary(min_size=1, max_size=16))
+        else:
+            data[at : at + 4] = b"\xff\xff\xff\xff"
+        if not data:
+            break
+    return bytes(data)
+
+
+def import_or_reject(rig: Rig, data: bytes) -> None:
+    try:
+        open_archive(rig.ingestor, rig.session, io.BytesIO(data), len(data))
+    except ArchiveRejected as error:
+        assert error.code and 400 <= error.status < 500
+    except zipfile.LargeZipFile as error:  # pragma: no cover - would be a finding
+        raise AssertionError(error) from None
+
+
+@fuzz
+@given(st.data())
+def test_a_damaged_archive_imports_or_is_rejected(
+    rig: Rig, archive_bytes: bytes, data: st.DataObject
+) -> None:
+    import_or_reject(rig, data.draw(damaged(archive_bytes)))
+
+
+@fuzz
+@given(st.binary(max_size=600) | st.binary(max_size=40).map(lambda b: b"PK\x03\x04" + b))
+def test_arbitrary_bytes_are_rejected(rig: Rig, raw: bytes) -> None:
+    import_or_reject(rig, raw)
