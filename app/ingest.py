@@ -37,6 +37,7 @@ from storage.events import AGENT_EVENT_TYPES, Event
 
 log = logging.getLogger("netmon.ingest")
 
+BUSY_WAIT_S = 5.0  # how long a batch waits for another connection's append of it
 AGENT_TYPE_NAMES = ", ".join(kind.__name__ for kind in AGENT_EVENT_TYPES)
 
 
@@ -98,6 +99,7 @@ class Ingestor:
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir  # to settle claims of stopped replicas from the log
+        self.busy_wait_s = BUSY_WAIT_S
         self.event_log = event_log
         self.registry = registry
         self.dedup = dedup
@@ -214,7 +216,7 @@ class Ingestor:
         last_id = batch.events[-1].id if batch.events else ""
         outcome = self.dedup.claim(agent_id, batch.boot_id, batch.seq, last_id, len(batch.events))
         if outcome == "busy":
-            outcome = self._claim_from_dead_writer(agent_id, batch)
+            outcome = self._settle_busy(agent_id, batch, last_id)
         if outcome == "duplicate":
             self.count("duplicates")
             return wire.Ack(boot_id=batch.boot_id, seq=batch.seq, duplicate=True)
@@ -242,6 +244,22 @@ class Ingestor:
         self.count("events", len(batch.events))
         self.count("batches")
         return wire.Ack(boot_id=batch.boot_id, seq=batch.seq, stored=len(batch.events))
+
+    def _settle_busy(self, agent_id: str, batch: DecodedBatch, last_id: str) -> ClaimOutcome:
+        """Another connection (an agent that reconnected, or another replica) is appending this
+        batch: wait a little for that to finish rather than make the agent reconnect."""
+        deadline = time.monotonic() + self.busy_wait_s
+        while True:
+            outcome = self._claim_from_dead_writer(agent_id, batch)
+            if outcome != "busy" or time.monotonic() > deadline:
+                return outcome
+            time.sleep(0.02)  # polls a real condition (the claim's state) with a deadline
+            if self.dedup.owner(agent_id, batch.boot_id, batch.seq) is None:
+                outcome = self.dedup.claim(
+                    agent_id, batch.boot_id, batch.seq, last_id, len(batch.events)
+                )
+                if outcome != "busy":
+                    return outcome
 
     def _claim_from_dead_writer(self, agent_id: str, batch: DecodedBatch) -> ClaimOutcome:
         """A claim pending under a replica that is gone for good: settle it from the log, as

@@ -189,6 +189,7 @@ def test_a_stopped_replicas_pending_claim_is_settled_from_the_log(tmp_path: Path
         r9_log.append(stored)
         with EventLog(tmp_path, "r1") as log:
             ingestor = _ingestor(tmp_path, log, "r1")
+            ingestor.busy_wait_s = 0.1
             with pytest.raises(FrameRejected, match="another connection"):  # r9 still runs
                 ingestor.store("a1", DecodedBatch("b", 1, lost))
     with EventLog(tmp_path, "r1") as log:  # r9 is gone now
@@ -198,3 +199,24 @@ def test_a_stopped_replicas_pending_claim_is_settled_from_the_log(tmp_path: Path
     from tests.transport.conftest import stored_events
 
     assert sorted(e.id for e in stored_events(tmp_path)) == sorted([stored[0].id, lost[0].id])
+
+
+def test_a_batch_being_stored_by_another_connection_waits_and_is_a_duplicate(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    from app.ingest import DecodedBatch
+
+    events = [msgspec.structs.replace(make_flow("a1", 1), branch="b1")]
+    with EventLog(tmp_path, "r1") as log:
+        ingestor = _ingestor(tmp_path, log, "r1")
+        assert ingestor.dedup.claim("a1", "b", 0, events[-1].id, 1) == "new"  # connection A
+        log.append(events)
+        # Connection A marks its claim done while connection B's copy is waiting for it.
+        finisher = threading.Timer(0.2, ingestor.dedup.mark_done, ("a1", "b", 0))
+        finisher.start()
+        try:
+            assert ingestor.store("a1", DecodedBatch("b", 0, events)).duplicate
+        finally:
+            finisher.join()
