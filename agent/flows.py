@@ -1,6 +1,6 @@
 """The flow table: bidirectional flows keyed by the canonical 5-tuple + VLAN, with timeouts.
 
-``FlowTable.packet`` is the hot path. Both directions' keys map to the same ``Flow`` in one dict,
+``FlowTable.frame`` is the hot path. Both directions' keys map to the same ``Flow`` in one dict,
 so a packet costs one lookup and no canonicalisation. Flows end on:
 - TCP teardown: FIN seen both ways, or RST. The flow stays open ``tcp_close_grace`` seconds so
   the last ACK still joins it; a new SYN after teardown starts a new flow at once;

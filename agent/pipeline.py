@@ -96,7 +96,8 @@ def run_pipeline(
     """Meter every frame of ``source`` into flows and emit events; returns the counters.
 
     Returns when the source is exhausted, when ``stop()`` is true (checked while the source
-    is quiet and every 4096 frames) or on KeyboardInterrupt; remaining flows are flushed.
+    is quiet, on every tick and every 4096 frames) or on KeyboardInterrupt; remaining flows
+    are flushed.
     """
     emitter = _Emitter(config, emit)
     table = FlowTable(config, build_detectors(config), emitter.flow_ended, emitter.finding)
@@ -170,6 +171,8 @@ def run_pipeline(
                 if time.monotonic() >= next_beat:
                     heartbeat()
                     next_beat = time.monotonic() + config.heartbeat_interval
+                if stop is not None and stop():  # slow steady traffic never goes quiet
+                    break
             elif ts > last_ts:
                 last_ts = ts
             if not seen & 4095 and stop is not None and stop():

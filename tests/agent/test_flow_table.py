@@ -181,3 +181,21 @@ def test_inline_fast_path_and_decode_meter_the_same(tmp_path: Path) -> None:
     plain = sorted(comparable(f, 0) for f in plain_flows)
     assert len(plain) == 2 and {p[10] for p in plain} == {"", "a.test"}
     assert sorted(comparable(f, 4) for f in tagged_flows) == plain
+
+
+def test_stop_is_honoured_on_a_tick_even_when_traffic_never_pauses(tmp_path: Path) -> None:
+    from agent.capture import FileSource
+    from agent.pipeline import run_pipeline
+
+    path = tmp_path / "steady.pcap"
+    wrpcap(str(path), [udp(t * 0.5) for t in range(20)])
+    events: list[object] = []
+    calls: list[int] = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) >= 2  # the second tick stops
+
+    stats = run_pipeline(FileSource(path), AgentConfig(agent_id="t"), events.append, stop)
+    assert stats.packets_seen == 3  # ticks at 0.0 s and 1.0 s (the third packet)
+    assert [type(e).__name__ for e in events] == ["FlowObserved", "AgentHeartbeat"]
