@@ -317,9 +317,10 @@ def summary_bench(root: Path, sizes: list[int], requests: int) -> None:
             events[size] = client.get(f"{url}/api/v1/summary").raise_for_status().json()["events"]
             for path in ("/api/v1/summary", "/api/v1/summary/top?hours=24"):
                 client.get(url + path).raise_for_status()  # warm-up
-        for _ in range(requests):  # interleaved: size A, size B, size A, ...
+        pairs = list(zip(stages, clients, strict=True))
+        for round_ in range(requests):  # interleaved, the order flipped every round
             for path in ("/api/v1/summary", "/api/v1/summary/top?hours=24"):
-                for (size, _cluster, _rate), (url, client) in zip(stages, clients, strict=True):
+                for (size, _cluster, _rate), (url, client) in pairs[:: 1 if round_ % 2 else -1]:
                     started = time.perf_counter()
                     client.get(url + path).raise_for_status()
                     times.setdefault((size, path), []).append(time.perf_counter() - started)
