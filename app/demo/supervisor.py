@@ -2,17 +2,21 @@
 
 Each child runs in its own session (so a Ctrl-C in the terminal reaches only the supervisor,
 which then stops the children in reverse start order: agent before server, so the agent's last
-batches can still be delivered). Each child's output goes to ``DIR/logs/NAME.log``; when a child
-dies, the supervisor shows the tail of its log and stops the others.
+batches can still be delivered). Should the supervisor itself be killed (SIGKILL, OOM), the
+kernel sends each child SIGTERM (PR_SET_PDEATHSIG), so no part is left running. Each child's
+output goes to ``DIR/logs/NAME.log``; when a child dies, the supervisor shows the tail of its
+log and stops the others.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +82,7 @@ class Supervisor:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         child = Child(name, process, log_path, log_file, log_start)
         self.children.append(child)
@@ -117,6 +122,15 @@ class Supervisor:
     def pids(self) -> list[int]:
         """Process ids of the running children."""
         return [child.process.pid for child in self.children if child.process.poll() is None]
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies, even by SIGKILL (Linux)."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 def _signal(process: subprocess.Popen[bytes], signum: int) -> None:

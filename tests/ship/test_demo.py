@@ -227,3 +227,14 @@ def demo_live(tmp_path: Path) -> Iterator[Demo]:
         yield running
     finally:
         running.kill()
+
+
+def test_killing_the_demo_outright_still_stops_every_part(demo: Demo) -> None:
+    wait_until(demo.answers, 120, f"the demo's dashboard\n{demo.console()}", interval=0.2)
+    children = wait_until(
+        lambda: demo.children() if len(demo.children()) == 4 else None, 30, "four started parts"
+    )
+    demo.process.kill()  # SIGKILL: no handler runs in the supervisor
+    demo.process.wait(timeout=10)
+    for name, pid in children.items():
+        wait_until(lambda pid=pid: not alive(pid), 30, f"{name} (pid {pid}) to stop")
