@@ -46,7 +46,7 @@ if errorlevel 1 (
     echo put npcap-VERSION.exe next to this script and run install.bat again. 1>&2
     exit /b 3
   )
-  echo install.bat: installing Npcap ^(choose "WinPcap API-compatible mode" off, defaults otherwise^)
+  echo install.bat: running the Npcap installer ^(its defaults are fine^)
   start /wait "" "%NPCAP_SETUP%"
   call :has_npcap
   if errorlevel 1 (
@@ -93,7 +93,7 @@ if errorlevel 1 (
   exit /b 5
 )
 
-rem --- 5. Startup task: the agent as SYSTEM at boot, restarted by the task scheduler ------
+rem --- 5. Startup task: the agent as SYSTEM at every boot ---------------------------------
 schtasks /Create /F /TN "%TASK%" /SC ONSTART /RU SYSTEM /RL HIGHEST ^
   /TR "cmd /c \"\"%VENV%\Scripts\netmon.exe\" agent run --config \"%APPDIR%\agent.toml\" >> \"%APPDIR%\logs\agent.log\" 2>&1\"" >nul
 if errorlevel 1 (
