@@ -94,35 +94,50 @@ def test_capture_with_an_invalid_filter_exits_65() -> None:
     assert result.returncode == 65 and b"invalid BPF filter" in result.stderr
 
 
-def test_live_capture_on_loopback_meters_real_traffic() -> None:
+def test_live_capture_on_loopback_meters_real_traffic(tmp_path: Path) -> None:
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.78.0.1", 0))
     port = receiver.getsockname()[1]
+    config = tmp_path / "agent.toml"
+    config.write_text("heartbeat_interval = 0.2\n")
     proc = subprocess.Popen(
-        netmon("agent", "capture", "-i", "lo", "-f", f"udp and host 127.78.0.1 and port {port}"),
+        netmon(
+            "agent",
+            "capture",
+            "-i",
+            "lo",
+            "-f",
+            f"udp and host 127.78.0.1 and port {port}",
+            "--config",
+            str(config),
+        ),
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         cwd=REPO_ROOT,
     )
+    lines: list[bytes] = []
     try:
-        assert proc.stderr is not None
-        wait_for(lambda: b"capturing on lo" in proc.stderr.readline(), what="capture to start")
+        assert proc.stdout is not None
+        lines.append(proc.stdout.readline())  # a first heartbeat: the socket is open, reading
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             sender.bind(("127.78.0.2", 0))
             for _ in range(200):
                 sender.sendto(b"p" * 20, ("127.78.0.1", port))
-            received = 0
-            receiver.settimeout(5)
-            while received < 200:
-                receiver.recv(100)
-                received += 1
+
+        def all_seen() -> bool:  # heartbeats are flushed at once: wait for one counting 200
+            lines.append(proc.stdout.readline())  # type: ignore[union-attr]
+            event = decode_json_line(lines[-1])
+            return isinstance(event, AgentHeartbeat) and event.packets_seen >= 200
+
+        wait_for(all_seen, timeout=20, what="the agent to meter 200 packets")
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=30)
+        stdout, _ = proc.communicate(timeout=30)
     finally:
         receiver.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    stdout = b"".join(lines) + stdout
     events = [decode_json_line(line) for line in stdout.splitlines()]
     (flow,) = [e for e in events if isinstance(e, FlowObserved)]
     # Loopback frames are seen once (the outgoing copy is skipped, as libpcap does).
