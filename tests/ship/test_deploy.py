@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import re
 import shlex
 import shutil
 import stat
@@ -135,7 +136,11 @@ def test_install_bat_checks_npcap_creates_programdata_and_registers_a_startup_ta
     text = raw.decode("ascii")
     assert r"%SystemRoot%\System32\Npcap\wpcap.dll" in text and r"HKLM\SOFTWARE\Npcap" in text
     assert r'set "APPDIR=%ProgramData%\NetflowMonitor"' in text
-    assert "/SC ONSTART /RU SYSTEM" in text
+    assert "/SC ONSTART /RU SYSTEM" in text and r'/TR "%APPDIR%\run-agent.cmd"' in text
+    # Every goto has its label (cmd.exe only finds out when it gets there).
+    labels = set(re.findall(r"^:(\w+)", text, re.MULTILINE))
+    assert set(re.findall(r"goto (\w+)", text)) <= labels
+    assert set(re.findall(r"call :(\w+)", text)) <= labels
     assert "icacls" in text and "/inheritance:r" in text  # the key is not world-readable
     # The command the task runs exists in the CLI.
     build_parser().parse_args(["agent", "run", "--config", "agent.toml"])
