@@ -283,6 +283,11 @@ def _open_socket(interface: str, bpf_filter: str):  # type: ignore[no-untyped-de
     from scapy.arch.linux import L2ListenSocket
     from scapy.error import Scapy_Exception
 
+    scapy_log = logging.getLogger("scapy.runtime")
+    level = scapy_log.level
+    # scapy warns that it cannot guess the link type of "lo" (ARPHRD_LOOPBACK): we never ask it
+    # to dissect, so the warning is noise on the agent's stderr.
+    scapy_log.setLevel(logging.ERROR)
     try:
         return L2ListenSocket(iface=interface, filter=bpf_filter or None)
     except PermissionError:
@@ -301,3 +306,5 @@ def _open_socket(interface: str, bpf_filter: str):  # type: ignore[no-untyped-de
         if error.errno == errno.EPERM:
             raise CaptureError(f"no permission to capture on {interface}", EXIT_NOPERM) from None
         raise CaptureError(f"cannot capture on {interface}: {error}") from None
+    finally:
+        scapy_log.setLevel(level)
