@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench soak lint clean
+.PHONY: setup demo test bench soak soak-ci lint clean
 
 setup:
 	bash scripts/setup.sh
@@ -17,8 +17,18 @@ test: setup
 bench: setup
 	bash scripts/bench.sh
 
+# Chaos soak (tests/soak, docs/reliability.md), run as root: 10 minutes with a kill -9 every
+# 60 s, then every fuzz target with a large budget and fresh randomness.
 soak: setup
-	$(VENV)/bin/pytest -m soak -p no:cacheprovider tests/soak
+	SOAK_SECONDS=$${SOAK_SECONDS:-600} SOAK_KILL_EVERY=$${SOAK_KILL_EVERY:-60} \
+	  $(VENV)/bin/pytest -m soak -p no:cacheprovider -s tests/soak
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-20000} FUZZ_RANDOM=1 $(VENV)/bin/pytest -p no:cacheprovider tests/fuzz
+
+# The CI-sized soak: 3 minutes at 2,000 flows/s, a kill -9 every 40 s (the fuzz targets already
+# ran in `make test` with their short budget).
+soak-ci: setup
+	SOAK_SECONDS=180 SOAK_KILL_EVERY=40 SOAK_RATE=$${SOAK_RATE:-2000} \
+	  $(VENV)/bin/pytest -m soak -p no:cacheprovider -s tests/soak
 
 lint: setup
 	$(VENV)/bin/ruff check app agent web storage archive tests bench

@@ -146,3 +146,43 @@ def test_any_frame_decodes_or_is_rejected_and_decoded_batches_store(
     for event in batch.events:
         line = msgspec.json.encode(event)
         assert json_decoder.decode(line) is not None
+
+
+NONCE = b"n" * 32
+
+
+@st.composite
+def hellos(draw: st.DrawFn, rig: Rig) -> tuple[wire.Hello, bool]:
+    """A Hello and whether it is the genuine answer to NONCE."""
+    agent = draw(st.sampled_from([AGENT, "nobody", ""]) | st.text(max_size=10))
+    boot = draw(st.sampled_from(["boot1"]) | st.text(max_size=8))
+    kind = draw(st.sampled_from(["genuine", "raw", "token", "proof"]))
+    genuine = False
+    if kind == "raw":
+        proof = draw(st.binary(max_size=120))
+    elif kind == "token":
+        proof = rig.fernet.encrypt(
+            draw(st.binary(max_size=60) | VALUES.map(msgspec.msgpack.encode))
+        )
+    else:
+        fields = {"agent_id": agent, "boot_id": boot, "nonce": NONCE}
+        if kind == "proof":  # a well-formed proof with one field wrong or odd
+            fields[draw(st.sampled_from(sorted(fields)))] = draw(VALUES)
+        genuine = kind == "genuine" and agent == AGENT
+        proof = rig.fernet.encrypt(msgspec.msgpack.encode(fields))
+    return wire.Hello(agent_id=agent, boot_id=boot, proof=proof), genuine
+
+
+@fuzz
+@given(st.data())
+def test_any_hello_authenticates_or_is_refused(rig: Rig, data: st.DataObject) -> None:
+    hello, genuine = data.draw(hellos(rig))
+    raw = wire.encode(hello)
+    decoded = wire.agent_message_decoder.decode(raw)  # what the endpoint does first
+    try:
+        session = rig.ingestor.authenticate(decoded, NONCE)  # type: ignore[arg-type]
+    except FrameRejected as error:
+        assert error.code == "auth_failed" and not genuine, error.message
+        return
+    assert session.record.agent_id == AGENT
+    assert genuine  # accepted only with the agent's proof for this very nonce
