@@ -246,6 +246,8 @@ def report(server: Server, data_dir: Path, runs: int) -> None:
         ("Analytics top lists (fragment, 2 s cache)", "/analytics/top", page, None),
         ("top lists uncached (/api/v1/summary/top)", "/api/v1/summary/top", {}, None),
         ("/api/v1/summary (charts)", "/api/v1/summary", {}, 100.0),
+        ("Alerts page (14 days of the log)", "/alerts", page, None),
+        ("Windows page (24 h of the log)", "/windows", page, None),
         (f"search ip {RARE_IP} (rare), 7 days", f"/events?q={RARE_IP}", fragment, 1000.0),
         (f"search ip {HOT_IP} (2%), 7 days", f"/events?q={HOT_IP}", fragment, 1000.0),
         (

@@ -1,13 +1,12 @@
 """Pages over the analysis worker's output: 5-minute window summaries and the model evaluation.
 
-Windows are ``WindowSummarized`` events in the log (the store's raw-bytes pre-filter skips every
-other line); the model evaluation is the JSON the trainer saves beside the model
+Windows are ``WindowSummarized`` events in the log (searched by type: the sidecar indexes skip
+segments without any); the model evaluation is the JSON the trainer saves beside the model
 (``model.eval.json``). Both pages show an empty state until the worker has produced them.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import heapq
 import json
 import logging
@@ -20,26 +19,25 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from storage.events import WindowSummarized
+from storage.queries import Query
 from web.principals import allowed_branches
 from web.templating import renderer
 
 log = logging.getLogger(__name__)
 
-WINDOW_NEEDLE = b'"type":"WindowSummarized"'
 WINDOW_HOURS = 24
 MAX_WINDOWS = 100
 
 
 def recent_windows(reader: Any, now: float, branches: list[str] | None) -> list[WindowSummarized]:
     """The newest window summaries of the last WINDOW_HOURS hours, newest first."""
-    since = now - WINDOW_HOURS * 3600
-    days = {dt.datetime.fromtimestamp(t, dt.UTC).date() for t in (since, now)}
-    windows = reader.scan(
-        sorted(days),
-        branches,
-        lambda e: isinstance(e, WindowSummarized) and e.ts >= since,
-        needles=[WINDOW_NEEDLE],
+    query = Query(
+        types=("WindowSummarized",),
+        start=now - WINDOW_HOURS * 3600,
+        end=now + 60,
+        branches=None if branches is None else tuple(branches),
     )
+    windows = reader.search(query)  # sidecar indexes skip segments holding no summary
     return heapq.nlargest(MAX_WINDOWS, windows, key=lambda w: (w.window_end, w.branch))
 
 
