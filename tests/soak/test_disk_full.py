@@ -19,6 +19,7 @@ from storage.eventlog import EventLog, StoreError
 from storage.events import FlowObserved, new_event_id
 from storage.log_reader import EventLogReader
 from storage.segments import parse_manifest_lines
+from tests.live.cluster import wait_for
 from tests.soak.chaos import fill_up, mount_tmpfs, unmount
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: run as root")
@@ -83,3 +84,38 @@ def test_a_full_disk_never_tears_a_manifest_line(small_volume: Path) -> None:
     assert len(parse_manifest_lines(manifest.read_bytes(), manifest)) == len(lines)
     ids = {event.id for event in EventLogReader(small_volume).scan(None, None)}
     assert {event.id for event in stored + late} <= ids
+
+
+async def test_a_snapshot_save_on_a_full_disk_keeps_the_live_service_running(
+    small_volume: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """2. The projection snapshot save raised ENOSPC out of the live service, which ended the
+    app's lifespan (ingest's dedup index closed) while uvicorn kept accepting agents: every
+    batch then failed. A failed save is now logged and retried at the next save."""
+    import anyio
+
+    from app.follower import FileFeed
+    from app.live import LiveHub, LiveRenderer
+    from app.live_routes import LiveService
+    from app.projections.runner import ProjectionRunner
+
+    data = tmp_path / "data"  # the log has room; the snapshot's volume is full
+    log = EventLog(data, "w1")
+    fill_up(small_volume / "ballast")
+    runner = ProjectionRunner(small_volume / "projections" / "r1.snapshot")
+    service = LiveService(
+        FileFeed(data, poll_interval=0.005),
+        runner,
+        LiveHub(queue_size=64),
+        LiveRenderer("r1"),
+        save_interval_s=0.0,
+    )
+    async with anyio.create_task_group() as group:
+        group.start_soon(service.run)
+        for round_ in range(3):
+            log.append(flows(10, "hq"))
+            wanted = 10 * (round_ + 1)
+            await wait_for(lambda n=wanted: runner.state.events >= n, 30, "events applied")
+        await wait_for(lambda: "projection snapshot not saved" in caplog.text, 30, "the log line")
+        group.cancel_scope.cancel()
+    log.close()
