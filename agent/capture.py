@@ -178,7 +178,7 @@ class FileSource:
         damaged = (Scapy_Exception, EOFError, struct.error, ValueError, ZeroDivisionError)
         with self.path.open("rb") as handle:  # ours: scapy leaks its own when it raises
             try:
-                reader = RawPcapNgReader(handle)
+                reader = RawPcapNgReader(handle)  # type: ignore[arg-type]  # takes a file too
                 for data, meta in reader:
                     # scapy types the metadata as the classic reader's; pcapng's has these fields
                     ng: Any = meta

@@ -57,7 +57,8 @@ class Flow(DirStats):
     """A bidirectional flow; ``key`` is the initiator's direction (the table also maps the
     responder's, computed again when the flow ends rather than kept: 8 bytes a flow).
 
-    The inherited DirStats fields are the forward direction's; ``bwd`` is the reverse one.
+    The inherited DirStats fields are the forward direction's; ``bwd`` is the reverse one,
+    created with the first reply (scans and one-way floods never pay for it).
     """
 
     __slots__ = (
@@ -99,7 +100,7 @@ class Flow(DirStats):
         self.key = key
         self.first = ts
         self.last = ts
-        self.bwd = DirStats()
+        self.bwd: DirStats | None = None
         self.total = 0  # packets, both directions
         self.flow_iat_mean = 0.0
         self.flow_iat_m2 = 0.0
@@ -161,6 +162,9 @@ class Flow(DirStats):
         return self.event_id
 
 
+_NO_REPLY = DirStats()  # read-only stand-in for a flow that never saw a reply
+
+
 def ip_text(packed: bytes) -> str:
     """Packed IPv4/IPv6 address as text."""
     return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
@@ -172,7 +176,7 @@ def _std(m2: float, n: int) -> float:
 
 def features(flow: Flow) -> FlowFeatures:
     """The classifier's statistics for a flow, from its running values."""
-    fwd, bwd = flow.fwd, flow.bwd
+    fwd, bwd = flow.fwd, flow.bwd or _NO_REPLY
     duration = flow.last - flow.first
     packets = fwd.packets + bwd.packets
     active_sum, active_n = flow.active_sum, flow.active_n
@@ -222,7 +226,7 @@ def flow_event(flow: Flow, now: float, reason: str, agent_id: str, branch: str) 
     src, dst, sport, dport = flow.endpoints()
     proto = flow.protocol
     detections = tuple(flow.detections or ())
-    fwd, bwd = flow.fwd, flow.bwd
+    fwd, bwd = flow.fwd, flow.bwd or _NO_REPLY
     return FlowObserved(
         id=flow.id(now),
         ts=max(now, flow.last),

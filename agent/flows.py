@@ -136,7 +136,10 @@ class FlowTable:
             stats = flow
             fwd = True
         else:
-            stats = flow.bwd
+            bwd = flow.bwd
+            if bwd is None:
+                bwd = flow.bwd = DirStats()
+            stats = bwd
             fwd = False
         n = stats.packets + 1
         stats.packets = n
@@ -208,7 +211,7 @@ class FlowTable:
             flow.syn_n += 1
             if fwd and not flags & 0x10 and not flow.syn_ts:
                 flow.syn_ts = ts
-        elif fwd and flags & 0x10 and flow.syn_ts and not flow.handshake and flow.bwd.packets:
+        elif fwd and flags & 0x10 and flow.syn_ts and not flow.handshake and flow.bwd:
             flow.handshake = ts - flow.syn_ts
         if flags & 0x01:
             flow.fin_n += 1
