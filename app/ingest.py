@@ -34,6 +34,7 @@ from storage.agents import AgentRecord, AgentRegistry
 from storage.dedup import ClaimOutcome, DedupIndex, writer_alive
 from storage.eventlog import EventLog
 from storage.events import AGENT_EVENT_TYPES, Event
+from storage.segments import MAX_TS
 
 log = logging.getLogger("netmon.ingest")
 
@@ -201,6 +202,12 @@ class Ingestor:
                     "agent_id_mismatch",
                     f"event {index} claims agent {event.agent_id!r}; this connection is "  # type: ignore[attr-defined]
                     f"{record.agent_id!r}",
+                    at=where,
+                )
+            if not 0.0 <= event.ts < MAX_TS:  # NaN too; the store would refuse it on every retry
+                raise FrameRejected(
+                    "invalid_batch",
+                    f"event {index} has ts {event.ts!r}, not a Unix time in years 1970-9999",
                     at=where,
                 )
             # The registry decides the branch: an agent cannot write into another branch.

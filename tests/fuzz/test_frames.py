@@ -23,7 +23,7 @@ from storage.eventlog import StoreError
 from storage.events import json_decoder
 from tests.fuzz.budget import fuzz
 from tests.fuzz.conftest import Rig
-from tests.fuzz.strategies import VALUES, mutated_event
+from tests.fuzz.strategies import VALUES, flow_dict, mutated_event
 
 AGENT = "fuzz-agent"
 DECODERS = [
@@ -186,3 +186,17 @@ def test_any_hello_authenticates_or_is_refused(rig: Rig, data: st.DataObject) ->
         return
     assert session.record.agent_id == AGENT
     assert genuine  # accepted only with the agent's proof for this very nonce
+
+
+# Finding: a batch with an event ts out of range (NaN, negative, past year 9999) was decoded,
+# then refused by the store as `store_failed` with retry: the agent resent it forever.
+@pytest.mark.parametrize("ts", [float("nan"), -5.0, 1e300, float("inf")])
+def test_an_event_time_out_of_range_is_refused_for_good(rig: Rig, ts: float) -> None:
+    event = flow_dict(AGENT)
+    event["ts"] = ts
+    body = {"agent_id": AGENT, "boot_id": "boot1", "seq": 0, "events": [event]}
+    token = rig.fernet.encrypt(zlib.compress(msgspec.msgpack.encode(body)))
+    raw = wire.encode(wire.BatchFrame(boot_id="boot1", seq=0, count=1, token=token))
+    with pytest.raises(FrameRejected) as refused:
+        rig.ingestor.decode_frame(rig.session, raw)
+    assert refused.value.code == "invalid_batch" and not refused.value.retry
