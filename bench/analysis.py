@@ -169,7 +169,7 @@ def bench_lag(
         reader, position, verdicts = EventLogReader(data), Position(), 0
         observed: dict[str, float] = {}
         classified: dict[str, float] = {}
-        while verdicts < appended:
+        while verdicts < appended or len(observed) < appended:
             events, position = reader.read_new(position, 50_000)
             for event in events:
                 if isinstance(event, FlowObserved):
