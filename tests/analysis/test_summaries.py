@@ -211,3 +211,33 @@ def test_a_well_cited_answer_passes() -> None:
     assert stored.endswith(
         f"[evidence: IPs 10.1.2.3; attack:portscan=20, flows=120; events {'a' * 32}]"
     )
+
+
+def test_a_window_waiting_for_its_summary_survives_a_restart(
+    server: LlmServer, default_model: Path, corpus_flows: list[FlowObserved], tmp_path: Path
+) -> None:
+    server.mode = "slow"
+    settings = load_settings(environ={"NETMON_STORE__DATA_DIR": str(tmp_path)}, dotenv_file=None)
+    with EventLog(tmp_path, "replica-1") as writer:
+        writer.append(restamp(corpus_flows[:200], T0, 200, "b"))
+
+    async def until_the_call_hangs() -> None:
+        worker = AnalysisWorker(
+            settings,
+            Classifier(default_model),
+            Summarizer(OllamaProvider(server.url, "tiny", 30), 30),
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        assert await asyncio.to_thread(server.received.wait, 20)
+        stop.set()  # stopped while the model is still thinking
+        await task
+
+    asyncio.run(until_the_call_hangs())
+    assert not [e for e in all_events(tmp_path) if isinstance(e, WindowSummarized)]
+    server.mode = "good"
+    summarizer = Summarizer(OllamaProvider(server.url, "tiny", 5), 5)
+    asyncio.run(AnalysisWorker(settings, Classifier(default_model), summarizer).run(once=True))
+    [window] = [e for e in all_events(tmp_path) if isinstance(e, WindowSummarized)]
+    assert window.summary_source == "llm:ollama/tiny" and window.flows == 200
+    assert len(server.requests) == 2  # the interrupted call, asked again once after the restart
