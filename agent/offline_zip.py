@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,42 +72,44 @@ def seal_archive(
     hour_end: float,
     now: float,
 ) -> Path | None:
-    """Write ``entries`` into one durable archive in the outbox, then drop them from the spool."""
-    frames: list[tuple[SpoolEntry, bytes]] = []
-    for entry in entries:
-        batch = spool.read(entry)
-        if batch is not None:
-            frames.append((entry, batch.frame))
-    if not frames:
+    """Write ``entries`` into one durable archive in the outbox, then drop them from the spool.
+
+    Batches are copied one at a time (memory holds one batch, whatever the hour's volume); the
+    manifest, which needs every checksum, is written last."""
+    if not entries:
         return None
-    listed = [
-        ArchiveBatch(
-            entry_name(entry.boot_id, entry.seq),
-            entry.boot_id,
-            entry.seq,
-            entry.count,
-            len(frame),
-            hashlib.sha256(frame).hexdigest(),
-        )
-        for entry, frame in frames
-    ]
-    manifest = ArchiveManifest(
-        agent_id=agent_id,
-        hour_start=hour_start,
-        hour_end=hour_end,
-        created=now,
-        batches=listed,
-        ranges=seq_ranges([(item.boot_id, item.seq) for item in listed]),
-    )
-    manifest_json = msgspec.json.encode(manifest)
-    first = listed[0]
+    first = entries[0]
     path = spool.outbox_dir / f"{agent_id}-{int(hour_start)}-{first.boot_id}-{first.seq}.zip"
     tmp = path.with_name(f".tmp-{path.name}")
+    listed: list[ArchiveBatch] = []
+    taken: list[SpoolEntry] = []
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+        for entry in entries:
+            batch = spool.read(entry)
+            if batch is None:
+                continue  # acknowledged meanwhile
+            name = entry_name(entry.boot_id, entry.seq)
+            archive.writestr(name, batch.frame)
+            digest = hashlib.sha256(batch.frame).hexdigest()
+            listed.append(
+                ArchiveBatch(name, entry.boot_id, entry.seq, entry.count, len(batch.frame), digest)
+            )
+            taken.append(entry)
+        manifest_json = msgspec.json.encode(
+            ArchiveManifest(
+                agent_id=agent_id,
+                hour_start=hour_start,
+                hour_end=hour_end,
+                created=now,
+                batches=listed,
+                ranges=seq_ranges([(item.boot_id, item.seq) for item in listed]),
+            )
+        )
         archive.writestr(MANIFEST_NAME, manifest_json)
         archive.writestr(SIGNATURE_NAME, manifest_signature(fernet, manifest_json))
-        for item, (_, frame) in zip(listed, frames, strict=True):
-            archive.writestr(item.name, frame)
+    if not listed:
+        tmp.unlink()
+        return None
     with tmp.open("rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
@@ -115,8 +118,8 @@ def seal_archive(
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    spool.take([entry for entry, _ in frames])
-    log.info("offline archive %s sealed: %d batches", path.name, len(frames))
+    spool.take(taken)
+    log.info("offline archive %s sealed: %d batches", path.name, len(taken))
     return path
 
 
@@ -135,11 +138,16 @@ async def upload_archive(
     """POST one archive; raise UploadError (``permanent`` for a 4xx refusal)."""
     import httpx
 
+    size = (await asyncio.to_thread(path.stat)).st_size
     try:
         response = await client.post(
             base_url.rstrip("/") + ARCHIVE_PATH,
-            content=await asyncio.to_thread(path.read_bytes),
-            headers={AGENT_HEADER: agent_id, "Content-Type": "application/zip"},
+            content=_chunks(path),
+            headers={
+                AGENT_HEADER: agent_id,
+                "Content-Type": "application/zip",
+                "Content-Length": str(size),  # lets the server refuse early
+            },
         )
     except httpx.HTTPError as error:
         raise UploadError(f"upload of {path.name} failed: {error!r}", permanent=False) from None
@@ -148,6 +156,13 @@ async def upload_archive(
     message = f"upload of {path.name}: HTTP {response.status_code} {response.text[:300]}"
     permanent = 400 <= response.status_code < 500 and response.status_code not in (408, 429)
     raise UploadError(message, permanent=permanent)
+
+
+async def _chunks(path: Path, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """The file in chunks (an upload never holds a whole archive in memory)."""
+    with path.open("rb") as handle:  # noqa: ASYNC230 - each read below runs in a thread
+        while chunk := await asyncio.to_thread(handle.read, size):
+            yield chunk
 
 
 def http_base_url(server_url: str) -> str:

@@ -12,6 +12,7 @@ stores nothing. Batches then go through the same exactly-once path as WebSocket 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -19,6 +20,7 @@ import stat
 import struct
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -133,17 +135,17 @@ def read_capped(archive: zipfile.ZipFile, name: str, cap: int) -> bytes:
     return data
 
 
-def open_archive(
+@contextlib.contextmanager
+def _opened(
     ingestor: Ingestor, session: AgentSession, upload: IO[bytes], size: int
-) -> list[DecodedBatch]:
-    """Verify the whole archive and decode every batch; store nothing. Raise ArchiveRejected."""
-    limits = ingestor.settings
+) -> Iterator[tuple[zipfile.ZipFile, wire.ArchiveManifest]]:
+    """The archive, structurally safe, with its manifest verified against the agent's key."""
     try:
         archive = zipfile.ZipFile(upload)
     except (zipfile.BadZipFile, OSError, ValueError) as error:
         raise ArchiveRejected("bad_archive", f"not a readable ZIP (truncated?): {error}") from None
     with archive:
-        check_structure(archive, size, limits)
+        check_structure(archive, size, ingestor.settings)
         manifest_json = read_capped(archive, MANIFEST_NAME, MANIFEST_MAX_BYTES)
         signature = read_capped(archive, SIGNATURE_NAME, 4096)
         try:
@@ -162,32 +164,60 @@ def open_archive(
             raise ArchiveRejected("bad_manifest", f"manifest.json: {error}") from None
         if manifest.agent_id != session.record.agent_id:
             raise ArchiveRejected("bad_manifest", "the manifest names another agent", status=403)
-        batches: list[DecodedBatch] = []
-        for item in manifest.batches:
-            frame = read_capped(archive, item.name, limits.max_frame_bytes)
-            if hashlib.sha256(frame).hexdigest() != item.sha256:
-                raise ArchiveRejected(
-                    "checksum_mismatch", f"{item.name}: SHA-256 does not match the manifest"
-                )
-            try:
-                batch = ingestor.decode_frame(session, frame)
-            except FrameRejected as error:
-                raise ArchiveRejected(error.code, f"{item.name}: {error.message}") from None
-            if (batch.boot_id, batch.seq) != (item.boot_id, item.seq):
-                raise ArchiveRejected(
-                    "bad_manifest", f"{item.name}: manifest lists another batch number"
-                )
-            batches.append(batch)
-    return batches
+        yield archive, manifest
+
+
+def _batches(
+    ingestor: Ingestor,
+    session: AgentSession,
+    archive: zipfile.ZipFile,
+    manifest: wire.ArchiveManifest,
+) -> Iterator[DecodedBatch]:
+    """Each listed batch, checksummed and fully verified, one at a time."""
+    for item in manifest.batches:
+        frame = read_capped(archive, item.name, ingestor.settings.max_frame_bytes)
+        if hashlib.sha256(frame).hexdigest() != item.sha256:
+            raise ArchiveRejected(
+                "checksum_mismatch", f"{item.name}: SHA-256 does not match the manifest"
+            )
+        try:
+            batch = ingestor.decode_frame(session, frame)
+        except FrameRejected as error:
+            raise ArchiveRejected(error.code, f"{item.name}: {error.message}") from None
+        if (batch.boot_id, batch.seq) != (item.boot_id, item.seq):
+            raise ArchiveRejected(
+                "bad_manifest", f"{item.name}: manifest lists another batch number"
+            )
+        yield batch
+
+
+def open_archive(
+    ingestor: Ingestor, session: AgentSession, upload: IO[bytes], size: int
+) -> list[DecodedBatch]:
+    """Verify the whole archive and decode every batch; store nothing. Raise ArchiveRejected."""
+    with _opened(ingestor, session, upload, size) as (archive, manifest):
+        return list(_batches(ingestor, session, archive, manifest))
 
 
 def import_archive(
     ingestor: Ingestor, session: AgentSession, upload: IO[bytes], size: int
 ) -> wire.ArchiveResult:
-    """Verify, then store each batch exactly once (blocking; run in a worker thread)."""
-    batches = open_archive(ingestor, session, upload, size)
-    stored = duplicates = events = 0
+    """Verify, then store each batch exactly once (blocking; run in a worker thread).
+
+    Two passes over the entries: the first proves every batch good without keeping any (an
+    archive can hold an hour of events), the second decodes again and stores one at a time."""
+    with _opened(ingestor, session, upload, size) as (archive, manifest):
+        for _ in _batches(ingestor, session, archive, manifest):
+            pass
+        return _store_all(ingestor, session, _batches(ingestor, session, archive, manifest))
+
+
+def _store_all(
+    ingestor: Ingestor, session: AgentSession, batches: Iterator[DecodedBatch]
+) -> wire.ArchiveResult:
+    count = stored = duplicates = events = 0
     for batch in batches:
+        count += 1
         try:
             ack = ingestor.store(session.record.agent_id, batch)
         except FrameRejected as error:
@@ -196,7 +226,7 @@ def import_archive(
         stored += int(not ack.duplicate)
         events += ack.stored
     return wire.ArchiveResult(
-        batches=len(batches),
+        batches=count,
         stored_batches=stored,
         duplicate_batches=duplicates,
         events_stored=events,
