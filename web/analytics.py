@@ -119,3 +119,13 @@ async def agent_rows(request: Request) -> list[dict[str, Any]]:
         service.agent_timeout_s,
     )  # fmt: skip
     return rows
+
+
+async def live_cards(request: Request) -> Response:
+    """GET /live/cards: the Live page's headline numbers (24 h), polled by the page."""
+    view = await analytics_view(request)
+    agents = await agent_rows(request)
+    up = sum(1 for agent in agents if agent["connected"])
+    return renderer(request).page(
+        request, "_live_cards.html", view=view, agents_up=up, agents_total=len(agents)
+    )

@@ -20,6 +20,7 @@ def web_routes() -> list[BaseRoute]:
     return [
         SecuredRoute("/static/{name:path}", serve_asset, access="public", methods=["GET"]),
         SecuredRoute("/", pages.live_page, access="viewer", methods=["GET"]),
+        SecuredRoute("/live/cards", analytics.live_cards, access="viewer", methods=["GET"]),
         SecuredRoute("/alerts", alerts.alerts_page, access="viewer", methods=["GET"]),
         SecuredRoute(
             "/alerts/{alert_id:str}/{action:str}",

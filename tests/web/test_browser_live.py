@@ -80,6 +80,13 @@ def test_kiosk_keeps_n_rows_for_a_day_of_events_and_reconnects_after_restart(
         assert rows <= KIOSK_ROWS, f"{rows} rows in the DOM after hour {hour}"
     assert last is not None
     expect(page.locator(f"#ev-{last.id}")).to_be_visible()
+    expect(page.locator("#live-cards .card")).to_have_count(4)  # the headline numbers
+
+    def critical_24h() -> int:
+        return int(page.locator("#critical-24h").inner_text().replace(",", ""))
+
+    # The headline numbers follow the pushes (no reload): the whole simulated day is counted.
+    wait_until(lambda: critical_24h() >= 20 * 10, 10, "the critical count to take the day in")
     wait_until(lambda: page.locator("#live-rows tr").count() == KIOSK_ROWS, 5, "a full table")
     screenshot(page, "live-kiosk")
 

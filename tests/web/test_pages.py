@@ -86,3 +86,9 @@ async def test_an_unexpected_error_shows_a_reference_never_a_traceback(
     logged = [r for r in caplog.records if r.name == "web.errors"]
     assert logged and ref.group(1) in logged[0].getMessage() and logged[0].exc_info
     assert other.status_code == 418 and "short and stout" in other.text
+
+
+async def test_live_cards_without_projections_are_empty(client: httpx.AsyncClient) -> None:
+    response = await client.get("/live/cards", headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert 'id="live-cards"' in response.text and 'class="card"' not in response.text
