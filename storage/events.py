@@ -48,7 +48,7 @@ class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     """Base of nested records inside events (not events themselves)."""
 
 
-class Detection(Record):
+class Detection(Record, frozen=True):
     """One finding of one detector about one flow."""
 
     kind: str  # detector name: "critical_port", "suspicious_ip", "unapproved_domain", ...
@@ -57,7 +57,7 @@ class Detection(Record):
     rule: str = ""  # the rule inside the detector: "ssh", "feodo", "denylist", ...
 
 
-class FlowFeatures(Record):
+class FlowFeatures(Record, frozen=True):
     """Per-flow statistics for the classifier (NTLFlowLyzer / CICFlowMeter style).
 
     Packet lengths are frame lengths; inter-arrival times (IAT) are seconds between consecutive
@@ -100,7 +100,7 @@ class FlowFeatures(Record):
     bwd_init_win: int = 0
 
 
-class Talker(Record):
+class Talker(Record, frozen=True):
     """One row of a top-N list: an IP, domain or port with its totals."""
 
     key: str
@@ -129,7 +129,7 @@ class Event(
 # --- Facts reported by agents ---------------------------------------------------------------
 
 
-class FlowObserved(Event, tag="FlowObserved"):
+class FlowObserved(Event, frozen=True, tag="FlowObserved"):
     """A bidirectional flow the agent metered, emitted when the flow ended or timed out.
 
     ``src`` is the initiator (the sender of the first packet seen), ``dst`` the responder.
@@ -162,7 +162,7 @@ class FlowObserved(Event, tag="FlowObserved"):
     severity: Severity = "none"  # the highest severity among detections
 
 
-class DetectionRaised(Event, tag="DetectionRaised"):
+class DetectionRaised(Event, frozen=True, tag="DetectionRaised"):
     """A critical finding, emitted on the first matching packet, before the flow ends.
 
     ``flow_id`` is the id the later ``FlowObserved`` of the same flow will carry.
@@ -180,7 +180,7 @@ class DetectionRaised(Event, tag="DetectionRaised"):
     severity: Severity = "critical"
 
 
-class AgentHeartbeat(Event, tag="AgentHeartbeat"):
+class AgentHeartbeat(Event, frozen=True, tag="AgentHeartbeat"):
     """An agent's periodic health report."""
 
     agent_id: str
@@ -198,7 +198,7 @@ class AgentHeartbeat(Event, tag="AgentHeartbeat"):
     lag_s: float = 0.0  # age of the oldest unacknowledged batch
 
 
-class GapReported(Event, tag="GapReported"):
+class GapReported(Event, frozen=True, tag="GapReported"):
     """An agent dropped batches it could not keep (spool cap reached): they are lost."""
 
     agent_id: str
@@ -213,7 +213,7 @@ class GapReported(Event, tag="GapReported"):
 # --- Facts derived by the server's analysis pipeline ------------------------------------------
 
 
-class FlowClassified(Event, tag="FlowClassified"):
+class FlowClassified(Event, frozen=True, tag="FlowClassified"):
     """The classifier's verdict about one flow (``flow_id`` = the FlowObserved's id)."""
 
     flow_id: str
@@ -224,7 +224,7 @@ class FlowClassified(Event, tag="FlowClassified"):
     agent_id: str = ""
 
 
-class WindowSummarized(Event, tag="WindowSummarized"):
+class WindowSummarized(Event, frozen=True, tag="WindowSummarized"):
     """A 5-minute window of one branch, summarised (``ts`` = window end)."""
 
     window_start: float
@@ -246,7 +246,7 @@ class WindowSummarized(Event, tag="WindowSummarized"):
 # --- Alert lifecycle ---------------------------------------------------------------------------
 
 
-class AlertOpened(Event, tag="AlertOpened"):
+class AlertOpened(Event, frozen=True, tag="AlertOpened"):
     """A rule fired for an entity; one open alert per (rule, entity)."""
 
     alert_id: str
@@ -257,7 +257,7 @@ class AlertOpened(Event, tag="AlertOpened"):
     evidence_ids: tuple[str, ...] = ()
 
 
-class AlertAcknowledged(Event, tag="AlertAcknowledged"):
+class AlertAcknowledged(Event, frozen=True, tag="AlertAcknowledged"):
     """A user took ownership of an alert."""
 
     alert_id: str
@@ -265,7 +265,7 @@ class AlertAcknowledged(Event, tag="AlertAcknowledged"):
     note: str = ""
 
 
-class AlertResolved(Event, tag="AlertResolved"):
+class AlertResolved(Event, frozen=True, tag="AlertResolved"):
     """A user (or a rule's recovery) closed an alert."""
 
     alert_id: str
@@ -273,7 +273,7 @@ class AlertResolved(Event, tag="AlertResolved"):
     note: str = ""
 
 
-class AlertSuppressed(Event, tag="AlertSuppressed"):
+class AlertSuppressed(Event, frozen=True, tag="AlertSuppressed"):
     """No alerts for (rule, entity) until ``until``; ``reason`` is required and audited."""
 
     rule: str
@@ -317,9 +317,9 @@ AGENT_EVENT_TYPES: tuple[type[Event], ...] = (
 
 # Created once and reused: msgspec encoders/decoders are cheap to call, not to build.
 json_encoder = msgspec.json.Encoder()
-json_decoder = msgspec.json.Decoder(AnyEvent)
+json_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 msgpack_encoder = msgspec.msgpack.Encoder()
-msgpack_decoder = msgspec.msgpack.Decoder(list[AnyEvent])
+msgpack_decoder: msgspec.msgpack.Decoder[list[AnyEvent]] = msgspec.msgpack.Decoder(list[AnyEvent])
 
 
 def encode_json_line(event: Event) -> bytes:
