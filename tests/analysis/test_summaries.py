@@ -77,7 +77,7 @@ def test_ollama_answer_or_template_is_stored_by_the_worker(
         "NETMON_ANALYSIS__PROVIDER": "ollama",
         "NETMON_ANALYSIS__OLLAMA_HOST": server.url,
         "NETMON_ANALYSIS__OLLAMA_MODEL": "tiny",
-        "NETMON_ANALYSIS__LLM_TIMEOUT_S": "0.5",
+        "NETMON_ANALYSIS__LLM_TIMEOUT_S": "3",  # generous: the machine may be busy
     }
     settings = load_settings(environ=environ, dotenv_file=None)
     flows = restamp(corpus_flows[:300], T0, 250, "paris")
