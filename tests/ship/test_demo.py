@@ -182,9 +182,9 @@ def test_a_second_run_keeps_the_data_and_can_issue_a_new_admin_password(tmp_path
     try:
         wait_until(second.answers, 120, "the second run's dashboard", interval=0.2)
         new = wait_until(second.password, 30, f"the new password\n{second.console()}")
-        assert new != old
-        assert token_status(second, new) == 200
-        assert token_status(second, old) == 400  # the reset replaced it
+        assert new != old, second.console()
+        assert token_status(second, new) == 200, second.console()
+        assert token_status(second, old) == 400, second.console()  # the reset replaced it
         assert second.interrupt() == 0, second.console()
     finally:
         second.kill()
