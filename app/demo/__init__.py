@@ -1,0 +1,1 @@
+"""``netmon demo``: process supervisor, demo agent and generated traffic (docs/operations.md)."""
