@@ -91,14 +91,10 @@ class EventLogReader:
         self, position: Position, max_events: int = 10_000
     ) -> tuple[list[AnyEvent], Position]:
         """Every complete event after ``position`` (at most ``max_events``); never blocks."""
-        batch = self._poll(position, max_events)
+        batch = self._poll(position, max_events, ends=False)
         offsets = dict(position.offsets)
-        events: list[AnyEvent] = []
-        for event, segment, end in batch.events:
-            events.append(event)
-            offsets[segment] = end
-        offsets.update(batch.consumed)
-        return events, Position(offsets=offsets)
+        offsets.update(batch.consumed)  # every segment read, past its last event
+        return batch.events, Position(offsets=offsets)
 
     async def follow(
         self, position: Position, poll_interval: float = 0.02
@@ -110,7 +106,7 @@ class EventLogReader:
         offsets = dict(position.offsets)
         while True:
             batch = await asyncio.to_thread(self._poll, Position(offsets=offsets), 10_000)
-            for event, segment, end in batch.events:
+            for event, (segment, end) in zip(batch.events, batch.ends or (), strict=True):
                 offsets[segment] = end
                 yield event, Position(offsets=dict(offsets))
             offsets.update(batch.consumed)
@@ -127,7 +123,7 @@ class EventLogReader:
                 for segment in self._manifests[name].segments
             ]
 
-    def _poll(self, position: Position, max_events: int) -> _PollResult:
+    def _poll(self, position: Position, max_events: int, ends: bool = True) -> _PollResult:
         pending: list[tuple[str, int, int | None]] = []  # (segment, offset, sealed size)
         with self._manifests_lock:
             self._refresh_manifests_locked()
@@ -138,7 +134,7 @@ class EventLogReader:
                     sealed_size = manifest.sealed.get(segment)
                     if sealed_size is None or offset < sealed_size:
                         pending.append((segment, offset, sealed_size))
-        result = _PollResult()
+        result = _PollResult(ends)
         if not pending:
             return result
         start = self._cursor % len(pending)
@@ -170,6 +166,10 @@ class EventLogReader:
         end = data.rfind(b"\n") + 1
         if end == 0:
             return
+        if result.ends is None and self._read_lines_at_once(
+            data, end, limit, segment, offset, result
+        ):
+            return
         cursor = 0
         taken = 0
         while cursor < end and taken < limit:
@@ -177,9 +177,31 @@ class EventLogReader:
             event = self._decode(data[cursor:stop], path, offset + cursor)
             cursor = stop + 1
             if event is not None:
-                result.events.append((event, segment, offset + cursor))
+                result.events.append(event)
+                if result.ends is not None:
+                    result.ends.append((segment, offset + cursor))
                 taken += 1
         result.consumed[segment] = offset + cursor  # also past malformed lines that were skipped
+
+    def _read_lines_at_once(
+        self, data: bytes, end: int, limit: int, segment: str, offset: int, result: _PollResult
+    ) -> bool:
+        """Decode up to ``limit`` whole lines in one call (no Python loop per line); False when
+        a line is malformed, so the caller decodes line by line and reports it."""
+        stop = 0
+        for _ in range(limit):  # memchr per line: far cheaper than bytes.count over the chunk
+            newline = data.find(b"\n", stop, end)
+            if newline < 0:
+                break
+            stop = newline + 1
+        try:
+            events: list[AnyEvent] = json_decoder.decode_lines(memoryview(data)[:stop])
+        except _DECODE_ERRORS:
+            return False
+        self.stats.lines_decoded += len(events)
+        result.events.extend(events)
+        result.consumed[segment] = offset + stop
+        return True
 
     def _refresh_manifests_locked(self) -> None:
         writers_dir = self.events_dir / WRITERS_DIR
@@ -344,10 +366,12 @@ class EventLogReader:
 
 
 class _PollResult:
-    __slots__ = ("events", "consumed")
+    __slots__ = ("events", "ends", "consumed")
 
-    def __init__(self) -> None:
-        self.events: list[tuple[AnyEvent, str, int]] = []  # event, segment, offset after it
+    def __init__(self, ends: bool) -> None:
+        self.events: list[AnyEvent] = []
+        # (segment, offset after it) of each event, when the caller resumes event by event
+        self.ends: list[tuple[str, int]] | None = [] if ends else None
         self.consumed: dict[str, int] = {}  # final offset per segment read, past skipped lines
 
 
