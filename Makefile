@@ -21,8 +21,9 @@ bench: setup
 # 60 s, then every fuzz target with a large budget and fresh randomness.
 soak: setup
 	SOAK_SECONDS=$${SOAK_SECONDS:-600} SOAK_KILL_EVERY=$${SOAK_KILL_EVERY:-60} \
+	  SOAK_RATE=$${SOAK_RATE:-3000} SOAK_VOLUME_MB=$${SOAK_VOLUME_MB:-3072} \
 	  $(VENV)/bin/pytest -m soak -p no:cacheprovider -s tests/soak
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-20000} FUZZ_RANDOM=1 $(VENV)/bin/pytest -p no:cacheprovider tests/fuzz
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-3000} FUZZ_RANDOM=1 $(VENV)/bin/pytest -p no:cacheprovider tests/fuzz
 
 # The CI-sized soak: 3 minutes at 2,000 flows/s, a kill -9 every 40 s (the fuzz targets already
 # ran in `make test` with their short budget).

@@ -104,6 +104,10 @@ def _check_no_overlap(
     assert handle is not None
     spans: list[tuple[int, int, str]] = []
     for info in infos:
+        if not 0 <= info.header_offset < file_size:  # a bent central directory (tests/fuzz)
+            raise ArchiveRejected(
+                "truncated_archive", f"entry {info.filename!r} starts outside the file"
+            )
         handle.seek(info.header_offset)
         header = handle.read(LOCAL_HEADER.size)
         if len(header) != LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
@@ -128,7 +132,9 @@ def read_capped(archive: zipfile.ZipFile, name: str, cap: int) -> bytes:
             data = entry.read(cap + 1)
     except KeyError:
         raise ArchiveRejected("missing_entry", f"the archive has no {name!r}") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as error:
+    # NotImplementedError: a compression method or version zipfile cannot read; ValueError:
+    # e.g. a name flagged UTF-8 that is not (found by tests/fuzz)
+    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, ValueError) as error:
         raise ArchiveRejected("corrupt_entry", f"entry {name!r} cannot be read: {error}") from None
     if len(data) > cap:
         raise ArchiveRejected("entry_too_large", f"entry {name!r} is over {cap} bytes")
@@ -142,7 +148,8 @@ def _opened(
     """The archive, structurally safe, with its manifest verified against the agent's key."""
     try:
         archive = zipfile.ZipFile(upload)
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
+    # NotImplementedError: a central directory claiming a zip version it cannot read (tests/fuzz)
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as error:
         raise ArchiveRejected("bad_archive", f"not a readable ZIP (truncated?): {error}") from None
     with archive:
         check_structure(archive, size, ingestor.settings)

@@ -99,3 +99,40 @@ def test_a_damaged_archive_imports_or_is_rejected(
 @given(st.binary(max_size=600) | st.binary(max_size=40).map(lambda b: b"PK\x03\x04" + b))
 def test_arbitrary_bytes_are_rejected(rig: Rig, raw: bytes) -> None:
     import_or_reject(rig, raw)
+
+
+def test_an_unreadable_zip_version_is_rejected(rig: Rig, archive_bytes: bytes) -> None:
+    # Finding: a central directory entry claiming zip version 25.5 made zipfile raise
+    # NotImplementedError, which escaped the importer (a 500 instead of bad_archive).
+    at = archive_bytes.index(b"PK\x01\x02") + 4
+    data = archive_bytes[:at] + b"\xff\xff\xff\xff" + archive_bytes[at + 4 :]
+    with pytest.raises(ArchiveRejected) as rejected:
+        open_archive(rig.ingestor, rig.session, io.BytesIO(data), len(data))
+    assert rejected.value.code == "bad_archive" and rejected.value.status == 400
+
+
+def damage(archive: bytes, at: int, replacement: bytes) -> bytes:
+    return archive[:at] + replacement + archive[at + len(replacement) :]
+
+
+def test_a_central_directory_pointing_before_the_file_is_rejected(
+    rig: Rig, archive_bytes: bytes
+) -> None:
+    # Finding: a central directory offset 256 bytes too large gave an entry the header offset
+    # -256, and the overlap check's seek raised ValueError (a 500).
+    end = archive_bytes.rindex(b"PK\x05\x06")
+    offset = int.from_bytes(archive_bytes[end + 16 : end + 20], "little")
+    data = damage(archive_bytes, end + 16, (offset + 256).to_bytes(4, "little"))
+    with pytest.raises(ArchiveRejected) as rejected:
+        open_archive(rig.ingestor, rig.session, io.BytesIO(data), len(data))
+    assert rejected.value.status == 400
+
+
+def test_a_local_name_flagged_utf8_that_is_not_is_rejected(rig: Rig, archive_bytes: bytes) -> None:
+    # Finding: zipfile decodes a local header name flagged UTF-8 (bit 11) and raised
+    # UnicodeDecodeError out of the importer (a 500).
+    flags = int.from_bytes(archive_bytes[6:8], "little") | 0x800
+    data = damage(damage(archive_bytes, 6, flags.to_bytes(2, "little")), 30, b"\xff")
+    with pytest.raises(ArchiveRejected) as rejected:
+        open_archive(rig.ingestor, rig.session, io.BytesIO(data), len(data))
+    assert rejected.value.status == 400

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from tqdm import tqdm
 
-from storage.events import DetectionRaised, FlowObserved
+from storage.events import DetectionRaised, FlowClassified, FlowObserved
 from storage.log_reader import EventLogReader
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ class SoakReport(msgspec.Struct, kw_only=True):
     archives_uploaded: int
     acks_while_full: int
     gaps_reported: int
+    verdicts: int  # FlowClassified events the worker wrote
+    verdicts_repeated: int  # verdicts beyond the first for a flow (the worker's restarts)
     timeline: list[str]
 
     def render(self) -> str:
@@ -64,6 +66,7 @@ class SoakReport(msgspec.Struct, kw_only=True):
             f"{self.archives_uploaded} uploaded",
             f"disk full           {self.acks_while_full} events acknowledged while full",
             f"spool gaps          {self.gaps_reported}",
+            f"worker verdicts     {self.verdicts} ({self.verdicts_repeated} repeated)",
             f"unexpected exits    {', '.join(self.unexpected_exits) or 'none'}",
             "timeline:",
             *(f"  {entry}" for entry in self.timeline),
@@ -71,30 +74,39 @@ class SoakReport(msgspec.Struct, kw_only=True):
         return "\n".join(lines)
 
 
-def stored_counts(
-    data_dir: Path,
-) -> tuple[collections.Counter[tuple[str, int]], collections.Counter[str]]:
-    """(agent, flow index) -> times stored, and soak event id -> times stored."""
-    flows: collections.Counter[tuple[str, int]] = collections.Counter()
-    ids: collections.Counter[str] = collections.Counter()
+class Stored:
+    """What the store holds for the soak, counted in one scan."""
+
+    def __init__(self) -> None:
+        self.flows: collections.Counter[tuple[str, int]] = collections.Counter()  # (agent, i)
+        self.ids: collections.Counter[str] = collections.Counter()  # soak event id -> times
+        self.verdicts: collections.Counter[str] = collections.Counter()  # flow id -> verdicts
+
+
+def stored_counts(data_dir: Path) -> Stored:
+    """Count every soak flow, probe and verdict in the store."""
+    stored = Stored()
     reader = EventLogReader(data_dir)
     for event in tqdm(
         reader.scan(None, None), desc="checking the store", unit=" events", mininterval=2.0
     ):
         if isinstance(event, FlowObserved) and event.domain.endswith(".soak"):
             index, agent, _ = event.domain.split(".", 2)
-            flows[(agent, int(index[1:]))] += 1
-            ids[event.id] += 1
+            stored.flows[(agent, int(index[1:]))] += 1
+            stored.ids[event.id] += 1
         elif isinstance(event, DetectionRaised) and event.agent_id.startswith("agent-"):
-            ids[event.id] += 1
-    return flows, ids
+            stored.ids[event.id] += 1
+        elif isinstance(event, FlowClassified):
+            stored.verdicts[event.flow_id] += 1
+    return stored
 
 
 def check(
     data_dir: Path, ledgers: dict[str, dict[str, Any]], dashboard: Dashboard, soak: Any
 ) -> SoakReport:
     """Compare the ledgers with the store and build the report."""
-    flows, ids = stored_counts(data_dir)
+    stored = stored_counts(data_dir)
+    flows, ids = stored.flows, stored.ids
     sent_flows = {(agent, i) for agent, ledger in ledgers.items() for i in range(ledger["sent"])}
     probes = {probe for ledger in ledgers.values() for probe in ledger["probes"]}
     stored_probes = {event_id for event_id in probes if ids[event_id]}
@@ -129,5 +141,7 @@ def check(
         archives_uploaded=sum(ledger["archives_uploaded"] for ledger in ledgers.values()),
         acks_while_full=int(timeline.figures.get("acks_while_full", -1)),
         gaps_reported=sum(ledger["gaps"] for ledger in ledgers.values()),
+        verdicts=sum(stored.verdicts.values()),
+        verdicts_repeated=sum(n - 1 for n in stored.verdicts.values() if n > 1),
         timeline=timeline.entries,
     )
