@@ -18,9 +18,9 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,17 @@ PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _CHUNK = 1 << 20
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
+
+
+class PcapChunk(NamedTuple):
+    """Complete pcap records in ``buf[start:end]``; ``unpack`` reads a record header."""
+
+    buf: bytes
+    start: int
+    end: int
+    unpack: Callable[[bytes, int], tuple[int, int, int, int]]
+    resolution: float
+    linktype: int
 
 
 class CaptureError(Exception):
@@ -135,8 +146,26 @@ class FileSource:
             return self._read_pcapng()
         return self._read_pcap()
 
+    def pcap_chunks(self) -> Iterator[PcapChunk] | None:
+        """Whole pcap records in big buffers, for the pipeline's batch path; None when the frames
+        must go one by one (pcapng, loop, realtime, progress)."""
+        if self.pcapng or self.loop or self.realtime or self.progress:
+            return None
+        return self._pcap_chunks()
+
     def _read_pcap(self) -> Iterator[Frame]:
         """Records of a classic pcap; the file is opened on the first ``next``, always closed."""
+        for chunk in self._pcap_chunks():
+            buf, pos, end, unpack = chunk.buf, chunk.start, chunk.end, chunk.unpack
+            resolution, linktype = chunk.resolution, chunk.linktype
+            while pos < end:
+                sec, frac, caplen, wirelen = unpack(buf, pos)
+                stop = pos + 16 + caplen
+                yield (sec + frac * resolution, buf[pos + 16 : stop], wirelen, linktype)
+                pos = stop
+
+    def _pcap_chunks(self) -> Iterator[PcapChunk]:
+        """1 MiB reads cut at record boundaries (a record longer than a read spans several)."""
         with self.path.open("rb", buffering=0) as handle:
             header = handle.read(24)
             if len(header) < 24:
@@ -154,16 +183,19 @@ class FileSource:
                 pos = 0
                 end = len(buf)
                 while pos + 16 <= end:
-                    sec, frac, caplen, wirelen = unpack(buf, pos)
+                    caplen = unpack(buf, pos)[2]
                     stop = pos + 16 + caplen
                     if stop > end:
                         if caplen > 0x4000000:
+                            if pos:  # the records before it are metered first, as one by one
+                                yield PcapChunk(buf, 0, pos, unpack, resolution, linktype)
                             raise CaptureError(
                                 f"{self.path}: record length {caplen} is garbage", EXIT_DATAERR
                             )
                         break
-                    yield (sec + frac * resolution, buf[pos + 16 : stop], wirelen, linktype)
                     pos = stop
+                if pos:
+                    yield PcapChunk(buf, 0, pos, unpack, resolution, linktype)
         if pos < len(buf):
             self.truncated += 1
             log.warning(

@@ -19,6 +19,7 @@ import struct
 from collections.abc import Callable, Sequence
 
 from agent.appnames import PassiveDns, is_ip_literal, parse_dns, parse_http_host, sni_from_segments
+from agent.capture import PcapChunk
 from agent.config import AgentConfig
 from agent.decode import FRAG_FIRST, decode
 from agent.detectors import Detector
@@ -35,6 +36,9 @@ _WINDOWS: dict[int, int] = {}
 _TCP4 = bytes((6, 0, 0))  # key prefix: protocol, VLAN 0
 _UDP4 = bytes((17, 0, 0))
 _unpack_seq = struct.Struct("!I").unpack_from
+# From the ethertype to the TCP window: ethertype, version/IHL, total length, fragment field,
+# protocol, addresses and ports, TCP sequence number, data offset, flags, window.
+_unpack_eth_ip4 = struct.Struct("!HBxHxxHxBxx12sI4xBBH").unpack_from
 
 Finding = Callable[[Flow, Detection, float], None]
 Export = Callable[[Flow, str, float], None]
@@ -205,6 +209,136 @@ class FlowTable:
         if flow.inspect and plen:
             self._inspect(flow, fwd, data[poff : poff + plen], seq, plen, ts)
         return 1
+
+    def meter_records(
+        self, buf: bytes, pos: int, end: int, chunk: PcapChunk, tick_at: float, budget: int
+    ) -> tuple[int, int, int, float]:
+        """Meter the pcap records of ``buf[pos:end]`` while they take the fast path.
+
+        Returns ``(pos, packets, frame bytes, latest ts)``; ``pos`` is the first record not
+        metered: one that needs ``frame`` (not untagged Ethernet + IPv4 without options or
+        fragments + TCP/UDP), whose time reaches ``tick_at``, or the one after ``budget``
+        records. One loop does what the reader, the pipeline and ``frame`` do one by one: no
+        frame copy, tuple or call per packet. The statistics below are ``frame``'s, kept in
+        step with it (tests/agent/test_flow_table.py replays the same frames both ways).
+        """
+        unpack_record, resolution = chunk.unpack, chunk.resolution
+        header = _unpack_eth_ip4
+        get = self.flows.get
+        idle, active, grace, threshold = self._idle, self._active, self._grace, self._threshold
+        windows = _WINDOWS
+        count = volume = 0
+        latest = 0.0
+        while pos < end and count < budget:
+            sec, frac, caplen, wirelen = unpack_record(buf, pos)
+            ts = sec + frac * resolution
+            if ts >= tick_at or caplen < 54:
+                break
+            start = pos + 16
+            etype, vihl, total, frag, proto, addrs, seq, doff, flags, win = header(buf, start + 12)
+            if etype != 0x0800 or vihl != 0x45 or frag & 0x3FFF or total < 20:
+                break
+            if proto == 6 and doff >= 0x50:
+                key = _TCP4 + addrs
+                poff = 34 + ((doff >> 4) << 2)
+            elif proto == 17:
+                key = _UDP4 + addrs
+                flags = win = seq = 0
+                poff = 42
+            else:
+                break
+            stop = 14 + total
+            if stop > caplen:
+                stop = caplen
+            plen = stop - poff if stop > poff else 0
+            pos = start + caplen
+            count += 1
+            volume += wirelen
+            if ts > latest:
+                latest = ts
+            flow = get(key)
+            if flow is None:
+                flow = self._create(key, ts, seq)
+            elif (
+                ts - flow.last > idle
+                or ts - flow.first >= active
+                or (flow.closed_at and (flags & 0x12 == 0x02 or ts - flow.closed_at > grace))
+            ):
+                self._end(flow, self._due_reason(flow, ts), ts)
+                flow = self._create(key, ts, seq)
+            stats: DirStats
+            if key == flow.key:
+                stats = flow
+                fwd = True
+            else:
+                bwd = flow.bwd
+                if bwd is None:
+                    bwd = flow.bwd = DirStats()
+                stats = bwd
+                fwd = False
+            n = stats.packets + 1
+            stats.packets = n
+            stats.bytes += wirelen
+            stats.payload += plen
+            if n == 1:
+                stats.len_min = stats.len_max = stats.len_mean = wirelen
+                stats.init_win = windows.setdefault(win, win)
+            else:
+                if wirelen < stats.len_min:
+                    stats.len_min = wirelen
+                elif wirelen > stats.len_max:
+                    stats.len_max = wirelen
+                mean = stats.len_mean
+                delta = wirelen - mean
+                mean += delta / n
+                stats.len_mean = mean
+                stats.len_m2 += delta * (wirelen - mean)
+                iat = ts - stats.prev
+                if n == 2:
+                    stats.iat_min = stats.iat_max = stats.iat_mean = iat
+                else:
+                    if iat < stats.iat_min:
+                        stats.iat_min = iat
+                    elif iat > stats.iat_max:
+                        stats.iat_max = iat
+                    mean = stats.iat_mean
+                    delta = iat - mean
+                    mean += delta / (n - 1)
+                    stats.iat_mean = mean
+                    stats.iat_m2 += delta * (iat - mean)
+            stats.prev = ts
+            packets = flow.total
+            flow.total = packets + 1
+            if packets:
+                last = flow.last
+                gap = ts - last
+                if packets == 1:
+                    flow.flow_iat_mean = gap
+                else:
+                    mean = flow.flow_iat_mean
+                    delta = gap - mean
+                    mean += delta / packets
+                    flow.flow_iat_mean = mean
+                    flow.flow_iat_m2 += delta * (gap - mean)
+                if gap > threshold:
+                    flow.active_sum += last - flow.active_start
+                    flow.active_n += 1
+                    flow.idle_sum += gap
+                    flow.active_start = ts
+                flow.last = ts
+            if flow.tcp:
+                stats.flags |= flags
+                if flags == 0x10 and flow.handshake:
+                    flow.ack_n += 1
+                elif flags == 0x18 and flow.handshake:
+                    flow.psh_n += 1
+                    flow.ack_n += 1
+                else:
+                    self._tcp(flow, flags, fwd, ts)
+            if flow.inspect and plen:
+                poff += start
+                self._inspect(flow, fwd, buf[poff : poff + plen], seq, plen, ts)
+        return pos, count, volume, latest
 
     def _tcp(self, flow: Flow, flags: int, fwd: bool, ts: float) -> None:
         if flags & 0x02:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from struct import error as struct_error
 
 import msgspec
 
-from agent.capture import PacketSource
+from agent.capture import PacketSource, PcapChunk
 from agent.config import AgentConfig
 from agent.detectors import build_detectors
 from agent.flowrecord import Flow, flow_event, ip_text
@@ -134,49 +134,83 @@ def run_pipeline(
             )
         )
 
-    try:
-        for item in source:
-            if item is None:  # a quiet live source: keep timers running on the wall clock
-                table.tick(time.time())
-                if time.monotonic() >= next_beat:
-                    heartbeat()
-                    next_beat = time.monotonic() + config.heartbeat_interval
-                if stop is not None and stop():
-                    break
-                continue
-            ts, data, wirelen, linktype = item
-            seen += 1
-            volume += wirelen
-            try:
-                metered = frame(ts, data, wirelen, linktype)
-                if metered < 0:
-                    malformed += 1
-                    if malformed <= MALFORMED_LOG_LIMIT:
-                        log.warning(
-                            "frame %d: truncated or malformed (%d bytes, linktype %d), skipped",
-                            seen,
-                            len(data),
-                            linktype,
-                        )
-                elif not metered:
-                    not_ip += 1
-            except (IndexError, ValueError, struct_error) as error:
+    def step(ts: float, data: bytes, wirelen: int, linktype: int) -> bool:
+        """Meter one frame, tick when its time has come; True when ``stop()`` says so."""
+        nonlocal seen, malformed, not_ip, volume, next_tick, last_ts
+        seen += 1
+        volume += wirelen
+        try:
+            metered = frame(ts, data, wirelen, linktype)
+            if metered < 0:
                 malformed += 1
-                log.warning("frame %d: cannot be decoded (%s), skipped", seen, error)
-            if ts >= next_tick:
-                if ts > last_ts:
-                    last_ts = ts
-                next_tick = ts + tick_interval
-                table.tick(ts)
-                if time.monotonic() >= next_beat:
-                    heartbeat()
-                    next_beat = time.monotonic() + config.heartbeat_interval
-                if stop is not None and stop():  # slow steady traffic never goes quiet
-                    break
-            elif ts > last_ts:
+                if malformed <= MALFORMED_LOG_LIMIT:
+                    log.warning(
+                        "frame %d: truncated or malformed (%d bytes, linktype %d), skipped",
+                        seen,
+                        len(data),
+                        linktype,
+                    )
+            elif not metered:
+                not_ip += 1
+        except (IndexError, ValueError, struct_error) as error:
+            malformed += 1
+            log.warning("frame %d: cannot be decoded (%s), skipped", seen, error)
+        if ts >= next_tick:
+            if ts > last_ts:
                 last_ts = ts
-            if not seen & 4095 and stop is not None and stop():
-                break
+            next_tick = ts + tick_interval
+            table.tick(ts)
+            beat()
+            if stop is not None and stop():  # slow steady traffic never goes quiet
+                return True
+        elif ts > last_ts:
+            last_ts = ts
+        return not seen & 4095 and stop is not None and stop()
+
+    def beat() -> None:
+        nonlocal next_beat
+        if time.monotonic() >= next_beat:
+            heartbeat()
+            next_beat = time.monotonic() + config.heartbeat_interval
+
+    def run_chunks(chunks: Iterator[PcapChunk]) -> None:
+        """The batch path: runs of common frames metered in one call, the rest by ``step``."""
+        nonlocal seen, volume, last_ts
+        meter = table.meter_records
+        for chunk in chunks:
+            buf, pos, end, unpack = chunk.buf, chunk.start, chunk.end, chunk.unpack
+            while pos < end:
+                budget = 4096 - (seen & 4095)  # stop() is polled every 4096 frames
+                pos, count, size, latest = meter(buf, pos, end, chunk, next_tick, budget)
+                seen += count
+                volume += size
+                if latest > last_ts:
+                    last_ts = latest
+                if count == budget:
+                    if stop is not None and stop():
+                        return
+                    continue
+                if pos < end:
+                    sec, frac, caplen, wirelen = unpack(buf, pos)
+                    data = buf[pos + 16 : pos + 16 + caplen]
+                    pos += 16 + caplen
+                    if step(sec + frac * chunk.resolution, data, wirelen, chunk.linktype):
+                        return
+
+    try:
+        chunks = getattr(source, "pcap_chunks", lambda: None)()
+        if chunks is not None:
+            run_chunks(chunks)
+        else:
+            for item in source:
+                if item is None:  # a quiet live source: keep timers running on the wall clock
+                    table.tick(time.time())
+                    beat()
+                    if stop is not None and stop():
+                        break
+                    continue
+                if step(*item):
+                    break
     except KeyboardInterrupt:
         log.info("interrupted: flushing %d active flows", table.active)
     finally:

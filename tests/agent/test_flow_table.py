@@ -199,3 +199,67 @@ def test_stop_is_honoured_on_a_tick_even_when_traffic_never_pauses(tmp_path: Pat
     stats = run_pipeline(FileSource(path), AgentConfig(agent_id="t"), events.append, stop)
     assert stats.packets_seen == 3  # ticks at 0.0 s and 1.0 s (the third packet)
     assert [type(e).__name__ for e in events] == ["FlowObserved", "AgentHeartbeat"]
+
+
+def test_batch_path_and_frame_by_frame_meter_the_same(tmp_path: Path) -> None:
+    """FileSource's pcap chunks (FlowTable.meter_records) against frames one by one (frame)."""
+    import struct
+
+    import msgspec
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import ARP, Dot1Q
+
+    from agent.capture import FileSource
+    from agent.pipeline import run_pipeline
+    from bench.agent_pcapgen import write_flows_pcap
+    from storage.events import DetectionRaised
+
+    def eth() -> Packet:
+        return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+
+    plain = tmp_path / "plain.pcap"
+    # > 4096 frames over ~10 s of packet time: budget cuts and ticks inside the runs.
+    write_flows_pcap(plain, 120, 40, concurrency=30, step_s=0.002)
+    others = [
+        bytes(eth() / Dot1Q(vlan=7) / IP(src="10.9.2.1", dst="10.9.2.2") / TCP(flags="S")),
+        bytes(eth() / IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=5, dport=53)),
+        bytes(eth() / ARP()),
+        bytes(eth() / IP(src="10.9.2.1", dst="10.9.2.3") / UDP(sport=9, dport=99) / b"x"),
+        bytes(eth() / IP(src="10.9.2.1", dst="10.9.2.3", frag=3) / (b"y" * 30)),
+        bytes(eth() / IP(src="10.9.2.1", dst="10.9.2.2"))[:30],  # malformed
+    ]
+    raw = plain.read_bytes()
+    mixed, pos, index = [raw[:24]], 24, 0
+    while pos < len(raw):  # one of the others after every 7th record, at the same time
+        header = raw[pos : pos + 16]
+        caplen = struct.unpack_from("<I", header, 8)[0]
+        mixed.append(raw[pos : pos + 16 + caplen])
+        pos += 16 + caplen
+        index += 1
+        if not index % 7:
+            frame = others[index % len(others)]
+            mixed.append(header[:8] + struct.pack("<II", len(frame), len(frame)) + frame)
+    path = tmp_path / "mixed.pcap"
+    path.write_bytes(b"".join(mixed))
+
+    def meter(source: FileSource) -> tuple[list[object], object]:
+        events: list[object] = []
+        stats = run_pipeline(source, AgentConfig(agent_id="t"), events.append)
+        rows = []
+        for event in events:
+            if isinstance(event, FlowObserved | DetectionRaised):
+                row = msgspec.to_builtins(event)
+                row.pop("id"), row.pop("flow_id", None)
+                rows.append(row)
+        counters = msgspec.to_builtins(stats)
+        counters.pop("elapsed_s")
+        return rows, counters
+
+    assert FileSource(path).pcap_chunks() is not None
+    assert FileSource(path, progress=True).pcap_chunks() is None
+    batched = meter(FileSource(path))
+    assert batched == meter(FileSource(path, progress=True))
+    rows, counters = batched
+    assert counters["packets_seen"] == 4800 + 4800 // 7
+    assert counters["packets_not_ip"] > 0 and counters["packets_malformed"] > 0
+    assert {row.get("vlan", 0) for row in rows} == {0, 7}  # defaults are omitted
