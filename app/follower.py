@@ -17,15 +17,19 @@ from typing import Protocol
 import anyio
 import msgspec
 
-from storage.events import AnyEvent
+from app.projections.brief import FeedEvent, brief_decoder, needs_full
 
 log = logging.getLogger(__name__)
 
 
 class FeedBatch(msgspec.Struct, frozen=True):
-    """Events read in one go, the position just after them, and whether the feed is caught up."""
+    """Events read in one go, the position just after them, and whether the feed is caught up.
 
-    events: list[AnyEvent]
+    A non-critical flow comes as a ``FlowBrief`` (the fields the projections read); every other
+    event, critical flows included, as the full event (app/projections/brief.py).
+    """
+
+    events: list[FeedEvent]
     offsets: dict[str, int]
     caught_up: bool  # True when nothing more was waiting when this batch was read
 
@@ -50,7 +54,7 @@ class FileFeed:
     def __init__(self, root: Path, *, poll_interval: float = 0.02, max_events: int = 1_000):
         from storage.eventlog import EventLogReader
 
-        self.reader = EventLogReader(root)
+        self.reader = EventLogReader(root, tail_decoder=brief_decoder, needs_full=needs_full)
         self.poll_interval = poll_interval
         self.max_events = max_events
 
@@ -82,7 +86,7 @@ def read_to_end(
     from storage.eventlog import EventLogReader
     from storage.positions import Position
 
-    reader = EventLogReader(root)
+    reader = EventLogReader(root, tail_decoder=brief_decoder, needs_full=needs_full)
     position = Position(offsets=dict(offsets))
     while True:
         events, position = reader.read_new(position, max_events)

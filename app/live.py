@@ -23,6 +23,7 @@ from typing import Any, Literal
 import jinja2
 import msgspec
 
+from app.projections.brief import FeedEvent
 from app.projections.recent import is_critical
 from storage.events import (
     AlertAcknowledged,
@@ -122,7 +123,7 @@ class LiveHub:
             self.clients.discard(client)
             self.dropped_closed += client.dropped
 
-    def publish(self, events: Iterable[AnyEvent]) -> None:
+    def publish(self, events: Iterable[FeedEvent]) -> None:
         """Offer every critical event to the clients that see its branch (never waits)."""
         for event in events:
             if not is_critical(event):

@@ -23,9 +23,10 @@ from app.access import SecuredWebSocketRoute
 from app.follower import Feed, FileFeed
 from app.live import RESYNC, AgentStatusChanged, LiveClient, LiveHub, LiveRenderer
 from app.projections import agents, recent
+from app.projections.brief import FROM_AGENTS, FeedEvent
 from app.projections.runner import ProjectionRunner, snapshot_path
 from app.settings import Settings
-from storage.events import AGENT_EVENT_TYPES, AnyEvent
+from storage.events import AnyEvent
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +98,11 @@ class LiveService:
                 return
             self.last_save_s = time.monotonic() - started
 
-    def _agent_changes(self, events: list[AnyEvent]) -> list[AgentStatusChanged]:
+    def _agent_changes(self, events: list[FeedEvent]) -> list[AgentStatusChanged]:
         """Agents that speak after being silent longer than the timeout (or for the first time)."""
         changes = []
         for event in events:
-            if not isinstance(event, AGENT_EVENT_TYPES):
+            if not isinstance(event, FROM_AGENTS):
                 continue
             agent_id: str = event.agent_id  # type: ignore[union-attr]
             if agent_id in self.agents_up:

@@ -19,6 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -78,18 +79,27 @@ class _WriterManifest:
 class EventLogReader:
     """Read-only access to the log under ``root`` (the data dir holding ``events/``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        tail_decoder: msgspec.json.Decoder[Any] | None = None,
+        needs_full: Callable[[Any], bool] = lambda event: False,
+    ) -> None:
+        """``tail_decoder`` (read_new only) decodes lines into lighter types; a line whose light
+        form ``needs_full`` picks is decoded again as the full event (app/projections/brief.py).
+        """
         self.events_dir = Path(root) / EVENTS_DIR
         self.stats = ReaderStats()
+        self._tail_decoder = tail_decoder
+        self._needs_full = needs_full
         self._manifests: dict[str, _WriterManifest] = {}
         self._manifests_lock = threading.Lock()  # one reader may serve several threads
         self._cursor = 0  # where the next poll starts, so one busy segment cannot starve others
 
     # --- tailing ------------------------------------------------------------------------------
 
-    def read_new(
-        self, position: Position, max_events: int = 10_000
-    ) -> tuple[list[AnyEvent], Position]:
+    def read_new(self, position: Position, max_events: int = 10_000) -> tuple[list[Any], Position]:
         """Every complete event after ``position`` (at most ``max_events``); never blocks."""
         batch = self._poll(position, max_events, ends=False)
         offsets = dict(position.offsets)
@@ -170,11 +180,12 @@ class EventLogReader:
             data, end, limit, segment, offset, result
         ):
             return
+        brief = result.ends is None and self._tail_decoder is not None
         cursor = 0
         taken = 0
         while cursor < end and taken < limit:
             stop = data.index(b"\n", cursor)
-            event = self._decode(data[cursor:stop], path, offset + cursor)
+            event = self._decode(data[cursor:stop], path, offset + cursor, brief=brief)
             cursor = stop + 1
             if event is not None:
                 result.events.append(event)
@@ -188,14 +199,25 @@ class EventLogReader:
     ) -> bool:
         """Decode up to ``limit`` whole lines in one call (no Python loop per line); False when
         a line is malformed, so the caller decodes line by line and reports it."""
+        starts: list[int] = []
         stop = 0
         for _ in range(limit):  # memchr per line: far cheaper than bytes.count over the chunk
             newline = data.find(b"\n", stop, end)
             if newline < 0:
                 break
+            starts.append(stop)
             stop = newline + 1
+        view = memoryview(data)
         try:
-            events: list[AnyEvent] = json_decoder.decode_lines(memoryview(data)[:stop])
+            if self._tail_decoder is None:
+                events: list[Any] = json_decoder.decode_lines(view[:stop])
+            else:
+                events = self._tail_decoder.decode_lines(view[:stop])
+                if len(events) != len(starts):  # a blank line: line by line says where
+                    return False
+                for index in [i for i, event in enumerate(events) if self._needs_full(event)]:
+                    line = starts[index]
+                    events[index] = json_decoder.decode(view[line : data.index(b"\n", line)])
         except _DECODE_ERRORS:
             return False
         self.stats.lines_decoded += len(events)
@@ -352,11 +374,22 @@ class EventLogReader:
     # --- decoding -----------------------------------------------------------------------------
 
     def _decode(
-        self, line: bytes, path: Path, offset: int, data: bytes | mmap.mmap | None = None
-    ) -> AnyEvent | None:
+        self,
+        line: bytes,
+        path: Path,
+        offset: int,
+        data: bytes | mmap.mmap | None = None,
+        *,
+        brief: bool = False,
+    ) -> Any:
         self.stats.lines_decoded += 1
         try:
-            event: AnyEvent = json_decoder.decode(line)
+            if brief and self._tail_decoder is not None:
+                event = self._tail_decoder.decode(line)
+                if self._needs_full(event):
+                    event = json_decoder.decode(line)
+            else:
+                event = json_decoder.decode(line)
         except _DECODE_ERRORS as error:
             self.stats.malformed_lines += 1
             number = _line_number(path, offset, data)
@@ -369,7 +402,7 @@ class _PollResult:
     __slots__ = ("events", "ends", "consumed")
 
     def __init__(self, ends: bool) -> None:
-        self.events: list[AnyEvent] = []
+        self.events: list[Any] = []  # AnyEvent, or lighter types from a tail_decoder
         # (segment, offset after it) of each event, when the caller resumes event by event
         self.ends: list[tuple[str, int]] | None = [] if ends else None
         self.consumed: dict[str, int] = {}  # final offset per segment read, past skipped lines

@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from storage.events import AGENT_EVENT_TYPES, AgentHeartbeat, Event
+from app.projections.brief import FROM_AGENTS, FeedEvent
+from storage.events import AgentHeartbeat
 
 
 class AgentState(msgspec.Struct):
@@ -40,11 +41,11 @@ class AgentsState(msgspec.Struct):
     agents: dict[str, AgentState] = {}
 
 
-def apply(state: AgentsState, event: Event) -> None:
+def apply(state: AgentsState, event: FeedEvent) -> None:
     """Fold one event into the agents table."""
-    if not isinstance(event, AGENT_EVENT_TYPES):
+    if not isinstance(event, FROM_AGENTS):
         return
-    agent_id: str = event.agent_id  # type: ignore[attr-defined]
+    agent_id: str = event.agent_id  # type: ignore[union-attr]
     agent = state.agents.get(agent_id)
     if agent is None:
         agent = state.agents[agent_id] = AgentState(branch=event.branch)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
+from typing import TypeGuard
 
 import msgspec
 
+from app.projections.brief import FeedEvent, FlowBrief
 from storage.events import (
     SEVERITY_RANK,
     AlertAcknowledged,
@@ -27,8 +29,10 @@ RECENT_PER_BRANCH = 50
 LIVE_TYPES = (DetectionRaised, AlertOpened, AlertAcknowledged, AlertResolved, GapReported)
 
 
-def is_critical(event: Event) -> bool:
+def is_critical(event: object) -> TypeGuard[AnyEvent]:
     """Whether the live feed pushes this event: detections, alerts, gaps, high/critical flows."""
+    if type(event) is FlowBrief:  # most events: the feed decodes critical flows fully
+        return False
     if isinstance(event, FlowObserved):
         return SEVERITY_RANK[event.severity] >= SEVERITY_RANK["high"]
     return isinstance(event, LIVE_TYPES)
@@ -44,7 +48,7 @@ def _order(event: Event) -> tuple[float, str]:
     return (event.ts, event.id)
 
 
-def apply(state: RecentState, event: AnyEvent) -> None:
+def apply(state: RecentState, event: FeedEvent) -> None:
     """Keep the event if it is critical and among the newest of its branch."""
     if not is_critical(event):
         return

@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 
 from app.projections import agents, recent, summary, top
-from storage.events import AnyEvent
+from app.projections.brief import FeedEvent
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def snapshot_path(data_dir: Path, replica: str) -> Path:
     return data_dir / "projections" / f"{replica}.msgpack"
 
 
-def apply_all(state: ProjectionSnapshot, events: Iterable[AnyEvent]) -> None:
+def apply_all(state: ProjectionSnapshot, events: Iterable[FeedEvent]) -> None:
     """Fold events into every projection (the one place that lists them).
 
     Windows follow the newest event time, so one event from a clock gone wild (year 2200) would
@@ -109,7 +109,7 @@ class ProjectionRunner:
         self.state = state
         return state
 
-    def apply(self, events: Iterable[AnyEvent], offsets: dict[str, int]) -> None:
+    def apply(self, events: Iterable[FeedEvent], offsets: dict[str, int]) -> None:
         """Fold a batch into every projection and move the position past it."""
         apply_all(self.state, events)
         self.state.offsets = dict(offsets)

@@ -11,12 +11,13 @@ whatever order the writers' events were read in.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
+from app.projections.brief import FLOW_TYPES, FeedEvent, FlowBrief
 from app.projections.buckets import DAY, HOUR, MINUTE, WEEK, bucket_start, prune_before
-from storage.events import AlertOpened, DetectionRaised, Event, FlowObserved, GapReported
+from storage.events import AlertOpened, DetectionRaised, FlowObserved, GapReported
 
 
 class Counts(msgspec.Struct):
@@ -42,7 +43,7 @@ class SummaryState(msgspec.Struct):
     branches: dict[str, BranchSummary] = {}
 
 
-def critical_kind(event: Event) -> str | None:
+def critical_kind(event: FeedEvent) -> str | None:
     """The kind a critical event is counted under, or None when it is not one.
 
     A critical flow is counted once, by its DetectionRaised (the agent raises one on the first
@@ -57,7 +58,7 @@ def critical_kind(event: Event) -> str | None:
     return None
 
 
-def apply(state: SummaryState, event: Event) -> None:
+def apply(state: SummaryState, event: FeedEvent) -> None:
     """Fold one event into the summary (hot path: plain arithmetic, few calls)."""
     ts = event.ts
     if ts > state.watermark:
@@ -65,7 +66,7 @@ def apply(state: SummaryState, event: Event) -> None:
         state.watermark = ts
         if ts // MINUTE != old_minute:
             _prune(state)
-    if type(event) is FlowObserved:
+    if type(event) in FLOW_TYPES:  # FlowObserved, or its brief from the live feed
         kind = None
     else:
         kind = critical_kind(event)
@@ -98,12 +99,12 @@ def _prune(state: SummaryState) -> None:
         prune_before(branch.hours, hour_cutoff)  # type: ignore[arg-type]
 
 
-def _add(buckets: dict[int, Counts], start: int, event: Event, kind: str | None) -> None:
+def _add(buckets: dict[int, Counts], start: int, event: FeedEvent, kind: str | None) -> None:
     counts = buckets.get(start)
     if counts is None:
         counts = buckets[start] = Counts()
     if kind is None:  # a flow
-        flow: FlowObserved = event  # type: ignore[assignment]
+        flow = cast("FlowObserved | FlowBrief", event)
         counts.flows += 1
         counts.bytes += flow.src2dst_bytes + flow.dst2src_bytes
         counts.packets += flow.src2dst_packets + flow.dst2src_packets

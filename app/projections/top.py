@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
+from app.projections.brief import FLOW_TYPES, FeedEvent, FlowBrief
 from app.projections.buckets import HOUR, WEEK, bucket_start, prune_before
-from storage.events import Event, FlowObserved
+from storage.events import FlowObserved
 
 DIMENSIONS = ("src_ip", "dst_ip", "domain", "dst_port", "detection")
 PRUNE_AT = 512
@@ -36,17 +37,18 @@ class TopState(msgspec.Struct):
     branches: dict[str, dict[int, HourTop]] = {}
 
 
-def apply(state: TopState, event: Event) -> None:
+def apply(state: TopState, feed_event: FeedEvent) -> None:
     """Fold one event into the top lists (only FlowObserved counts; hot path)."""
-    ts = event.ts
+    ts = feed_event.ts
     if ts > state.watermark:
         old_hour = state.watermark // HOUR
         state.watermark = ts
         if ts // HOUR != old_hour:
             for hours in state.branches.values():
                 prune_before(hours, _cutoff(ts))  # type: ignore[arg-type]
-    if type(event) is not FlowObserved:
+    if type(feed_event) not in FLOW_TYPES:  # FlowObserved, or its brief from the live feed
         return
+    event = cast("FlowObserved | FlowBrief", feed_event)
     hour = int(ts // HOUR) * HOUR
     if hour < int(state.watermark // HOUR) * HOUR - WEEK + HOUR:  # _cutoff, inlined (hot)
         return
