@@ -20,7 +20,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +35,6 @@ PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _CHUNK = 1 << 20
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
-
-
-class PcapChunk(NamedTuple):
-    """Complete pcap records in ``buf[start:end]``; ``unpack`` reads a record header."""
-
-    buf: bytes
-    start: int
-    end: int
-    unpack: Callable[[bytes, int], tuple[int, int, int, int]]
-    resolution: float
-    linktype: int
 
 
 class CaptureError(Exception):
@@ -146,61 +135,30 @@ class FileSource:
             return self._read_pcapng()
         return self._read_pcap()
 
-    def pcap_chunks(self) -> Iterator[PcapChunk] | None:
-        """Whole pcap records in big buffers, for the pipeline's batch path; None when the frames
-        must go one by one (pcapng, loop, realtime, progress)."""
-        if self.pcapng or self.loop or self.realtime or self.progress:
-            return None
-        return self._pcap_chunks()
+    def batchable(self) -> bool:
+        """Whether the pipeline may walk the records itself (``open_pcap``): a classic pcap
+        read once, as fast as possible."""
+        return not (self.pcapng or self.loop or self.realtime or self.progress)
+
+    def open_pcap(self) -> PcapReader:
+        """The classic pcap reader (a context manager that closes the file)."""
+        return PcapReader(self)
 
     def _read_pcap(self) -> Iterator[Frame]:
         """Records of a classic pcap; the file is opened on the first ``next``, always closed."""
-        for chunk in self._pcap_chunks():
-            buf, pos, end, unpack = chunk.buf, chunk.start, chunk.end, chunk.unpack
-            resolution, linktype = chunk.resolution, chunk.linktype
-            while pos < end:
-                sec, frac, caplen, wirelen = unpack(buf, pos)
-                stop = pos + 16 + caplen
-                yield (sec + frac * resolution, buf[pos + 16 : stop], wirelen, linktype)
-                pos = stop
-
-    def _pcap_chunks(self) -> Iterator[PcapChunk]:
-        """1 MiB reads cut at record boundaries (a record longer than a read spans several)."""
-        with self.path.open("rb", buffering=0) as handle:
-            header = handle.read(24)
-            if len(header) < 24:
-                raise CaptureError(f"{self.path}: pcap header is truncated", EXIT_DATAERR)
-            endian, resolution = PCAP_MAGICS[header[:4]]
-            linktype = struct.unpack_from(endian + "I", header, 20)[0] & 0x0FFFFFFF
-            unpack = struct.Struct(endian + "IIII").unpack_from
+        with self.open_pcap() as reader:
+            unpack, resolution, linktype = reader.unpack, reader.resolution, reader.linktype
             buf = b""
             pos = 0
-            while True:
-                chunk = handle.read(_CHUNK)
-                if not chunk:
-                    break
-                buf = buf[pos:] + chunk
-                pos = 0
-                end = len(buf)
+            while (more := reader.refill(buf, pos)) is not None:
+                buf, pos, end = more, 0, len(more)
                 while pos + 16 <= end:
-                    caplen = unpack(buf, pos)[2]
+                    sec, frac, caplen, wirelen = unpack(buf, pos)
                     stop = pos + 16 + caplen
                     if stop > end:
-                        if caplen > 0x4000000:
-                            if pos:  # the records before it are metered first, as one by one
-                                yield PcapChunk(buf, 0, pos, unpack, resolution, linktype)
-                            raise CaptureError(
-                                f"{self.path}: record length {caplen} is garbage", EXIT_DATAERR
-                            )
                         break
+                    yield (sec + frac * resolution, buf[pos + 16 : stop], wirelen, linktype)
                     pos = stop
-                if pos:
-                    yield PcapChunk(buf, 0, pos, unpack, resolution, linktype)
-        if pos < len(buf):
-            self.truncated += 1
-            log.warning(
-                "%s: the last record is truncated (%d bytes ignored)", self.path, len(buf) - pos
-            )
 
     def _read_pcapng(self) -> Iterator[Frame]:
         from scapy.error import Scapy_Exception
@@ -235,6 +193,51 @@ class FileSource:
                 yield frame
             bar.n = self.size
             bar.refresh()
+
+
+class PcapReader:
+    """A classic pcap read in 1 MiB pieces; the caller walks the records of each buffer and
+    hands back the incomplete tail with ``refill``."""
+
+    def __init__(self, source: FileSource) -> None:
+        self.source = source
+        self._handle = source.path.open("rb", buffering=0)
+        header = self._handle.read(24)
+        if len(header) < 24:
+            self._handle.close()
+            raise CaptureError(f"{source.path}: pcap header is truncated", EXIT_DATAERR)
+        endian, self.resolution = PCAP_MAGICS[header[:4]]
+        self.linktype: int = struct.unpack_from(endian + "I", header, 20)[0] & 0x0FFFFFFF
+        # (seconds, fraction, captured length, wire length) of the record at an offset
+        self.unpack: Callable[[bytes, int], tuple[int, int, int, int]] = struct.Struct(
+            endian + "IIII"
+        ).unpack_from
+
+    def refill(self, buf: bytes, pos: int) -> bytes | None:
+        """``buf[pos:]`` (not one whole record) followed by the next read; None at the end."""
+        if len(buf) - pos >= 16:
+            caplen = self.unpack(buf, pos)[2]
+            if caplen > 0x4000000:
+                raise CaptureError(
+                    f"{self.source.path}: record length {caplen} is garbage", EXIT_DATAERR
+                )
+        chunk = self._handle.read(_CHUNK)
+        if chunk:
+            return buf[pos:] + chunk
+        if pos < len(buf):
+            self.source.truncated += 1
+            log.warning(
+                "%s: the last record is truncated (%d bytes ignored)",
+                self.source.path,
+                len(buf) - pos,
+            )
+        return None
+
+    def __enter__(self) -> PcapReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()
 
 
 def _paced(frames: Iterator[Frame]) -> Iterator[Frame]:

@@ -19,7 +19,6 @@ import struct
 from collections.abc import Callable, Sequence
 
 from agent.appnames import PassiveDns, is_ip_literal, parse_dns, parse_http_host, sni_from_segments
-from agent.capture import PcapChunk
 from agent.config import AgentConfig
 from agent.decode import FRAG_FIRST, decode
 from agent.detectors import Detector
@@ -211,30 +210,37 @@ class FlowTable:
         return 1
 
     def meter_records(
-        self, buf: bytes, pos: int, end: int, chunk: PcapChunk, tick_at: float, budget: int
+        self,
+        buf: bytes,
+        pos: int,
+        end: int,
+        unpack_record: Callable[[bytes, int], tuple[int, int, int, int]],
+        resolution: float,
+        tick_at: float,
+        budget: int,
     ) -> tuple[int, int, int, float]:
-        """Meter the pcap records of ``buf[pos:end]`` while they take the fast path.
+        """Meter the whole pcap records of ``buf[pos:end]`` while they take the fast path.
 
         Returns ``(pos, packets, frame bytes, latest ts)``; ``pos`` is the first record not
         metered: one that needs ``frame`` (not untagged Ethernet + IPv4 without options or
-        fragments + TCP/UDP), whose time reaches ``tick_at``, or the one after ``budget``
-        records. One loop does what the reader, the pipeline and ``frame`` do one by one: no
-        frame copy, tuple or call per packet. The statistics below are ``frame``'s, kept in
-        step with it (tests/agent/test_flow_table.py replays the same frames both ways).
+        fragments + TCP/UDP), whose time reaches ``tick_at``, that ``buf`` holds only in part,
+        or the one after ``budget`` records. One loop does what the reader, the pipeline and
+        ``frame`` do one by one: no frame copy, tuple or call per packet. The statistics below
+        are ``frame``'s, kept in step with it (tests/agent/test_flow_table.py replays the same
+        frames both ways).
         """
-        unpack_record, resolution = chunk.unpack, chunk.resolution
         header = _unpack_eth_ip4
         get = self.flows.get
         idle, active, grace, threshold = self._idle, self._active, self._grace, self._threshold
         windows = _WINDOWS
         count = volume = 0
         latest = 0.0
-        while pos < end and count < budget:
+        while pos + 16 <= end and count < budget:
             sec, frac, caplen, wirelen = unpack_record(buf, pos)
             ts = sec + frac * resolution
-            if ts >= tick_at or caplen < 54:
-                break
             start = pos + 16
+            if ts >= tick_at or caplen < 54 or start + caplen > end:
+                break
             etype, vihl, total, frag, proto, addrs, seq, doff, flags, win = header(buf, start + 12)
             if etype != 0x0800 or vihl != 0x45 or frag & 0x3FFF or total < 20:
                 break

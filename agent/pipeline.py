@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from struct import error as struct_error
 
 import msgspec
 
-from agent.capture import PacketSource, PcapChunk
+from agent.capture import FileSource, PacketSource, PcapReader
 from agent.config import AgentConfig
 from agent.detectors import build_detectors
 from agent.flowrecord import Flow, flow_event, ip_text
@@ -173,34 +173,42 @@ def run_pipeline(
             heartbeat()
             next_beat = time.monotonic() + config.heartbeat_interval
 
-    def run_chunks(chunks: Iterator[PcapChunk]) -> None:
+    def run_batches(reader: PcapReader) -> None:
         """The batch path: runs of common frames metered in one call, the rest by ``step``."""
         nonlocal seen, volume, last_ts
         meter = table.meter_records
-        for chunk in chunks:
-            buf, pos, end, unpack = chunk.buf, chunk.start, chunk.end, chunk.unpack
-            while pos < end:
-                budget = 4096 - (seen & 4095)  # stop() is polled every 4096 frames
-                pos, count, size, latest = meter(buf, pos, end, chunk, next_tick, budget)
-                seen += count
-                volume += size
-                if latest > last_ts:
-                    last_ts = latest
-                if count == budget:
-                    if stop is not None and stop():
-                        return
-                    continue
-                if pos < end:
-                    sec, frac, caplen, wirelen = unpack(buf, pos)
+        unpack, resolution, linktype = reader.unpack, reader.resolution, reader.linktype
+        buf = b""
+        pos = end = 0
+        while True:
+            if pos + 16 > end or pos + 16 + unpack(buf, pos)[2] > end:  # not one whole record
+                more = reader.refill(buf, pos)
+                if more is None:
+                    return
+                buf, pos, end = more, 0, len(more)
+                continue
+            budget = 4096 - (seen & 4095)  # stop() is polled every 4096 frames
+            pos, count, size, latest = meter(buf, pos, end, unpack, resolution, next_tick, budget)
+            seen += count
+            volume += size
+            if latest > last_ts:
+                last_ts = latest
+            if count == budget:
+                if stop is not None and stop():
+                    return
+                continue
+            if pos + 16 <= end:
+                sec, frac, caplen, wirelen = unpack(buf, pos)
+                if pos + 16 + caplen <= end:
                     data = buf[pos + 16 : pos + 16 + caplen]
                     pos += 16 + caplen
-                    if step(sec + frac * chunk.resolution, data, wirelen, chunk.linktype):
+                    if step(sec + frac * resolution, data, wirelen, linktype):
                         return
 
     try:
-        chunks = getattr(source, "pcap_chunks", lambda: None)()
-        if chunks is not None:
-            run_chunks(chunks)
+        if isinstance(source, FileSource) and source.batchable():
+            with source.open_pcap() as reader:
+                run_batches(reader)
         else:
             for item in source:
                 if item is None:  # a quiet live source: keep timers running on the wall clock

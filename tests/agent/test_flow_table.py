@@ -201,8 +201,10 @@ def test_stop_is_honoured_on_a_tick_even_when_traffic_never_pauses(tmp_path: Pat
     assert [type(e).__name__ for e in events] == ["FlowObserved", "AgentHeartbeat"]
 
 
-def test_batch_path_and_frame_by_frame_meter_the_same(tmp_path: Path) -> None:
-    """FileSource's pcap chunks (FlowTable.meter_records) against frames one by one (frame)."""
+def test_batch_path_and_frame_by_frame_meter_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch path (PcapReader + FlowTable.meter_records) against frames one by one."""
     import struct
 
     import msgspec
@@ -255,8 +257,10 @@ def test_batch_path_and_frame_by_frame_meter_the_same(tmp_path: Path) -> None:
         counters.pop("elapsed_s")
         return rows, counters
 
-    assert FileSource(path).pcap_chunks() is not None
-    assert FileSource(path, progress=True).pcap_chunks() is None
+    assert FileSource(path).batchable()
+    # Small reads: many records straddle two reads and go through PcapReader.refill.
+    monkeypatch.setattr("agent.capture._CHUNK", 4000)
+    assert not FileSource(path, progress=True).batchable()
     batched = meter(FileSource(path))
     assert batched == meter(FileSource(path, progress=True))
     rows, counters = batched
