@@ -18,6 +18,7 @@ import anyio
 import msgspec
 
 from app.projections.brief import FeedEvent, brief_decoder, needs_full
+from storage.log_reader import AppendTap
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,21 @@ class FileFeed:
 
     # At most ``max_events`` per batch: the batch is applied on the event loop, so this bounds
     # how long ingest and dashboards wait for it (~1,000 events ≈ 10 ms) when catching up.
-    def __init__(self, root: Path, *, poll_interval: float = 0.02, max_events: int = 1_000):
+    # With ``tap`` (fed by this process's EventLog), what this replica appended is taken as
+    # the Structs ingest already holds instead of being read and decoded again.
+    def __init__(
+        self,
+        root: Path,
+        *,
+        poll_interval: float = 0.02,
+        max_events: int = 1_000,
+        tap: AppendTap | None = None,
+    ):
         from storage.eventlog import EventLogReader
 
-        self.reader = EventLogReader(root, tail_decoder=brief_decoder, needs_full=needs_full)
+        self.reader = EventLogReader(
+            root, tail_decoder=brief_decoder, needs_full=needs_full, tap=tap
+        )
         self.poll_interval = poll_interval
         self.max_events = max_events
 

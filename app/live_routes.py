@@ -26,7 +26,9 @@ from app.projections import agents, recent
 from app.projections.brief import FROM_AGENTS, FeedEvent
 from app.projections.runner import ProjectionRunner, snapshot_path
 from app.settings import Settings
+from storage.eventlog import EventLog
 from storage.events import AnyEvent
+from storage.log_reader import AppendTap
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +139,12 @@ async def live_service(settings: Settings, app_state: Any) -> AsyncIterator[Live
     live = settings.live
     runner = ProjectionRunner(snapshot_path(settings.data_dir, settings.server.replica))
     await anyio.to_thread.run_sync(runner.load)
+    event_log: EventLog | None = getattr(app_state, "event_log", None)
+    tap = AppendTap()
+    if event_log is not None:  # this replica's own appends reach the feed without a re-read
+        event_log.add_listener(tap)
     service = LiveService(
-        FileFeed(settings.data_dir, poll_interval=live.poll_interval_s),
+        FileFeed(settings.data_dir, poll_interval=live.poll_interval_s, tap=tap),
         runner,
         LiveHub(live.queue_size),
         LiveRenderer(settings.server.replica),
@@ -153,6 +159,8 @@ async def live_service(settings: Settings, app_state: Any) -> AsyncIterator[Live
             yield service
         finally:
             group.cancel_scope.cancel()
+            if event_log is not None:
+                event_log.remove_listener(tap)
     with anyio.CancelScope(shield=True):
         await service.save()
 

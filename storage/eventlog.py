@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from storage.events import EVENT_TYPES, Event
 from storage.journal import BatchPart, Journal
-from storage.log_reader import EventLogReader
+from storage.log_reader import AppendedPart, EventLogReader
 from storage.names import InvalidNameError, validate_name
 from storage.positions import Position
 from storage.queries import Query
@@ -109,6 +109,7 @@ class EventLog:
         self._mutex = threading.Lock()
         self._open: dict[tuple[int, str], _OpenSegment] = {}
         self._branches: set[str] = set()
+        self._listeners: list[Callable[[list[AppendedPart]], None]] = []
         self._closed = True
         writers_dir = self.events_dir / WRITERS_DIR
         writers_dir.mkdir(parents=True, exist_ok=True)
@@ -156,9 +157,25 @@ class EventLog:
                 self._journal.clear()
             except OSError as error:  # harmless: recovery finds every part complete
                 log.warning("could not clear the journal of %s: %s", self.writer, error)
+            appended: list[AppendedPart] = []
             for segment, data, group in parts:
                 segment.index.add(group, data, segment.size)
+                appended.append((segment.relpath, segment.size, segment.size + len(data), group))
                 segment.size += len(data)
+            for listener in self._listeners:
+                listener(appended)
+
+    def add_listener(self, listener: Callable[[list[AppendedPart]], None]) -> None:
+        """Call ``listener`` after every durable append with what was written where (in the
+        appending thread, under the writer's lock: it must be quick and must not raise)."""
+        with self._mutex:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[list[AppendedPart]], None]) -> None:
+        """Stop calling ``listener``."""
+        with self._mutex:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def _prepare(self, groups: dict[tuple[int, str], list[Event]]) -> list[_Part]:
         """Encode each group, pick (or roll) its segment and journal the batch."""

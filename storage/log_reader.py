@@ -11,6 +11,7 @@ whose sidecar index cannot match, and filters raw bytes for a needle before deco
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import mmap
@@ -39,6 +40,7 @@ from storage.segments import (
 log = logging.getLogger("netmon.storage")
 
 __all__ = [
+    "AppendTap",
     "EventLogReader",
     "Query",  # re-exported: web/search.py and archive/reader.py import it from here
     "ReaderStats",
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 READ_CHUNK = 4 * 1024 * 1024
+AppendedPart = tuple[str, int, int, list[Any]]  # segment, start and end offsets, the events
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 
@@ -62,6 +65,49 @@ class ReaderStats:
         self.segments_skipped = 0
         self.lines_decoded = 0
         self.malformed_lines = 0
+
+
+class AppendTap:
+    """What this process's ``EventLog`` appended, kept for a tailing reader in the same process
+    (``EventLog.add_listener``): the reader takes a batch it would read next from here instead
+    of reading and decoding its lines again. Bounded: past ``max_events`` waiting, everything
+    is dropped and the reader reads the file as usual, so a stalled reader costs no memory."""
+
+    def __init__(self, max_events: int = 20_000) -> None:
+        self.max_events = max_events
+        self.taken = 0  # events handed over without reading the file (for tests and benches)
+        self._lock = threading.Lock()
+        self._parts: dict[str, collections.deque[tuple[int, int, list[Any]]]] = {}
+        self._waiting = 0
+
+    def __call__(self, parts: list[AppendedPart]) -> None:
+        """The EventLog listener (appending thread)."""
+        with self._lock:
+            for segment, start, end, events in parts:
+                queue = self._parts.get(segment)
+                if queue is None:
+                    queue = self._parts[segment] = collections.deque()
+                queue.append((start, end, events))
+                self._waiting += len(events)
+            if self._waiting > self.max_events:
+                self._parts.clear()
+                self._waiting = 0
+
+    def take(self, segment: str, offset: int) -> tuple[int, list[Any]] | None:
+        """The batch appended to ``segment`` at ``offset`` and the offset after it, if kept.
+        Batches before ``offset`` were read from the file meanwhile: they are dropped."""
+        with self._lock:
+            queue = self._parts.get(segment)
+            while queue and queue[0][0] < offset:
+                self._waiting -= len(queue.popleft()[2])
+            if not queue or queue[0][0] != offset:
+                return None
+            _, end, events = queue.popleft()
+            self._waiting -= len(events)
+            if not queue:
+                del self._parts[segment]
+        self.taken += len(events)
+        return end, events
 
 
 class _WriterManifest:
@@ -85,10 +131,14 @@ class EventLogReader:
         *,
         tail_decoder: msgspec.json.Decoder[Any] | None = None,
         needs_full: Callable[[Any], bool] = lambda event: False,
+        tap: AppendTap | None = None,
     ) -> None:
         """``tail_decoder`` (read_new only) decodes lines into lighter types; a line whose light
         form ``needs_full`` picks is decoded again as the full event (app/projections/brief.py).
+        With a ``tap``, read_new takes what this process appended from it (full events; a
+        batch whole, even past ``max_events``) and reads the files only for the rest.
         """
+        self._tap = tap
         self.events_dir = Path(root) / EVENTS_DIR
         self.stats = ReaderStats()
         self._tail_decoder = tail_decoder
@@ -159,6 +209,15 @@ class EventLogReader:
     def _read_segment(
         self, segment: str, offset: int, sealed_size: int | None, limit: int, result: _PollResult
     ) -> None:
+        if self._tap is not None and result.ends is None:
+            taken = 0
+            while taken < limit and (appended := self._tap.take(segment, offset)) is not None:
+                offset, events = appended
+                result.events.extend(events)
+                result.consumed[segment] = offset
+                taken += len(events)
+            if taken:
+                return
         path = self.events_dir / segment
         try:
             with path.open("rb") as handle:
