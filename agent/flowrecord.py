@@ -2,9 +2,11 @@
 
 A ``Flow`` *is* the ``DirStats`` of its initiator->responder ("fwd") direction and holds the
 reverse one ("bwd"): one object less per flow, which matters with a million flows (see
-docs/agent.md, memory). Statistics are running values (Welford's mean and sum of squared
-deviations), so nothing per packet is kept. Standard deviations are sample deviations (n - 1),
-0 with fewer than two values, as CICFlowMeter.
+docs/agent.md, memory). Nothing per packet is kept: frame lengths are summed with their
+squares as exact integers, the flow's gaps as squares shifted by its first gap (their sum is
+the duration), each direction's inter-arrival times by Welford's running mean and sum of
+squared deviations; means and deviations are computed when the flow ends. Standard deviations
+are sample deviations (n - 1), 0 with fewer than two values, as CICFlowMeter.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ class DirStats:
         "flags",
         "len_min",
         "len_max",
-        "len_mean",
-        "len_m2",
+        "len_sum",
+        "len_sq",
         "iat_min",
         "iat_max",
         "iat_mean",
@@ -43,8 +45,8 @@ class DirStats:
         self.flags = 0
         self.len_min = 0
         self.len_max = 0
-        self.len_mean = 0.0
-        self.len_m2 = 0.0
+        self.len_sum = 0  # frame lengths and their squares: exact integers
+        self.len_sq = 0
         self.iat_min = 0.0
         self.iat_max = 0.0
         self.iat_mean = 0.0
@@ -67,8 +69,8 @@ class Flow(DirStats):
         "last",
         "bwd",
         "total",
-        "flow_iat_mean",
-        "flow_iat_m2",
+        "flow_iat_k",
+        "flow_iat_sq",
         "active_start",
         "active_sum",
         "active_n",
@@ -102,8 +104,8 @@ class Flow(DirStats):
         self.last = ts
         self.bwd: DirStats | None = None
         self.total = 0  # packets, both directions
-        self.flow_iat_mean = 0.0
-        self.flow_iat_m2 = 0.0
+        self.flow_iat_k = 0.0  # the first gap between packets (either direction)
+        self.flow_iat_sq = 0.0  # sum of the squared gaps less flow_iat_k
         self.active_start = ts
         self.active_sum = 0.0
         self.active_n = 0
@@ -174,11 +176,20 @@ def _std(m2: float, n: int) -> float:
     return math.sqrt(m2 / (n - 1)) if n > 1 and m2 > 0 else 0.0
 
 
+def _len_std(stats: DirStats) -> float:
+    """Sample deviation of the frame lengths from their exact integer sums."""
+    n = stats.packets
+    spread = n * stats.len_sq - stats.len_sum * stats.len_sum  # n * n * variance, exact
+    return math.sqrt(spread / (n * (n - 1))) if n > 1 and spread > 0 else 0.0
+
+
 def features(flow: Flow) -> FlowFeatures:
     """The classifier's statistics for a flow, from its running values."""
     fwd, bwd = flow.fwd, flow.bwd or _NO_REPLY
-    duration = flow.last - flow.first
+    duration = flow.last - flow.first  # the exact sum of the gaps between packets
     packets = fwd.packets + bwd.packets
+    gaps = packets - 1
+    shifted = duration - flow.flow_iat_k * gaps  # the sum of the gaps less the first, each
     active_sum, active_n = flow.active_sum, flow.active_n
     last_active = flow.last - flow.active_start
     if last_active > 0:
@@ -188,12 +199,12 @@ def features(flow: Flow) -> FlowFeatures:
         duration=duration,
         fwd_pkt_len_min=float(fwd.len_min),
         fwd_pkt_len_max=float(fwd.len_max),
-        fwd_pkt_len_mean=float(fwd.len_mean),
-        fwd_pkt_len_std=_std(fwd.len_m2, fwd.packets),
+        fwd_pkt_len_mean=fwd.len_sum / fwd.packets if fwd.packets else 0.0,
+        fwd_pkt_len_std=_len_std(fwd),
         bwd_pkt_len_min=float(bwd.len_min),
         bwd_pkt_len_max=float(bwd.len_max),
-        bwd_pkt_len_mean=float(bwd.len_mean),
-        bwd_pkt_len_std=_std(bwd.len_m2, bwd.packets),
+        bwd_pkt_len_mean=bwd.len_sum / bwd.packets if bwd.packets else 0.0,
+        bwd_pkt_len_std=_len_std(bwd),
         fwd_iat_min=fwd.iat_min,
         fwd_iat_max=fwd.iat_max,
         fwd_iat_mean=fwd.iat_mean,
@@ -202,8 +213,8 @@ def features(flow: Flow) -> FlowFeatures:
         bwd_iat_max=bwd.iat_max,
         bwd_iat_mean=bwd.iat_mean,
         bwd_iat_std=_std(bwd.iat_m2, bwd.packets - 1),
-        flow_iat_mean=flow.flow_iat_mean,
-        flow_iat_std=_std(flow.flow_iat_m2, packets - 1),
+        flow_iat_mean=duration / gaps if gaps else 0.0,
+        flow_iat_std=_std(flow.flow_iat_sq - shifted * shifted / gaps, gaps) if gaps else 0.0,
         bytes_per_s=(fwd.bytes + bwd.bytes) / duration if duration > 0 else 0.0,
         packets_per_s=packets / duration if duration > 0 else 0.0,
         handshake_duration=flow.handshake,

@@ -149,7 +149,8 @@ class FlowTable:
         stats.bytes += wirelen
         stats.payload += plen
         if n == 1:
-            stats.len_min = stats.len_max = stats.len_mean = wirelen  # an int until n == 2
+            stats.len_min = stats.len_max = stats.len_sum = wirelen
+            stats.len_sq = wirelen * wirelen
             # Window values repeat across flows: share one int object per value (memory).
             stats.init_win = _WINDOWS.setdefault(win, win)
         else:
@@ -157,11 +158,9 @@ class FlowTable:
                 stats.len_min = wirelen
             elif wirelen > stats.len_max:
                 stats.len_max = wirelen
-            mean = stats.len_mean
-            delta = wirelen - mean
-            mean += delta / n
-            stats.len_mean = mean
-            stats.len_m2 += delta * (wirelen - mean)
+            # Exact integer sums: mean and deviation are computed when the flow ends.
+            stats.len_sum += wirelen
+            stats.len_sq += wirelen * wirelen
             iat = ts - stats.prev
             if n == 2:
                 stats.iat_min = stats.iat_max = stats.iat_mean = iat
@@ -182,13 +181,12 @@ class FlowTable:
             last = flow.last
             gap = ts - last
             if total == 1:
-                flow.flow_iat_mean = gap  # m2 stays the shared 0.0 (memory)
+                flow.flow_iat_k = gap  # the shift of the squares below
             else:
-                mean = flow.flow_iat_mean
-                delta = gap - mean
-                mean += delta / total
-                flow.flow_iat_mean = mean
-                flow.flow_iat_m2 += delta * (gap - mean)
+                # Squares of gaps shifted by the first one (no cancellation, no division);
+                # the sum of the gaps is last - first.
+                shifted = gap - flow.flow_iat_k
+                flow.flow_iat_sq += shifted * shifted
             if gap > self._threshold:
                 flow.active_sum += last - flow.active_start
                 flow.active_n += 1
@@ -205,7 +203,8 @@ class FlowTable:
                 flow.ack_n += 1
             else:
                 self._tcp(flow, flags, fwd, ts)
-        if flow.inspect and plen:
+        # Names come from the initiator's payload, or from DNS packets either way (inspect < 0).
+        if plen and (inspect := flow.inspect) and (fwd or inspect < 0):
             self._inspect(flow, fwd, data[poff : poff + plen], seq, plen, ts)
         return 1
 
@@ -287,18 +286,17 @@ class FlowTable:
             stats.bytes += wirelen
             stats.payload += plen
             if n == 1:
-                stats.len_min = stats.len_max = stats.len_mean = wirelen
+                stats.len_min = stats.len_max = stats.len_sum = wirelen
+                stats.len_sq = wirelen * wirelen
                 stats.init_win = windows.setdefault(win, win)
             else:
                 if wirelen < stats.len_min:
                     stats.len_min = wirelen
                 elif wirelen > stats.len_max:
                     stats.len_max = wirelen
-                mean = stats.len_mean
-                delta = wirelen - mean
-                mean += delta / n
-                stats.len_mean = mean
-                stats.len_m2 += delta * (wirelen - mean)
+                # Exact integer sums: mean and deviation are computed when the flow ends.
+                stats.len_sum += wirelen
+                stats.len_sq += wirelen * wirelen
                 iat = ts - stats.prev
                 if n == 2:
                     stats.iat_min = stats.iat_max = stats.iat_mean = iat
@@ -319,13 +317,10 @@ class FlowTable:
                 last = flow.last
                 gap = ts - last
                 if packets == 1:
-                    flow.flow_iat_mean = gap
+                    flow.flow_iat_k = gap
                 else:
-                    mean = flow.flow_iat_mean
-                    delta = gap - mean
-                    mean += delta / packets
-                    flow.flow_iat_mean = mean
-                    flow.flow_iat_m2 += delta * (gap - mean)
+                    shifted = gap - flow.flow_iat_k
+                    flow.flow_iat_sq += shifted * shifted
                 if gap > threshold:
                     flow.active_sum += last - flow.active_start
                     flow.active_n += 1
@@ -341,7 +336,7 @@ class FlowTable:
                     flow.ack_n += 1
                 else:
                     self._tcp(flow, flags, fwd, ts)
-            if flow.inspect and plen:
+            if plen and (inspect := flow.inspect) and (fwd or inspect < 0):  # as in frame
                 poff += start
                 self._inspect(flow, fwd, buf[poff : poff + plen], seq, plen, ts)
         return pos, count, volume, latest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,7 @@ def test_features_are_the_statistics_of_the_packets(tmp_path: Path) -> None:
     assert (f.fwd_iat_min, f.fwd_iat_max) == (pytest.approx(0.5), pytest.approx(1.5))
     assert f.fwd_iat_mean == pytest.approx(1.0) and f.fwd_iat_std == pytest.approx(0.5)
     assert f.flow_iat_mean == pytest.approx(3.5 / 4)
+    assert f.flow_iat_std == pytest.approx(statistics.stdev([0.5, 1.0, 1.5, 0.5]))
     assert f.duration == pytest.approx(3.5) and f.down_up_ratio == 0.25
     assert f.packets_per_s == pytest.approx(5 / 3.5)
     assert flow.src2dst_payload_bytes == 160 and flow.dst2src_payload_bytes == 1
@@ -199,6 +201,14 @@ def test_stop_is_honoured_on_a_tick_even_when_traffic_never_pauses(tmp_path: Pat
     stats = run_pipeline(FileSource(path), AgentConfig(agent_id="t"), events.append, stop)
     assert stats.packets_seen == 3  # ticks at 0.0 s and 1.0 s (the third packet)
     assert [type(e).__name__ for e in events] == ["FlowObserved", "AgentHeartbeat"]
+
+
+def test_constant_gaps_and_sizes_have_a_deviation_of_exactly_zero(tmp_path: Path) -> None:
+    # Sums of shifted squares and exact integer sums: no rounding residue left as a deviation.
+    (flow,) = run(tmp_path, [udp(t * 0.125, size=33) for t in range(50)])[0]  # exact times
+    f = flow.features
+    assert (f.fwd_pkt_len_std, f.fwd_iat_std, f.flow_iat_std) == (0.0, 0.0, 0.0)
+    assert f.fwd_pkt_len_mean == 75.0 and f.flow_iat_mean == 0.125
 
 
 def test_batch_path_and_frame_by_frame_meter_the_same(
