@@ -149,8 +149,9 @@ class FlowTable:
         stats.bytes += wirelen
         stats.payload += plen
         if n == 1:
+            # The square waits for a second packet: a one-packet direction (a SYN, a probe)
+            # keeps the shared 0 (memory).
             stats.len_min = stats.len_max = stats.len_sum = wirelen
-            stats.len_sq = wirelen * wirelen
             # Window values repeat across flows: share one int object per value (memory).
             stats.init_win = _WINDOWS.setdefault(win, win)
         else:
@@ -159,10 +160,10 @@ class FlowTable:
             elif wirelen > stats.len_max:
                 stats.len_max = wirelen
             # Exact integer sums: mean and deviation are computed when the flow ends.
-            stats.len_sum += wirelen
-            stats.len_sq += wirelen * wirelen
             iat = ts - stats.prev
             if n == 2:
+                first = stats.len_sum
+                stats.len_sq = first * first + wirelen * wirelen
                 stats.iat_min = stats.iat_max = stats.iat_mean = iat
             else:
                 if iat < stats.iat_min:
@@ -174,6 +175,8 @@ class FlowTable:
                 mean += delta / (n - 1)
                 stats.iat_mean = mean
                 stats.iat_m2 += delta * (iat - mean)
+                stats.len_sq += wirelen * wirelen
+            stats.len_sum += wirelen
         stats.prev = ts
         total = flow.total
         flow.total = total + 1
@@ -286,8 +289,9 @@ class FlowTable:
             stats.bytes += wirelen
             stats.payload += plen
             if n == 1:
+                # The square waits for a second packet: a one-packet direction (a SYN, a probe)
+                # keeps the shared 0 (memory).
                 stats.len_min = stats.len_max = stats.len_sum = wirelen
-                stats.len_sq = wirelen * wirelen
                 stats.init_win = windows.setdefault(win, win)
             else:
                 if wirelen < stats.len_min:
@@ -295,10 +299,10 @@ class FlowTable:
                 elif wirelen > stats.len_max:
                     stats.len_max = wirelen
                 # Exact integer sums: mean and deviation are computed when the flow ends.
-                stats.len_sum += wirelen
-                stats.len_sq += wirelen * wirelen
                 iat = ts - stats.prev
                 if n == 2:
+                    first = stats.len_sum
+                    stats.len_sq = first * first + wirelen * wirelen
                     stats.iat_min = stats.iat_max = stats.iat_mean = iat
                 else:
                     if iat < stats.iat_min:
@@ -310,6 +314,8 @@ class FlowTable:
                     mean += delta / (n - 1)
                     stats.iat_mean = mean
                     stats.iat_m2 += delta * (iat - mean)
+                    stats.len_sq += wirelen * wirelen
+                stats.len_sum += wirelen
             stats.prev = ts
             packets = flow.total
             flow.total = packets + 1
