@@ -137,12 +137,13 @@ class FileSource:
 
     def batchable(self) -> bool:
         """Whether the pipeline may walk the records itself (``open_pcap``): a classic pcap
-        read once, as fast as possible."""
-        return not (self.pcapng or self.loop or self.realtime or self.progress)
+        read once, as fast as possible (with or without a progress bar)."""
+        return not (self.pcapng or self.loop or self.realtime)
 
-    def open_pcap(self) -> PcapReader:
-        """The classic pcap reader (a context manager that closes the file)."""
-        return PcapReader(self)
+    def open_pcap(self, progress: bool = False) -> PcapReader:
+        """The classic pcap reader (a context manager that closes the file); ``progress``
+        shows a bar of the bytes read on stderr."""
+        return PcapReader(self, progress)
 
     def _read_pcap(self) -> Iterator[Frame]:
         """Records of a classic pcap; the file is opened on the first ``next``, always closed."""
@@ -199,8 +200,9 @@ class PcapReader:
     """A classic pcap read in 1 MiB pieces; the caller walks the records of each buffer and
     hands back the incomplete tail with ``refill``."""
 
-    def __init__(self, source: FileSource) -> None:
+    def __init__(self, source: FileSource, progress: bool = False) -> None:
         self.source = source
+        self._bar: Any = None
         self._handle = source.path.open("rb", buffering=0)
         header = self._handle.read(24)
         if len(header) < 24:
@@ -212,6 +214,11 @@ class PcapReader:
         self.unpack: Callable[[bytes, int], tuple[int, int, int, int]] = struct.Struct(
             endian + "IIII"
         ).unpack_from
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=source.size, unit="B", unit_scale=True, desc=source.path.name)
+            self._bar.update(24)
 
     def refill(self, buf: bytes, pos: int) -> bytes | None:
         """``buf[pos:]`` (not one whole record) followed by the next read; None at the end."""
@@ -223,6 +230,8 @@ class PcapReader:
                 )
         chunk = self._handle.read(_CHUNK)
         if chunk:
+            if self._bar is not None:
+                self._bar.update(len(chunk))
             return buf[pos:] + chunk
         if pos < len(buf):
             self.source.truncated += 1
@@ -238,6 +247,8 @@ class PcapReader:
 
     def __exit__(self, *exc: object) -> None:
         self._handle.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _paced(frames: Iterator[Frame]) -> Iterator[Frame]:

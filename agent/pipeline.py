@@ -207,7 +207,7 @@ def run_pipeline(
 
     try:
         if isinstance(source, FileSource) and source.batchable():
-            with source.open_pcap() as reader:
+            with source.open_pcap(progress=source.progress) as reader:
                 run_batches(reader)
         else:
             for item in source:

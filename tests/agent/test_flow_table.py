@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -212,7 +213,7 @@ def test_constant_gaps_and_sizes_have_a_deviation_of_exactly_zero(tmp_path: Path
 
 
 def test_batch_path_and_frame_by_frame_meter_the_same(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The batch path (PcapReader + FlowTable.meter_records) against frames one by one."""
     import struct
@@ -221,7 +222,7 @@ def test_batch_path_and_frame_by_frame_meter_the_same(
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import ARP, Dot1Q
 
-    from agent.capture import FileSource
+    from agent.capture import FileSource, Frame, PacketSource
     from agent.pipeline import run_pipeline
     from bench.agent_pcapgen import write_flows_pcap
     from storage.events import DetectionRaised
@@ -254,7 +255,22 @@ def test_batch_path_and_frame_by_frame_meter_the_same(
     path = tmp_path / "mixed.pcap"
     path.write_bytes(b"".join(mixed))
 
-    def meter(source: FileSource) -> tuple[list[object], object]:
+    class OneByOne:
+        """The file's frames as any packet source gives them: the pipeline's per-frame path."""
+
+        def __init__(self, path: Path) -> None:
+            self.frames = FileSource(path)
+
+        def __iter__(self) -> Iterator[Frame | None]:
+            return iter(self.frames)
+
+        def dropped(self) -> int:
+            return 0
+
+        def close(self) -> None:
+            pass
+
+    def meter(source: PacketSource) -> tuple[list[object], object]:
         events: list[object] = []
         stats = run_pipeline(source, AgentConfig(agent_id="t"), events.append)
         rows = []
@@ -267,12 +283,15 @@ def test_batch_path_and_frame_by_frame_meter_the_same(
         counters.pop("elapsed_s")
         return rows, counters
 
-    assert FileSource(path).batchable()
+    assert FileSource(path).batchable() and FileSource(path, progress=True).batchable()
+    assert not FileSource(path, loop=True).batchable()
     # Small reads: many records straddle two reads and go through PcapReader.refill.
     monkeypatch.setattr("agent.capture._CHUNK", 4000)
-    assert not FileSource(path, progress=True).batchable()
     batched = meter(FileSource(path))
-    assert batched == meter(FileSource(path, progress=True))
+    assert batched == meter(OneByOne(path))
+    capsys.readouterr()
+    assert meter(FileSource(path, progress=True)) == batched
+    assert "mixed.pcap" in capsys.readouterr().err  # the progress bar
     rows, counters = batched
     assert counters["packets_seen"] == 4800 + 4800 // 7
     assert counters["packets_not_ip"] > 0 and counters["packets_malformed"] > 0
