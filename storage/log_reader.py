@@ -52,7 +52,8 @@ __all__ = [
 
 READ_CHUNK = 4 * 1024 * 1024
 AppendedPart = tuple[str, int, int, list[Any]]  # segment, start and end offsets, the events
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+# msgspec reports invalid UTF-8 (a corrupted byte) as UnicodeDecodeError (found by tests/fuzz)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 
 
 class ReaderStats:
