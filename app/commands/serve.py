@@ -38,5 +38,7 @@ def run_serve(args: argparse.Namespace) -> int:
         settings = msgspec.structs.replace(settings, server=server)
     app = create_app(settings)
     print(f"netmon: serving on http://{server.host}:{server.port}/ (data in {settings.data_dir})")
-    uvicorn.run(app, host=server.host, port=server.port, log_level="info", ws_per_message_deflate=False)
+    uvicorn.run(
+        app, host=server.host, port=server.port, log_level="info", ws_per_message_deflate=False
+    )
     return 0
