@@ -1,4 +1,4 @@
-"""``create_app(settings)``: the Starlette application, built from routes, middleware and a lifespan.
+"""``create_app(settings)``: the Starlette app, built from routes, middleware and a lifespan.
 
 Shared resources (the event log, SQLite, the live hub) are opened in the lifespan and reach the
 handlers as ``request.app.state``; there are no module globals.

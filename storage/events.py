@@ -44,9 +44,7 @@ def max_severity(severities: list[str] | tuple[str, ...]) -> Severity:
     return best
 
 
-class Record(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False
-):
+class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """Base of nested records inside events (not events themselves)."""
 
 

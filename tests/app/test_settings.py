@@ -15,7 +15,9 @@ def test_defaults_have_no_secret(tmp_path: Path) -> None:
 
 def test_precedence_toml_then_dotenv_then_environment(tmp_path: Path) -> None:
     config = tmp_path / "netmon.toml"
-    config.write_text('[store]\ndata_dir = "/from/toml"\nsegment_max_bytes = 1000\n[server]\nport = 9000\n')
+    config.write_text(
+        '[store]\ndata_dir = "/from/toml"\nsegment_max_bytes = 1000\n[server]\nport = 9000\n'
+    )
     dotenv = tmp_path / ".env"
     dotenv.write_text("NETMON_SERVER__PORT=9100\nNETMON_SERVER__REPLICA=from-dotenv\n")
     settings = load_settings(
