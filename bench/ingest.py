@@ -253,7 +253,9 @@ def run_agent(
             __file__,
             "--agent-child",
             url,
-            key,
+            # The key travels in the environment: a base64url key may start with "-", which
+            # argparse would take for an option (and argv is visible to every local user).
+            "env:BENCH_AGENT_KEY",
             str(spool),
             str(total),
             str(rate),
@@ -263,6 +265,7 @@ def run_agent(
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "BENCH_AGENT_KEY": key},
     )
     line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT"))
     return [float(part) for part in line.split()[1:]]
@@ -286,7 +289,8 @@ def main() -> None:
         ingest_only_server(args.server_child[0], int(args.server_child[1]))
         return
     if args.agent_child:
-        url, key, spool, total, rate, batch, window = args.agent_child
+        url, _, spool, total, rate, batch, window = args.agent_child
+        key = os.environ["BENCH_AGENT_KEY"]
         asyncio.run(agent_main(url, key, spool, int(total), float(rate), int(batch), int(window)))
         return
 
