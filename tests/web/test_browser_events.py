@@ -10,7 +10,6 @@ import time
 import zipfile
 
 import httpx
-import pytest
 from playwright.sync_api import BrowserContext, expect
 
 from tests.web.conftest import screenshot
@@ -109,8 +108,6 @@ def test_archived_date_is_listed_downloadable_and_still_searchable(
     flows = [flow(old + i, branch="vault", src="198.51.100.200") for i in range(25)]
     store(netmon_server.data_dir, flows)  # the writer closes: its segments are sealed
     env = {**netmon_server.env, "NETMON_ARCHIVE__GRACE_S": "0", "NETMON_ARCHIVE__AFTER_DAYS": "7"}
-    if subprocess.run([str(NETMON), "archive", "--help"], capture_output=True).returncode:
-        pytest.skip("this build has no archive manager yet")
     done = subprocess.run(
         [str(NETMON), "archive", "once"], env=env, cwd=netmon_server.workdir,
         capture_output=True, text=True, timeout=120,
@@ -137,8 +134,7 @@ def test_an_analyst_of_another_branch_sees_only_their_branch(netmon_server: Netm
     alert = alert_opened(now - 2, branch="hq")
     store(netmon_server.data_dir, [ours, theirs, alert])
     admin_password = netmon_server.admin_password()
-    if admin_password is None:
-        pytest.skip("this build has no identity part yet")
+    assert admin_password is not None, "the server printed no first-admin password"
 
     def token(username: str, password: str) -> dict[str, str]:
         answer = httpx.post(
