@@ -27,7 +27,7 @@ class ConfigSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     """Base of the config Structs: unknown keys are errors."""
 
 
-class CriticalPort(ConfigSection):
+class CriticalPort(ConfigSection, frozen=True):
     """A server port whose use is a finding (judged on the responder's port only)."""
 
     port: int
@@ -44,7 +44,7 @@ DEFAULT_CRITICAL_PORTS: tuple[CriticalPort, ...] = (
 )
 
 
-class ThreatList(ConfigSection):
+class ThreatList(ConfigSection, frozen=True):
     """A file of IPs and CIDRs (plain text, one per line, or CSV with the IP in a column)."""
 
     name: str
@@ -55,7 +55,7 @@ class ThreatList(ConfigSection):
     column: str = ""
 
 
-class DomainPolicy(ConfigSection):
+class DomainPolicy(ConfigSection, frozen=True):
     """Approved (allowlist) and denied domains; both match a name and all its subdomains."""
 
     approved: tuple[str, ...] = ()
@@ -66,7 +66,7 @@ class DomainPolicy(ConfigSection):
     denied_severity: Severity = "critical"
 
 
-class AgentConfig(ConfigSection):
+class AgentConfig(ConfigSection, frozen=True):
     """Everything the agent needs; passed as an object, never read from globals."""
 
     server_url: str = ""  # where ``netmon agent run`` streams to (the transport's concern)

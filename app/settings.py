@@ -32,7 +32,7 @@ class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     """Base of every settings section: unknown keys are errors, not silently ignored."""
 
 
-class StoreSettings(Section):
+class StoreSettings(Section, frozen=True):
     """The JSONL event store."""
 
     data_dir: str = "./data"
@@ -42,7 +42,7 @@ class StoreSettings(Section):
     segment_max_bytes: int = msgspec.field(default=64 * 1024 * 1024)
 
 
-class ServerSettings(Section):
+class ServerSettings(Section, frozen=True):
     """The HTTP/WebSocket server (one replica)."""
 
     host: str = "127.0.0.1"
@@ -56,7 +56,7 @@ class ServerSettings(Section):
     metrics_token: str = ""
 
 
-class AuthSettings(Section):
+class AuthSettings(Section, frozen=True):
     """Users, tokens, browser sessions and login throttling (see docs/security.md)."""
 
     # HS256 key for access tokens, at least 32 characters. Secret: no default. When empty, a
@@ -86,7 +86,7 @@ class AuthSettings(Section):
     argon2_parallelism: int = 4
 
 
-class AnalysisSettings(Section):
+class AnalysisSettings(Section, frozen=True):
     """The analysis worker: classifier, windows, LLM summaries, alert rules, notifications.
 
     See docs/analysis.md. Secrets (webhook HMAC key, SMTP password) have no default; provider
@@ -131,7 +131,7 @@ class AnalysisSettings(Section):
     notify_backoff_s: float = 1.0  # doubled after each failed attempt
 
 
-class ArchiveSettings(Section):
+class ArchiveSettings(Section, frozen=True):
     """The archive manager (``netmon archive run``); see docs/archive.md."""
 
     # A date partition is sealed into a ZIP once its UTC date is more than after_days days old
@@ -148,7 +148,7 @@ class ArchiveSettings(Section):
     compress_level: int = 6  # deflate level of archive members, 0-9
 
 
-class IngestSettings(Section):
+class IngestSettings(Section, frozen=True):
     """Agent ingest: frame and archive limits, handshake timing; see docs/transport.md."""
 
     max_frame_bytes: int = 8 * 1024 * 1024  # one WebSocket batch frame, as sent
@@ -161,7 +161,7 @@ class IngestSettings(Section):
     max_archive_ratio: float = 50.0  # uncompressed/compressed size of any entry
 
 
-class LiveSettings(Section):
+class LiveSettings(Section, frozen=True):
     """The live feed and projections of each replica (see docs/replicas.md)."""
 
     # Items a dashboard connection may have waiting; past it the client gets "N events missed"
@@ -175,7 +175,7 @@ class LiveSettings(Section):
     agent_timeout_s: float = 90.0
 
 
-class Settings(Section):
+class Settings(Section, frozen=True):
     """Every section, as passed to ``create_app`` and the CLI commands."""
 
     store: StoreSettings = StoreSettings()

@@ -38,7 +38,7 @@ class Message(
     """Base of every wire message (``kind`` names the type)."""
 
 
-class Challenge(Message, tag="challenge"):
+class Challenge(Message, frozen=True, tag="challenge"):
     """The server's first message: sign this nonce to prove you hold your key."""
 
     nonce: bytes
@@ -47,7 +47,7 @@ class Challenge(Message, tag="challenge"):
     protocol: int = PROTOCOL_VERSION
 
 
-class Hello(Message, tag="hello"):
+class Hello(Message, frozen=True, tag="hello"):
     """The agent's answer: ``proof`` = Fernet(agent key) token over a ``HelloProof``."""
 
     agent_id: str
@@ -64,7 +64,7 @@ class HelloProof(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     nonce: bytes
 
 
-class Welcome(Message, tag="welcome"):
+class Welcome(Message, frozen=True, tag="welcome"):
     """The handshake succeeded."""
 
     agent_id: str
@@ -72,7 +72,7 @@ class Welcome(Message, tag="welcome"):
     max_frame_bytes: int
 
 
-class BatchFrame(Message, tag="batch"):
+class BatchFrame(Message, frozen=True, tag="batch"):
     """One numbered batch. ``token`` = Fernet(zlib(msgpack(BatchBody)))."""
 
     boot_id: str
@@ -93,7 +93,7 @@ class BatchBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     events: list[AgentEvent]
 
 
-class Ack(Message, tag="ack"):
+class Ack(Message, frozen=True, tag="ack"):
     """The batch is durably stored (or was already: ``duplicate``)."""
 
     boot_id: str
@@ -102,7 +102,7 @@ class Ack(Message, tag="ack"):
     duplicate: bool = False
 
 
-class Error(Message, tag="error"):
+class Error(Message, frozen=True, tag="error"):
     """A batch (or the connection) was refused; ``code`` is stable, ``message`` says why.
 
     ``retry`` False means the same bytes will always be refused: the agent sets the batch aside
