@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 
 from app.api_summary import routes as summary_routes
 from app.auth.context import open_auth
@@ -43,9 +44,11 @@ def create_app(settings: Settings) -> Starlette:
             await stack.enter_async_context(live_service(settings, app.state))
             yield
 
-    routes = [*health_routes(), *metrics_routes(), *openapi_routes(), *auth_routes()]
+    routes: list[BaseRoute] = [*health_routes(), *metrics_routes(), *openapi_routes()]
+    routes += auth_routes()
     routes += ingest_routes()  # /ws/agent and the offline-archive upload
-    routes += live_routes() + summary_routes()  # /ws/live(.json), /api/v1/summary...
+    routes += live_routes()  # /ws/live(.json)
+    routes += summary_routes()  # /api/v1/summary...
     routes += archive_routes()  # /api/v1/archives: list, download
     routes += web_routes()  # the dashboard: pages, fragments, exports, /static
     middleware = [Middleware(AccessMiddleware)]
