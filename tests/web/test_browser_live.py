@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
@@ -58,6 +59,20 @@ def test_a_detection_appears_live_without_reload_and_escaped(
     assert page.evaluate("window.__sameDocument") is True
     assert dialogs == []
     screenshot(page, "live")
+
+
+def test_an_agent_that_comes_up_after_the_page_opened_gets_its_row_live(
+    netmon_server: NetmonServer, context: BrowserContext, writer: EventLog
+) -> None:
+    page = context.new_page()
+    open_live(page, netmon_server)
+    page.evaluate("window.__sameDocument = true")
+    agent_id = f"late-agent-{time.time_ns()}"
+    row = page.locator(f"#agent-{agent_id}")
+    expect(row).to_have_count(0)
+    writer.append([msgspec.structs.replace(flow(time.time()), agent_id=agent_id)])
+    expect(row.locator(".status")).to_have_text("up")
+    assert page.evaluate("window.__sameDocument") is True
 
 
 def test_kiosk_keeps_n_rows_for_a_day_of_events_and_reconnects_after_restart(

@@ -42,6 +42,16 @@
     }, 300);
   });
 
+  // An agent that comes up after the page was rendered has no row to replace yet: htmx drops
+  // an out-of-band fragment without a target, so its pushed row (_agent_row.html) is appended.
+  document.addEventListener("htmx:oobErrorNoTarget", function (evt) {
+    var row = evt.detail && evt.detail.content;
+    var rows = document.getElementById("agent-rows");
+    if (!rows || !row || !row.id || row.id.indexOf("agent-") !== 0) return;
+    row.removeAttribute("hx-swap-oob");
+    rows.appendChild(row);
+  });
+
   function setStatus(state) {
     document.querySelectorAll("[data-ws-status]").forEach(function (el) {
       el.classList.toggle("connected", state === "connected");
