@@ -9,7 +9,8 @@ from typing import Any
 import msgspec
 from hypothesis import strategies as st
 
-from storage.events import Detection, DetectionRaised, FlowObserved, new_event_id
+from storage.events import FlowObserved, new_event_id
+from tests.factories import telnet_detection
 
 SCALARS = st.one_of(
     st.none(),
@@ -53,22 +54,7 @@ def flow_dict(agent: str) -> dict[str, Any]:
 
 
 def detection_dict(agent: str) -> dict[str, Any]:
-    now = time.time()
-    event = DetectionRaised(
-        id=new_event_id(now),
-        ts=now,
-        branch="",
-        agent_id=agent,
-        flow_id=new_event_id(now),
-        src_ip="10.0.0.5",
-        src_port=1,
-        dst_ip="203.0.113.9",
-        dst_port=23,
-        protocol=6,
-        detection=Detection(
-            kind="critical_port", detail="Telnet", severity="critical", rule="telnet"
-        ),
-    )
+    event = telnet_detection(agent, time.time(), src_port=1)
     return {"type": "DetectionRaised", **msgspec.to_builtins(event)}
 
 

@@ -29,7 +29,8 @@ from typing import Any
 import msgspec
 
 from agent.transport import AgentTransport, TransportConfig
-from storage.events import Detection, DetectionRaised, FlowObserved, new_event_id
+from storage.events import DetectionRaised, FlowObserved, new_event_id
+from tests.factories import telnet_detection
 
 TICK_S = 0.05  # emission granularity: rate/20 flows per agent per tick
 DRAIN_S = 180.0  # after the load stops, every spool must be empty within this
@@ -131,21 +132,7 @@ def make_flow(agent: str, index: int, now: float) -> FlowObserved:
 
 def make_probe(agent: str, now: float) -> DetectionRaised:
     """A critical detection: what the live feed must push to dashboards."""
-    return DetectionRaised(
-        id=new_event_id(now),
-        ts=now,
-        branch="",
-        agent_id=agent,
-        flow_id=new_event_id(now),
-        src_ip="10.0.0.5",
-        src_port=40000,
-        dst_ip="203.0.113.9",
-        dst_port=23,
-        protocol=6,
-        detection=Detection(
-            kind="critical_port", detail="Telnet", severity="critical", rule="telnet"
-        ),
-    )
+    return telnet_detection(agent, now)
 
 
 class FleetAgent:
