@@ -45,6 +45,22 @@ async def client(data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
 
 
+@pytest.fixture(scope="session")
+def default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model as `netmon model build-default --no-real-tools` builds it.
+
+    Built once per session, and only when a test runs the analysis worker. Crafted traffic only:
+    the alerts these tests need come from critical detections, not from the classifier, and the
+    crafted corpus trains in ~5 s where the full one takes 15-35 s on the shared machine.
+    """
+    # Imported here: scikit-learn would otherwise load at collection for every web test.
+    from app.analysis.corpus.build import build_default_model
+
+    path = tmp_path_factory.mktemp("model") / "model.joblib"
+    build_default_model(path, real_tools=False, progress=False)
+    return path
+
+
 @pytest.fixture(scope="module")
 def netmon_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetmonServer]:
     server = NetmonServer(tmp_path_factory.mktemp("netmon-web"))

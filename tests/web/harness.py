@@ -131,6 +131,17 @@ class NetmonServer:
         if process.stdout is not None:
             process.stdout.close()
 
+    def analyze_once(self, model: Path) -> subprocess.CompletedProcess[str]:
+        """Run the analysis worker (``netmon analyze --once``) over this server's data dir."""
+        return subprocess.run(
+            [str(NETMON), "analyze", "--once", "--model", str(model)],
+            env=self.env,  # the server's settings: same data dir, same secret key
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
     def restart(self) -> None:
         self.stop()
         self.start()

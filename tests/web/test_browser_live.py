@@ -1,4 +1,5 @@
-"""The Live page in headless Chromium: pushes without reload, escaping, kiosk bounds, reconnects."""
+"""The Live page in headless Chromium: pushes without reload, escaping, kiosk bounds, reconnects,
+and the real chain from an agent's SSH attempt to an alert acknowledged live in another tab."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from storage.eventlog import EventLog
+from storage.events import AlertAcknowledged, AlertOpened, FlowObserved
+from storage.log_reader import EventLogReader
 from tests.web.conftest import screenshot
 from tests.web.flows import (
     SSH,
     XSS_DOMAIN,
-    alert_opened,
     flow,
     ssh_detection,
     write_ssh_attempt_pcap,
@@ -25,6 +28,7 @@ from tests.web.flows import (
 from tests.web.harness import NETMON, NetmonServer, login, wait_until
 
 KIOSK_ROWS = 5
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -114,27 +118,6 @@ def test_kiosk_keeps_n_rows_for_a_day_of_events_and_reconnects_after_restart(
     assert page.locator("#live-rows tr").count() <= KIOSK_ROWS
 
 
-def test_acknowledging_in_one_tab_shows_live_in_another(
-    netmon_server: NetmonServer, context: BrowserContext, writer: EventLog
-) -> None:
-    alert = alert_opened(time.time(), entity="203.0.113.99")
-    writer.append([alert])  # as the analysis worker would
-    first, second = context.new_page(), context.new_page()
-    open_live(first, netmon_server, "/alerts")
-    open_live(second, netmon_server, "/alerts")
-    second.evaluate("window.__sameDocument = true")
-    row_id = f"#alert-{alert.alert_id}"
-    expect(second.locator(row_id)).to_have_attribute("data-state", "open")
-    with first.expect_response(lambda r: r.url.endswith("/ack")) as answer:
-        first.locator(f"{row_id} button.ack").click()
-    assert answer.value.status == 200
-    expect(first.locator(row_id)).to_have_attribute("data-state", "acknowledged")
-    expect(second.locator(row_id)).to_have_attribute("data-state", "acknowledged")
-    expect(second.locator(f"{row_id} .state")).to_contain_text("by ")
-    assert second.evaluate("window.__sameDocument") is True
-    screenshot(second, "alerts-acknowledged")
-
-
 def test_analytics_shows_projection_totals_and_draws_charts(
     netmon_server: NetmonServer, context: BrowserContext, writer: EventLog
 ) -> None:
@@ -163,47 +146,134 @@ def test_analytics_shows_projection_totals_and_draws_charts(
     expect(page.locator(".branches a.active")).to_have_text("lab")
 
 
-def test_a_real_agent_replays_an_ssh_attempt_seen_live_then_searched(
-    netmon_server: NetmonServer, context: BrowserContext, tmp_path: Path
-) -> None:
-    attacker = "203.0.113.50"
-    live = context.new_page()
-    open_live(live, netmon_server)
-    live.evaluate("window.__sameDocument = true")
+# An operator marks SSH critical on hosts where it should never be seen (the default is "high",
+# which the analysis worker does not alert on). A list replaces the defaults: keep Telnet and RDP.
+SSH_CRITICAL = """
+[[critical_ports]]
+port = 22
+rule = "ssh"
+name = "SSH"
+severity = "critical"
+
+[[critical_ports]]
+port = 23
+rule = "telnet"
+name = "Telnet"
+severity = "critical"
+
+[[critical_ports]]
+port = 3389
+rule = "rdp"
+name = "RDP"
+severity = "critical"
+"""
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[NetmonServer]:
+    """A server whose log holds only this test's events: the worker's output is all ours."""
+    server = NetmonServer(tmp_path / "server")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def enrol_agent(server: NetmonServer, workdir: Path, extra: str = "") -> Path:
+    """`netmon agents add` as an operator runs it; its printed agent.toml, plus ``extra``."""
     enrolled = subprocess.run(
         [str(NETMON), "agents", "add", "web-agent", "--branch", "hq",
-         "--server-url", netmon_server.url.replace("http", "ws")],
-        env=netmon_server.env, cwd=netmon_server.workdir, capture_output=True, text=True,
+         "--server-url", server.url.replace("http", "ws")],
+        env=server.env, cwd=server.workdir, capture_output=True, text=True,
     )  # fmt: skip
     assert enrolled.returncode == 0, enrolled.stderr
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        re.sub(r'spool_dir = ".*"', f'spool_dir = "{tmp_path / "spool"}"', enrolled.stdout)
-    )
-    capture = tmp_path / "ssh.pcap"
-    write_ssh_attempt_pcap(capture, attacker, time.time())
+    spool = f'spool_dir = "{workdir / "spool"}"'
+    config = workdir / "agent.toml"
+    config.write_text(re.sub(r'spool_dir = ".*"', spool, enrolled.stdout) + extra)
+    return config
+
+
+def replay(config: Path, capture: Path) -> None:
+    """`netmon agent run --pcap`: exits once the server acknowledged (stored) every batch."""
     agent = subprocess.run(
         [str(NETMON), "agent", "run", "--config", str(config), "--pcap", str(capture),
          "--drain-timeout", "20"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=capture.parent, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert agent.returncode == 0, agent.stderr[-2000:]
     assert "not yet acknowledged" not in agent.stderr, agent.stderr[-2000:]
-    # The agent exits once the server acknowledged (stored) its batches; from then on the live
-    # feed has at most 1 s to show the flow, without a reload.
-    row = live.locator("#live-rows tr", has_text=attacker)
-    expect(row).to_be_visible(timeout=1000)
-    expect(row).to_contain_text("SSH (22/tcp)")
+
+
+def stored(server: NetmonServer, kind: type[T]) -> list[T]:
+    """Every event of type ``kind`` in the server's store."""
+    return [e for e in EventLogReader(server.data_dir).scan(None, None) if isinstance(e, kind)]
+
+
+def test_a_real_ssh_attempt_is_alerted_by_the_worker_and_acknowledged_live(
+    own_server: NetmonServer, context: BrowserContext, tmp_path: Path, default_model: Path
+) -> None:
+    """The whole chain: agent -> store -> live feed -> search -> analysis worker -> alert -> ack."""
+    attacker = "203.0.113.50"
+    live = context.new_page()
+    open_live(live, own_server)
+    live.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    capture = tmp_path / "ssh.pcap"
+    write_ssh_attempt_pcap(capture, attacker, time.time())
+    replay(enrol_agent(own_server, tmp_path, SSH_CRITICAL), capture)
+    # Stored by now: the live feed has at most 1 s to show the detection and the flow.
+    rows = live.locator("#live-rows tr", has_text=attacker)
+    expect(rows).to_have_count(2, timeout=1000)  # DetectionRaised at once, then FlowObserved
+    expect(rows.first).to_contain_text("SSH (22/tcp)")
+    expect(rows.first.locator(".severity")).to_have_text("critical")
+    (ssh_flow,) = stored(own_server, FlowObserved)
+    assert ssh_flow.src_ip == attacker and ssh_flow.severity == "critical"
+
+    analyzed = own_server.analyze_once(default_model)
+    assert analyzed.returncode == 0, analyzed.stderr[-2000:]
+    (alert,) = stored(own_server, AlertOpened)
+    assert (alert.rule, alert.entity, alert.severity) == (
+        "detection:critical_port",
+        attacker,
+        "critical",
+    )
+    # The worker has exited, its alert is stored: on the Live page within 1 s, no reload.
+    alert_row = live.locator(f"#ev-{alert.id}")
+    expect(alert_row).to_be_visible(timeout=1000)
+    expect(alert_row.locator(".kind")).to_have_text("alert detection:critical_port")
+    expect(alert_row.locator(".what")).to_have_text(attacker)
     assert live.evaluate("window.__sameDocument") is True
+    screenshot(live, "live-agent-ssh-alert")
+
     search = context.new_page()
-    search.goto(f"{netmon_server.url}/events?q={attacker}")
-    found = search.locator("#rows tr.row")
-    expect(found).to_have_count(1)
+    search.goto(f"{own_server.url}/events?q={attacker}")
+    expect(search.locator("#rows tr.row")).to_have_count(2)  # the flow and its detection
+    found = search.locator(f"#ev-{ssh_flow.id}")
     expect(found).to_contain_text("10.0.0.22:22")
     found.click()
     expect(search.locator("#drawer")).to_contain_text("web-agent")
     screenshot(search, "events-agent-ssh")
-    search.goto(netmon_server.url + "/admin")
+
+    first, second = context.new_page(), context.new_page()
+    open_live(first, own_server, "/alerts")
+    open_live(second, own_server, "/alerts")
+    second.evaluate("window.__sameDocument = true")
+    row_id = f"#alert-{alert.alert_id}"
+    expect(second.locator(f"{row_id} .entity")).to_have_text(attacker)
+    expect(second.locator(row_id)).to_have_attribute("data-state", "open")
+    # The page offers no note field (the endpoint takes one): a plain acknowledgement.
+    with first.expect_response(lambda r: r.url.endswith(f"/alerts/{alert.alert_id}/ack")) as ack:
+        first.locator(f"{row_id} button.ack").click()
+    assert ack.value.status == 200
+    expect(first.locator(row_id)).to_have_attribute("data-state", "acknowledged")
+    expect(second.locator(row_id)).to_have_attribute("data-state", "acknowledged")
+    expect(second.locator(f"{row_id} .state")).to_contain_text("by admin")
+    assert second.evaluate("window.__sameDocument") is True
+    (acknowledged,) = stored(own_server, AlertAcknowledged)
+    assert (acknowledged.alert_id, acknowledged.by) == (alert.alert_id, "admin")
+    screenshot(second, "alerts-acknowledged")
+
+    search.goto(own_server.url + "/admin")
     expect(search.locator("#enrolled-web-agent")).to_contain_text("hq")
     expect(search.locator("#users")).to_contain_text("admin")
     screenshot(search, "admin")
