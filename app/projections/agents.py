@@ -8,12 +8,16 @@ seen within ``timeout_s``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 import msgspec
 
-from app.projections.brief import FROM_AGENTS, FeedEvent
-from storage.events import AgentHeartbeat
+from app.projections.brief import FROM_AGENTS, FeedEvent, FlowBrief
+from storage.events import AgentHeartbeat, FlowObserved
+
+_AGENT_ID, _ORDER = attrgetter("agent_id"), attrgetter("ts", "id")
 
 
 class AgentState(msgspec.Struct):
@@ -61,6 +65,26 @@ def apply(state: AgentsState, event: FeedEvent) -> None:
         agent.events_per_s, agent.packets_dropped = event.events_per_s, event.packets_dropped
         agent.spool_batches, agent.spool_bytes = event.spool_batches, event.spool_bytes
         agent.lag_s = event.lag_s
+
+
+def apply_flows(state: AgentsState, flows: Sequence[FlowObserved | FlowBrief]) -> None:
+    """Fold flows of one branch as ``apply`` would one by one: a flow is never a heartbeat,
+    so each agent only counts them and keeps the newest (ts, id), found here in C."""
+    if not flows:
+        return
+    if len(set(map(_AGENT_ID, flows))) != 1:
+        for flow in flows:
+            apply(state, flow)
+        return
+    first = flows[0]
+    agent = state.agents.get(first.agent_id)
+    if agent is None:
+        agent = state.agents[first.agent_id] = AgentState(branch=first.branch)
+    agent.events += len(flows)
+    newest = max(map(_ORDER, flows))
+    if newest > (agent.last_seen, agent.last_id):
+        agent.last_seen, agent.last_id = newest
+        agent.branch = first.branch
 
 
 def is_connected(agent: AgentState, now: float, timeout_s: float) -> bool:

@@ -26,6 +26,9 @@ from storage.events import (
 )
 
 RECENT_PER_BRANCH = 50
+_PUSHED_SEVERITIES = frozenset(
+    severity for severity, rank in SEVERITY_RANK.items() if rank >= SEVERITY_RANK["high"]
+)
 LIVE_TYPES = (DetectionRaised, AlertOpened, AlertAcknowledged, AlertResolved, GapReported)
 
 
@@ -62,6 +65,13 @@ def apply(state: RecentState, event: FeedEvent) -> None:
     events.insert(index, event)
     if len(events) > RECENT_PER_BRANCH:
         del events[0]
+
+
+def apply_flows(state: RecentState, flows: Iterable[FeedEvent]) -> None:
+    """Keep the critical ones among flows (briefs never are: the feed decodes those fully)."""
+    for flow in flows:
+        if type(flow) is FlowObserved and flow.severity in _PUSHED_SEVERITIES:
+            apply(state, flow)
 
 
 def view(state: RecentState, branches: Iterable[str]) -> list[AnyEvent]:

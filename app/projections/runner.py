@@ -11,21 +11,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterable
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from app.projections import agents, recent, summary, top
-from app.projections.brief import FeedEvent
+from app.projections.brief import FLOW_TYPES, FeedEvent
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1
 MIN_TS = 946_684_800.0  # 2000-01-01T00:00:00Z
 MAX_TS = 4_102_444_800.0  # 2100-01-01T00:00:00Z
+_TS, _BRANCH = attrgetter("ts"), attrgetter("branch")
+_FLOW_TYPE_SET = frozenset(FLOW_TYPES)
 
 
 class ProjectionSnapshot(msgspec.Struct):
@@ -57,26 +62,81 @@ def apply_all(state: ProjectionSnapshot, events: Iterable[FeedEvent]) -> None:
     push every real event out of them: events outside [2000, 2100) are skipped and counted
     instead. An event a projection cannot fold (a bug; never expected from validated events) is
     logged and skipped too. Both are deterministic, so a rebuild skips the same events.
+
+    Flows (nearly every event) are folded per branch with each projection's ``apply_flows``,
+    which equals folding them one by one at a fraction of the cost; the other events go one
+    by one. Each projection's state is independent of how flows and other events interleave
+    (see each module), so the result is the one-by-one fold's, whatever the batch boundaries.
     """
-    for event in events:
-        state.events += 1
-        try:
-            if not MIN_TS <= event.ts < MAX_TS:
-                raise ValueError(f"ts {event.ts!r} outside [{MIN_TS}, {MAX_TS})")
-            summary.apply(state.summary, event)
-            top.apply(state.top, event)
-            agents.apply(state.agents, event)
-            recent.apply(state.recent, event)
-        except Exception as error:
-            state.skipped += 1
-            if state.skipped & (state.skipped - 1) == 0:  # 1st, 2nd, 4th, 8th...: bounded logs
-                log.error(
-                    "projections: skipped event %s (%s): %s (%d skipped so far)",
-                    event.id,
-                    type(event).__name__,
-                    error,
-                    state.skipped,
-                )
+    batch = events if isinstance(events, list) else list(events)
+    flows_by_branch, others = _split(batch)
+    for flows in flows_by_branch.values():
+        _apply_flows(state, flows)
+    for event in others:
+        _apply_one(state, event)
+
+
+def _split(batch: list[FeedEvent]) -> tuple[dict[str, list[Any]], list[FeedEvent]]:
+    """Flows with a valid ts, by branch (in order), and every other event."""
+    if not batch:
+        return {}, []
+    stamps = list(map(_TS, batch))
+    branches = set(map(_BRANCH, batch))
+    if (
+        len(branches) == 1
+        and set(map(type, batch)) <= _FLOW_TYPE_SET
+        and math.isfinite(sum(stamps))
+        and min(stamps) >= MIN_TS
+        and max(stamps) < MAX_TS
+    ):
+        return {branches.pop(): batch}, []  # the usual batch: one agent's flows
+    flows: dict[str, list[Any]] = {}
+    others: list[FeedEvent] = []
+    for event in batch:
+        if type(event) in _FLOW_TYPE_SET and MIN_TS <= event.ts < MAX_TS:
+            flows.setdefault(event.branch, []).append(event)
+        else:
+            others.append(event)
+    return flows, others
+
+
+def _apply_flows(state: ProjectionSnapshot, flows: list[Any]) -> None:
+    state.events += len(flows)
+    try:
+        summary.apply_flows(state.summary, flows)
+        top.apply_flows(state.top, flows)
+        agents.apply_flows(state.agents, flows)
+        recent.apply_flows(state.recent, flows)
+    except Exception as error:
+        _skipped(state, flows[0], error, len(flows))
+
+
+def _apply_one(state: ProjectionSnapshot, event: FeedEvent) -> None:
+    state.events += 1
+    try:
+        if not MIN_TS <= event.ts < MAX_TS:
+            raise ValueError(f"ts {event.ts!r} outside [{MIN_TS}, {MAX_TS})")
+        summary.apply(state.summary, event)
+        top.apply(state.top, event)
+        agents.apply(state.agents, event)
+        recent.apply(state.recent, event)
+    except Exception as error:
+        _skipped(state, event, error, 1)
+
+
+def _skipped(state: ProjectionSnapshot, event: FeedEvent, error: Exception, count: int) -> None:
+    """Count ``count`` events not folded; log the 1st, 2nd, 4th, 8th... time (bounded logs)."""
+    before = state.skipped
+    state.skipped += count
+    if before & (before + 1) == 0 or count > 1:
+        what = f"event {event.id}" if count == 1 else f"{count} flows from event {event.id} on"
+        log.error(
+            "projections: skipped %s (%s): %s (%d skipped so far)",
+            what,
+            type(event).__name__,
+            error,
+            state.skipped,
+        )
 
 
 class ProjectionRunner:

@@ -6,11 +6,15 @@ import logging
 import random
 from pathlib import Path
 
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.projections import agents, recent, summary, top
+from app.projections.brief import FlowBrief
 from app.projections.buckets import DAY, HOUR, MINUTE, WEEK
-from app.projections.runner import ProjectionRunner, ProjectionSnapshot, apply_all
+from app.projections.runner import MAX_TS, MIN_TS, ProjectionRunner, ProjectionSnapshot, apply_all
 from storage.events import FlowObserved
 from tests.live.factory import flow, heartbeat, mixed_stream
 
@@ -172,3 +176,86 @@ def test_an_event_from_a_wild_clock_is_skipped_and_logged(
     assert state.summary.watermark == START + 60
     assert summary.view(state.summary, ["hq"], START + 60)["last_24h"]["flows"] == 2
     assert f"skipped event {wild.id}" in caplog.text and "outside" in caplog.text
+
+
+# --- batch folding equals folding one by one ------------------------------------------------
+
+
+def fold_one_by_one(events: list) -> ProjectionSnapshot:
+    """The reference: every projection's ``apply``, event by event (the documented meaning)."""
+    state = ProjectionSnapshot()
+    for event in events:
+        state.events += 1
+        if not MIN_TS <= event.ts < MAX_TS:
+            state.skipped += 1
+            continue
+        summary.apply(state.summary, event)
+        top.apply(state.top, event)
+        agents.apply(state.agents, event)
+        recent.apply(state.recent, event)
+    return state
+
+
+def fold_in_batches(events: list, cuts: list[int]) -> ProjectionSnapshot:
+    state = ProjectionSnapshot()
+    bounds = [0, *sorted(cuts), len(events)]
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        apply_all(state, events[start:end])
+    return state
+
+
+def brief_of(event: FlowObserved) -> FlowBrief:
+    """What the live feed decodes a non-critical flow line as."""
+    return msgspec.json.decode(msgspec.json.encode(event), type=FlowBrief)
+
+
+def busy_hour(seed: int, count: int) -> list:
+    """Flows, mostly inside one hour and over 512 distinct addresses (so buckets get cut),
+    with briefs, two branches, two agents, a wild clock, heartbeats and detections mixed in."""
+    rng = random.Random(seed)
+    events: list = []
+    ts = START + HOUR - 120  # crosses a minute and an hour boundary on the way
+    for number in range(count):
+        ts += rng.uniform(0.0, 0.2)
+        roll = rng.random()
+        branch = "hq" if roll < 0.7 else "lab"
+        if roll < 0.005:
+            events.append(flow(START + 1e10, branch))  # year ~2330: skipped
+        elif roll < 0.01:
+            events.append(heartbeat(ts, branch, agent_id="agent-2", events_per_s=float(number)))
+        else:
+            event = flow(ts, branch, rng=rng, critical=roll > 0.99, agent_id=f"agent-{number % 2}")
+            event = msgspec.structs.replace(
+                event, src_ip=f"10.9.{rng.randrange(8)}.{rng.randrange(256)}"
+            )
+            events.append(event if event.detections or rng.random() < 0.5 else brief_of(event))
+    return events
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 1000),
+    cuts=st.lists(st.integers(0, 3000), max_size=12),
+)
+def test_folding_in_batches_equals_folding_one_by_one(seed: int, cuts: list[int]) -> None:
+    events = busy_hour(seed, 3000)
+    expected = fold_one_by_one(events)
+    assert fold_in_batches(events, cuts) == expected
+    assert expected.skipped > 0 and any(
+        len(counts) > top.KEEP for hours in expected.top.branches.values()
+        for bucket in hours.values() for counts in bucket.values()
+    )  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=1, max_size=700),
+)
+def test_a_cut_keeps_what_sorting_pairs_would_keep(values: list[tuple[int, int]]) -> None:
+    counts = {f"k{number:04d}": entry for number, entry in enumerate(values)}
+    by_bytes = sorted([(entry[1], key) for key, entry in counts.items()], reverse=True)
+    by_flows = sorted([(entry[0], key) for key, entry in counts.items()], reverse=True)
+    keep = {key for _, key in by_bytes[: top.KEEP]} | {key for _, key in by_flows[: top.KEEP]}
+    cut = dict(counts)
+    top._cut(cut)
+    assert cut == {key: entry for key, entry in counts.items() if key in keep}
