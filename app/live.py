@@ -16,7 +16,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ import jinja2
 import msgspec
 
 from app.projections.brief import FeedEvent
-from app.projections.recent import is_critical
+from app.projections.recent import critical_among
 from storage.events import (
     AlertAcknowledged,
     AlertOpened,
@@ -123,11 +123,9 @@ class LiveHub:
             self.clients.discard(client)
             self.dropped_closed += client.dropped
 
-    def publish(self, events: Iterable[FeedEvent]) -> None:
+    def publish(self, events: list[FeedEvent]) -> None:
         """Offer every critical event to the clients that see its branch (never waits)."""
-        for event in events:
-            if not is_critical(event):
-                continue
+        for event in critical_among(events):
             self.published += 1
             for client in self.clients:
                 if client.wants(event.branch):

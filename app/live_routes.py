@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from operator import attrgetter
 from typing import Any
 
 import anyio
@@ -23,7 +24,7 @@ from app.access import SecuredWebSocketRoute
 from app.follower import Feed, FileFeed
 from app.live import RESYNC, AgentStatusChanged, LiveClient, LiveHub, LiveRenderer
 from app.projections import agents, recent
-from app.projections.brief import FROM_AGENTS, FeedEvent
+from app.projections.brief import FLOW_TYPES, FROM_AGENTS, FeedEvent
 from app.projections.runner import ProjectionRunner, snapshot_path
 from app.settings import Settings
 from storage.eventlog import EventLog
@@ -31,6 +32,8 @@ from storage.events import AnyEvent
 from storage.log_reader import AppendTap
 
 log = logging.getLogger(__name__)
+_FLOW_TYPE_SET = frozenset(FLOW_TYPES)
+_AGENT_ID = attrgetter("agent_id")
 
 
 class LiveService:
@@ -102,6 +105,10 @@ class LiveService:
 
     def _agent_changes(self, events: list[FeedEvent]) -> list[AgentStatusChanged]:
         """Agents that speak after being silent longer than the timeout (or for the first time)."""
+        if set(map(type, events)) <= _FLOW_TYPE_SET and self.agents_up.issuperset(
+            map(_AGENT_ID, events)
+        ):
+            return []  # the usual batch: flows from agents already up (told in C)
         changes = []
         for event in events:
             if not isinstance(event, FROM_AGENTS):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import TypeGuard
 
 import msgspec
@@ -29,6 +30,8 @@ RECENT_PER_BRANCH = 50
 _PUSHED_SEVERITIES = frozenset(
     severity for severity, rank in SEVERITY_RANK.items() if rank >= SEVERITY_RANK["high"]
 )
+_FLOW_TYPE_SET = frozenset((FlowObserved, FlowBrief))
+_SEVERITY = attrgetter("severity")
 LIVE_TYPES = (DetectionRaised, AlertOpened, AlertAcknowledged, AlertResolved, GapReported)
 
 
@@ -67,11 +70,19 @@ def apply(state: RecentState, event: FeedEvent) -> None:
         del events[0]
 
 
-def apply_flows(state: RecentState, flows: Iterable[FeedEvent]) -> None:
+def critical_among(events: list[FeedEvent]) -> list[AnyEvent]:
+    """The events ``is_critical`` picks, in order; a batch of quiet flows is told in C."""
+    if set(map(type, events)) <= _FLOW_TYPE_SET and _PUSHED_SEVERITIES.isdisjoint(
+        map(_SEVERITY, events)
+    ):
+        return []
+    return [event for event in events if is_critical(event)]
+
+
+def apply_flows(state: RecentState, flows: list[FeedEvent]) -> None:
     """Keep the critical ones among flows (briefs never are: the feed decodes those fully)."""
-    for flow in flows:
-        if type(flow) is FlowObserved and flow.severity in _PUSHED_SEVERITIES:
-            apply(state, flow)
+    for flow in critical_among(flows):
+        apply(state, flow)
 
 
 def view(state: RecentState, branches: Iterable[str]) -> list[AnyEvent]:

@@ -86,7 +86,8 @@ def apply(state: SummaryState, event: FeedEvent) -> None:
 
 
 _TS = attrgetter("ts")
-_VOLUME = attrgetter("src2dst_bytes", "dst2src_bytes", "src2dst_packets", "dst2src_packets")
+_UP_BYTES, _DOWN_BYTES = attrgetter("src2dst_bytes"), attrgetter("dst2src_bytes")
+_UP_PACKETS, _DOWN_PACKETS = attrgetter("src2dst_packets"), attrgetter("dst2src_packets")
 
 
 def apply_flows(state: SummaryState, flows: Sequence[FlowObserved | FlowBrief]) -> None:
@@ -114,9 +115,11 @@ def apply_flows(state: SummaryState, flows: Sequence[FlowObserved | FlowBrief]) 
     branch = state.branches.get(branch_name)
     if branch is None:
         branch = state.branches[branch_name] = BranchSummary()
-    volumes = zip(*map(_VOLUME, flows), strict=True)  # four columns, summed in C
-    up_bytes, down_bytes, up_packets, down_packets = map(sum, volumes)
-    totals = (len(flows), up_bytes + down_bytes, up_packets + down_packets)
+    totals = (
+        len(flows),
+        sum(map(_UP_BYTES, flows)) + sum(map(_DOWN_BYTES, flows)),
+        sum(map(_UP_PACKETS, flows)) + sum(map(_DOWN_PACKETS, flows)),
+    )
     watermark = state.watermark
     minute = int(low // MINUTE) * MINUTE
     if minute >= int(watermark // MINUTE) * MINUTE - DAY + MINUTE:
