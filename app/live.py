@@ -167,7 +167,8 @@ def describe(event: AnyEvent) -> dict[str, Any]:
             row.update(kind=f"alert {event.rule}", severity=event.severity, what=event.entity)
             row["detail"] = event.title
         case AlertAcknowledged() | AlertResolved():
-            row.update(what=event.alert_id, detail=f"by {event.by}: {event.note}")
+            note = f": {event.note}" if event.note else ""
+            row.update(what=event.alert_id, detail=f"by {event.by}{note}")
         case GapReported():
             row.update(kind="gap", severity="high", what=event.agent_id)
             row["detail"] = f"{event.events_dropped} events dropped ({event.reason})"

@@ -74,3 +74,16 @@ def test_json_messages_carry_the_event_as_data() -> None:
         "status": "up",
         "ts": START,
     }
+
+
+def test_an_acknowledgement_row_shows_its_note_only_when_there_is_one() -> None:
+    from app.live import describe
+    from storage.events import AlertAcknowledged, new_event_id
+
+    def acknowledged(note: str) -> AlertAcknowledged:
+        return AlertAcknowledged(
+            id=new_event_id(START), ts=START, branch="hq", alert_id="a1", by="admin", note=note
+        )
+
+    assert describe(acknowledged(""))["detail"] == "by admin"
+    assert describe(acknowledged("on it"))["detail"] == "by admin: on it"
