@@ -49,9 +49,12 @@ def _branches(request: Request, known: Iterable[str]) -> list[str]:
     return sorted(names)
 
 
-def _answer(request: Request, service: LiveService, body: dict[str, Any]) -> JSONResponse:
-    state = service.runner.state
-    meta = {"replica": request.app.state.settings.server.replica, "events": state.events}
+def _answer(
+    request: Request, service: LiveService, body: dict[str, Any], events: int | None = None
+) -> JSONResponse:
+    """``events``: how many events of the log the answer reflects."""
+    counted = service.runner.state.events if events is None else events
+    meta = {"replica": request.app.state.settings.server.replica, "events": counted}
     return JSONResponse({**meta, **body})
 
 
@@ -80,7 +83,7 @@ async def top_endpoint(request: Request) -> JSONResponse:
     state = service.runner.state
     branches = _branches(request, state.top.branches)
     body = top.view(state.top, branches, service.clock(), hours=hours, k=k)
-    return _answer(request, service, {"branches": branches, **body})
+    return _answer(request, service, {"branches": branches, **body}, service.top_events)
 
 
 async def agents_endpoint(request: Request) -> JSONResponse:

@@ -26,6 +26,7 @@ from app.live import RESYNC, AgentStatusChanged, LiveClient, LiveHub, LiveRender
 from app.projections import agents, recent
 from app.projections.brief import FLOW_TYPES, FROM_AGENTS, FeedEvent
 from app.projections.runner import ProjectionRunner, snapshot_path
+from app.projector import ProjectorLink
 from app.settings import Settings
 from storage.eventlog import EventLog
 from storage.events import AnyEvent
@@ -34,6 +35,7 @@ from storage.log_reader import AppendTap
 log = logging.getLogger(__name__)
 _FLOW_TYPE_SET = frozenset(FLOW_TYPES)
 _AGENT_ID = attrgetter("agent_id")
+MIN_SAVE_PAUSE_S = 0.01
 
 
 class LiveService:
@@ -46,22 +48,33 @@ class LiveService:
         hub: LiveHub,
         renderer: LiveRenderer,
         *,
-        save_interval_s: float = 1.0,
+        save_interval_s: float | None = 1.0,
         agent_timeout_s: float = 90.0,
         clock: Callable[[], float] = time.time,
+        projector: ProjectorLink | None = None,
     ) -> None:
         self.feed, self.runner, self.hub, self.renderer = feed, runner, hub, renderer
+        # None: this service never saves; its projector process owns the snapshot and folds
+        # the top lists, which ``projector`` mirrors into ``runner.state.top``.
         self.save_interval_s = save_interval_s
+        self.projector = projector
         self.agent_timeout_s = agent_timeout_s
         self.clock = clock
         self.caught_up = anyio.Event()
         self.agents_up: set[str] = set()
         self._saving = anyio.Lock()
+        self._dirty = False  # applied events not in the saved snapshot yet
         self.last_save_s = 0.0  # how long the last snapshot save took
 
     async def run(self) -> None:
         """Follow the log forever: apply, publish once caught up, save every ``save_interval_s``."""
-        dirty, last_save = False, time.monotonic()
+        async with anyio.create_task_group() as group:
+            if self.save_interval_s is not None:
+                group.start_soon(self._save_while_running)
+            await self._follow()
+            group.cancel_scope.cancel()
+
+    async def _follow(self) -> None:
         async for batch in self.feed.batches(self.runner.state.offsets):
             if batch.events:
                 # Publish, then apply, with no await in between: a client resynced later gets
@@ -72,7 +85,7 @@ class LiveService:
                     for change in self._agent_changes(batch.events):
                         self.hub.publish_status(change)
                 self.runner.apply(batch.events, batch.offsets)
-                dirty = True
+                self._dirty = True
             if batch.caught_up and not self.caught_up.is_set():
                 now = self.clock()
                 self.agents_up = {
@@ -82,14 +95,23 @@ class LiveService:
                 }
                 self.caught_up.set()
                 log.info("live: caught up with the log (%d events)", self.runner.state.events)
+
+    async def _save_while_running(self) -> None:
+        """Save whenever something changed, every ``save_interval_s``: on a timer, not on the
+        next batch, so the last events before a quiet spell reach the snapshot too (the
+        replica mirrors its top lists from the projector's snapshot)."""
+        assert self.save_interval_s is not None
+        while True:
             # A big state takes long to write: keep saving to at most ~10% of the time.
-            pause = max(self.save_interval_s, 10 * self.last_save_s)
-            if dirty and time.monotonic() - last_save >= pause:
+            await anyio.sleep(max(self.save_interval_s, 10 * self.last_save_s, MIN_SAVE_PAUSE_S))
+            if self._dirty:
+                self._dirty = False  # changes made while this save runs mark it again
                 await self.save()
-                dirty, last_save = False, time.monotonic()
 
     async def save(self) -> None:
         """Encode on the loop (consistent), write and fsync in a thread; one save at a time."""
+        if self.save_interval_s is None:
+            return  # the projector process saves
         async with self._saving:
             started = time.monotonic()
             data = self.runner.encode()
@@ -133,6 +155,11 @@ class LiveService:
                     self.hub.publish_status(AgentStatusChanged(agent_id, agent.branch, "down", now))
             await anyio.sleep(interval_s)
 
+    @property
+    def top_events(self) -> int:
+        """How many events the top lists reflect (they may lag behind, see app/projector.py)."""
+        return self.projector.events if self.projector is not None else self.runner.state.events
+
     def snapshot_events(self, branches: frozenset[str] | None) -> list[AnyEvent]:
         """The recent critical events a (re)connecting client starts from."""
         state = self.runner.state.recent
@@ -144,8 +171,11 @@ class LiveService:
 async def live_service(settings: Settings, app_state: Any) -> AsyncIterator[LiveService]:
     """Lifespan resource: load the snapshot, run the feed loop; save once more on shutdown."""
     live = settings.live
-    runner = ProjectionRunner(snapshot_path(settings.data_dir, settings.server.replica))
+    runner = ProjectionRunner(
+        snapshot_path(settings.data_dir, settings.server.replica), fold_top=not live.projector
+    )
     await anyio.to_thread.run_sync(runner.load)
+    projector = ProjectorLink(settings, runner) if live.projector else None
     event_log: EventLog | None = getattr(app_state, "event_log", None)
     tap = AppendTap()
     if event_log is not None:  # this replica's own appends reach the feed without a re-read
@@ -155,13 +185,17 @@ async def live_service(settings: Settings, app_state: Any) -> AsyncIterator[Live
         runner,
         LiveHub(live.queue_size),
         LiveRenderer(settings.server.replica),
-        save_interval_s=live.save_interval_s,
+        save_interval_s=None if projector else live.save_interval_s,
         agent_timeout_s=live.agent_timeout_s,
+        projector=projector,
     )
     app_state.live = service
     async with anyio.create_task_group() as group:
         group.start_soon(service.run)
         group.start_soon(service.watch_agents)
+        if projector is not None:
+            group.start_soon(projector.supervise)
+            group.start_soon(projector.mirror)
         try:
             yield service
         finally:

@@ -15,7 +15,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from dotenv import dotenv_values
@@ -173,6 +173,11 @@ class LiveSettings(Section, frozen=True):
     save_interval_s: float = 1.0
     # An agent silent for longer than this is shown as down (heartbeats come every ~10-30 s).
     agent_timeout_s: float = 90.0
+    # Fold the top lists and save the snapshot in a child process of the replica (app/
+    # projector.py), so ingest never waits for them; false folds everything in the replica.
+    projector: bool = True
+    # The projector's CPU priority below the replica's (nice increment, 0-19).
+    projector_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
 
 
 class Settings(Section, frozen=True):

@@ -166,6 +166,16 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu(pid: int) -> float:
+    """CPU seconds of the live descendants of ``pid`` (the replica's projector process)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                total += process_cpu(int(child)) + children_cpu(int(child))
+    return total
+
+
 def baseline(root: Path, total: int, batch: int) -> tuple[float, float]:
     """The store alone: EventLog.append of the same flows in batches, fsync each (events/s)."""
 
@@ -324,22 +334,25 @@ def main() -> None:
             server = start_server(root, secret, port, full)
             try:
                 spool = root / f"spool-{len(results)}"
-                cpu_before = process_cpu(server.pid)
+                cpu_before = process_cpu(server.pid), children_cpu(server.pid)
                 figures = run_agent(f"ws://127.0.0.1:{port}", key, spool, total, rate, args)
-                results.append((name, rate, [*figures, process_cpu(server.pid) - cpu_before]))
+                cpu = process_cpu(server.pid) - cpu_before[0]
+                helpers = children_cpu(server.pid) - cpu_before[1]
+                results.append((name, rate, [*figures, cpu, helpers]))
             finally:
                 server.terminate()
                 server.wait(30)
             progress.update()
     print(f"baseline   EventLog.append alone, 1 process, fsync/batch: {base_rate:>9,.0f} events/s")
-    for name, rate, (total, elapsed, p50, p99, batches, agent_cpu, server_cpu) in results:
+    for name, rate, figures in results:
+        total, elapsed, p50, p99, batches, agent_cpu, server_cpu, projector_cpu = figures
         pace = "full speed" if not rate else f"paced {rate:,.0f}/s"
         stored = total / elapsed
         print(
             f"{name:<12} {pace:<18} stored {stored:>9,.0f} events/s ({stored / base_rate:.2f}x "
             f"baseline)  ack p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  ({int(batches)} batches)  "
             f"CPU/event: agent {agent_cpu / total * 1e6:.1f} us, server "
-            f"{server_cpu / total * 1e6:.1f} us"
+            f"{server_cpu / total * 1e6:.1f} us, projector {projector_cpu / total * 1e6:.1f} us"
         )
     print(f"baseline   CPU/event of the store alone: {base_cpu / args.events * 1e6:.1f} us")
     print(

@@ -55,7 +55,9 @@ def snapshot_path(data_dir: Path, replica: str) -> Path:
     return data_dir / "projections" / f"{replica}.msgpack"
 
 
-def apply_all(state: ProjectionSnapshot, events: Iterable[FeedEvent]) -> None:
+def apply_all(
+    state: ProjectionSnapshot, events: Iterable[FeedEvent], *, fold_top: bool = True
+) -> None:
     """Fold events into every projection (the one place that lists them).
 
     Windows follow the newest event time, so one event from a clock gone wild (year 2200) would
@@ -67,13 +69,14 @@ def apply_all(state: ProjectionSnapshot, events: Iterable[FeedEvent]) -> None:
     which equals folding them one by one at a fraction of the cost; the other events go one
     by one. Each projection's state is independent of how flows and other events interleave
     (see each module), so the result is the one-by-one fold's, whatever the batch boundaries.
+    ``fold_top=False`` leaves the top lists alone (a replica whose projector folds them).
     """
     batch = events if isinstance(events, list) else list(events)
     flows_by_branch, others = _split(batch)
     for flows in flows_by_branch.values():
-        _apply_flows(state, flows)
+        _apply_flows(state, flows, fold_top)
     for event in others:
-        _apply_one(state, event)
+        _apply_one(state, event, fold_top)
 
 
 def _split(batch: list[FeedEvent]) -> tuple[dict[str, list[Any]], list[FeedEvent]]:
@@ -100,24 +103,26 @@ def _split(batch: list[FeedEvent]) -> tuple[dict[str, list[Any]], list[FeedEvent
     return flows, others
 
 
-def _apply_flows(state: ProjectionSnapshot, flows: list[Any]) -> None:
+def _apply_flows(state: ProjectionSnapshot, flows: list[Any], fold_top: bool) -> None:
     state.events += len(flows)
     try:
         summary.apply_flows(state.summary, flows)
-        top.apply_flows(state.top, flows)
+        if fold_top:
+            top.apply_flows(state.top, flows)
         agents.apply_flows(state.agents, flows)
         recent.apply_flows(state.recent, flows)
     except Exception as error:
         _skipped(state, flows[0], error, len(flows))
 
 
-def _apply_one(state: ProjectionSnapshot, event: FeedEvent) -> None:
+def _apply_one(state: ProjectionSnapshot, event: FeedEvent, fold_top: bool) -> None:
     state.events += 1
     try:
         if not MIN_TS <= event.ts < MAX_TS:
             raise ValueError(f"ts {event.ts!r} outside [{MIN_TS}, {MAX_TS})")
         summary.apply(state.summary, event)
-        top.apply(state.top, event)
+        if fold_top:
+            top.apply(state.top, event)
         agents.apply(state.agents, event)
         recent.apply(state.recent, event)
     except Exception as error:
@@ -142,8 +147,9 @@ def _skipped(state: ProjectionSnapshot, event: FeedEvent, error: Exception, coun
 class ProjectionRunner:
     """Holds the projections of one replica, applies batches, saves snapshots."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, fold_top: bool = True) -> None:
         self.path = path
+        self.fold_top = fold_top  # False in a replica whose projector process folds them
         self.state = ProjectionSnapshot()
 
     def load(self) -> ProjectionSnapshot:
@@ -171,7 +177,7 @@ class ProjectionRunner:
 
     def apply(self, events: Iterable[FeedEvent], offsets: dict[str, int]) -> None:
         """Fold a batch into every projection and move the position past it."""
-        apply_all(self.state, events)
+        apply_all(self.state, events, fold_top=self.fold_top)
         self.state.offsets = dict(offsets)
 
     def encode(self) -> bytes:

@@ -40,12 +40,12 @@ def get(cluster: Cluster, path: str, headers: dict[str, str]) -> httpx.Response:
 
 
 def caught_up(cluster: Cluster, headers: dict[str, str], events: int) -> bool:
+    """Every replica's projections, the top lists its projector folds included, hold ``events``."""
     return all(
-        httpx.get(f"http://127.0.0.1:{r.port}/api/v1/summary", headers=headers, timeout=10).json()[
-            "events"
-        ]
+        httpx.get(f"http://127.0.0.1:{r.port}{path}", headers=headers, timeout=10).json()["events"]
         >= events
         for r in cluster.replicas
+        for path in ("/api/v1/summary", "/api/v1/summary/top")
     )
 
 
