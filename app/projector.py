@@ -103,7 +103,9 @@ class ProjectorLink:
             delay = RESTART_DELAYS_S[min(failures, len(RESTART_DELAYS_S) - 1)]
             self.restarts += 1
             failures += 1
-            log.error("projector exited with %s; starting it again in %.1f s", code, delay)
+            # Exit 0 is a SIGTERM the replica did not send (e.g. systemd without KillMode=mixed).
+            report = log.warning if code == 0 else log.error
+            report("projector exited with %s; starting it again in %.1f s", code, delay)
             await anyio.sleep(delay)
 
     async def mirror(self, interval_s: float = 0.25) -> None:
@@ -205,8 +207,8 @@ async def run_projector(args: argparse.Namespace) -> None:
 
 
 async def _stop_when_told(parent: int, scope: anyio.CancelScope) -> None:
-    """Cancel on SIGTERM/SIGINT, or once the replica is gone (the projector was reparented)."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    """Cancel on SIGTERM, or once the replica is gone (the projector was reparented)."""
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
         async with anyio.create_task_group() as group:
 
             async def orphaned() -> None:
@@ -234,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.nice:
         os.nice(args.nice)  # below the replica: ingest and dashboards come first
+    # Ctrl-C in a terminal reaches the whole process group: the replica stops its projector
+    # itself (SIGTERM), after its own shutdown, so the projector ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with snapshot_lock(snapshot_path(args.data_dir, args.replica)):
         anyio.run(run_projector, args)
 
