@@ -187,6 +187,7 @@ class LiveRenderer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self.env.filters["when"] = lambda ts: _when(ts) if ts else ""
         self._encoder = msgspec.json.Encoder()
         # Every client of this replica gets the same text for an event: render it once.
         self._rendered: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -207,11 +208,14 @@ class LiveRenderer:
     def _event_html(self, event: AnyEvent) -> str:
         return self.env.get_template("_live_event.html").render(**describe(event))
 
-    def snapshot_html(self, events: list[AnyEvent], missed: int) -> str:
-        """The whole table (newest first) and the status line."""
+    def snapshot_html(
+        self, events: list[AnyEvent], missed: int, agents: list[dict[str, Any]] | None = None
+    ) -> str:
+        """The whole table (newest first), the agents' rows (as ``agents.view`` gives them)
+        and the status line."""
         rows = [describe(event) for event in reversed(events)]
         return self.env.get_template("_live_snapshot.html").render(
-            rows=rows, missed=missed, replica=self.replica
+            rows=rows, missed=missed, replica=self.replica, agents=agents
         )
 
     def status_html(self, change: AgentStatusChanged) -> str:

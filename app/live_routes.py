@@ -160,6 +160,15 @@ class LiveService:
         """How many events the top lists reflect (they may lag behind, see app/projector.py)."""
         return self.projector.events if self.projector is not None else self.runner.state.events
 
+    def snapshot_agents(self, branches: frozenset[str] | None) -> list[dict[str, Any]]:
+        """Every agent of these branches with its status now (the Live page's agents table)."""
+        return agents.view(
+            self.runner.state.agents,
+            None if branches is None else set(branches),
+            self.clock(),
+            self.agent_timeout_s,
+        )
+
     def snapshot_events(self, branches: frozenset[str] | None) -> list[AnyEvent]:
         """The recent critical events a (re)connecting client starts from."""
         state = self.runner.state.recent
@@ -273,7 +282,8 @@ async def _send_snapshot(
             await websocket.send_text(f'{{"type":"missed","count":{missed}}}')
         await websocket.send_text(renderer.snapshot_json(events, missed))
     else:
-        await websocket.send_text(renderer.snapshot_html(events, missed))
+        agent_rows = service.snapshot_agents(client.branches)
+        await websocket.send_text(renderer.snapshot_html(events, missed, agent_rows))
 
 
 def routes() -> list[SecuredWebSocketRoute]:

@@ -87,3 +87,17 @@ def test_an_acknowledgement_row_shows_its_note_only_when_there_is_one() -> None:
 
     assert describe(acknowledged(""))["detail"] == "by admin"
     assert describe(acknowledged("on it"))["detail"] == "by admin: on it"
+
+
+def test_a_snapshot_replaces_the_agents_rows_escaped() -> None:
+    renderer = LiveRenderer("r1")
+    rows = [
+        {"agent_id": "sensor-1", "branch": "hq", "connected": True, "last_seen": START},
+        {"agent_id": "<b>x</b>", "branch": "lab", "connected": False, "last_seen": START},
+    ]
+    snapshot = renderer.snapshot_html([], missed=0, agents=rows)
+    assert 'id="agent-rows" hx-swap-oob="true"' in snapshot
+    assert 'id="agent-sensor-1" class="agent-up"' in snapshot and "2027-01-15" in snapshot
+    assert "<b>" not in snapshot
+    assert 'id="agent-&lt;b&gt;x&lt;/b&gt;" class="agent-down"' in snapshot
+    assert 'id="agent-rows"' not in renderer.snapshot_html([], missed=0)  # no agents given
