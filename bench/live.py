@@ -144,11 +144,22 @@ async def feed_phase(
     return latencies, float(report["rate"]), usage
 
 
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
 class CpuMeter:
     """CPU seconds used per process (from /proc) between start and stop, as % of one core."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.pids = {r.name: r.process.pid for r in cluster.replicas if r.process}
+        for name, pid in list(self.pids.items()):  # each replica's projector process
+            for child in _children(pid):
+                if b"app.projector" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    self.pids[f"{name}-projector"] = child
         if cluster.nginx is not None:
             self.pids["nginx"] = cluster.nginx.pid
         self.pids["bench"] = os.getpid()
@@ -217,7 +228,8 @@ async def feed_bench(root: Path, seconds: float, rate: int) -> None:
         per_replica = {k: v for k, v in load_cpu.items() if k.startswith("p99 ms ")}
         print(
             "per replica under load (a replica publishes an event in the same step as it applies"
-            " it to its projections, so this is also how far behind its projections are): "
+            " it to its live projections, so this is also how far behind those are; the top lists"
+            " follow from its projector's snapshot, saved every second): "
             + ", ".join(f"{k[7:]} p99 {v:.0f} ms" for k, v in per_replica.items())
         )
         for key in per_replica:
