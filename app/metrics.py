@@ -169,6 +169,17 @@ class NetmonCollector(Collector):
                 "netmon_projection_lag_bytes", "Log bytes this replica's projections lack",
                 value=log_lag_bytes(data_dir, runner.state.offsets),
             )  # fmt: skip
+        projector = getattr(service, "projector", None)
+        if projector is not None:
+            yield GaugeMetricFamily(
+                "netmon_projector_lag_bytes",
+                "Log bytes the top lists (the projector's last snapshot) lack",
+                value=log_lag_bytes(data_dir, projector.offsets),
+            )
+            yield CounterMetricFamily(
+                "netmon_projector_restarts", "Times this replica restarted its projector",
+                value=projector.restarts,
+            )  # fmt: skip
         analysis = _analysis_offsets(data_dir, settings.analysis.writer)
         if analysis is not None:
             yield GaugeMetricFamily(

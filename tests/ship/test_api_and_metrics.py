@@ -121,6 +121,8 @@ def test_metrics_parse_and_the_ingest_counter_rises_while_an_agent_streams(
     assert later["netmon_ingest_batches_total"] >= 1
     assert "netmon_agent_spool_batches{agent=metrics-agent}" in later
     assert later["netmon_projection_lag_bytes"] >= 0
+    assert later["netmon_projector_lag_bytes"] >= 0
+    assert later["netmon_projector_restarts_total"] == 0
     assert later["netmon_live_clients"] == 0
 
 
