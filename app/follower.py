@@ -31,7 +31,7 @@ class FeedBatch(msgspec.Struct, frozen=True):
     """
 
     events: list[FeedEvent]
-    offsets: dict[str, int]
+    offsets: dict[str, int]  # shared with the reader's position: copy it before changing it
     caught_up: bool  # True when nothing more was waiting when this batch was read
 
 
@@ -65,7 +65,7 @@ class FileFeed:
         from storage.eventlog import EventLogReader
 
         self.reader = EventLogReader(
-            root, tail_decoder=brief_decoder, needs_full=needs_full, tap=tap
+            root, tail_decoder=brief_decoder, needs_full=needs_full, tap=tap, follow_forward=True
         )
         self.poll_interval = poll_interval
         self.max_events = max_events
@@ -82,12 +82,13 @@ class FileFeed:
             )
             if events:
                 idle = False
-                yield FeedBatch(events=events, offsets=dict(position.offsets), caught_up=False)
+                # the position's own dict: read_new never changes it (it returns a new one)
+                yield FeedBatch(events=events, offsets=position.offsets, caught_up=False)
                 if len(events) >= self.max_events:
                     continue  # more is waiting: read on without pausing
             elif not idle:
                 idle = True
-                yield FeedBatch(events=[], offsets=dict(position.offsets), caught_up=True)
+                yield FeedBatch(events=[], offsets=position.offsets, caught_up=True)
             await anyio.sleep(self.poll_interval)
 
 
@@ -98,10 +99,12 @@ def read_to_end(
     from storage.eventlog import EventLogReader
     from storage.positions import Position
 
-    reader = EventLogReader(root, tail_decoder=brief_decoder, needs_full=needs_full)
+    reader = EventLogReader(
+        root, tail_decoder=brief_decoder, needs_full=needs_full, follow_forward=True
+    )
     position = Position(offsets=dict(offsets))
     while True:
         events, position = reader.read_new(position, max_events)
         if not events:
             return
-        yield FeedBatch(events=events, offsets=dict(position.offsets), caught_up=False)
+        yield FeedBatch(events=events, offsets=position.offsets, caught_up=False)

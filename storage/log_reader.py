@@ -1,8 +1,11 @@
 """Reading the event log from any process: tail it (``read_new``/``follow``) or search it.
 
 Tailing discovers segments through the writers' manifests (``_writers/*.manifest``), so a poll
-costs one ``stat`` per writer plus one per unsealed segment, however old the log. Only complete
-lines are ever decoded; a malformed line is logged with its file and line number and skipped.
+costs one ``stat`` per writer plus one read per unfinished segment. A reader made with
+``follow_forward=True`` also remembers which listed segments are unfinished, so a poll from the
+position it returned last looks at those only, however many segments the log has ever had.
+Only complete lines are ever decoded; a malformed line is logged with its file and line number
+and skipped.
 
 Searching walks the partition folders it needs (pruned by date and branch), skips sealed segments
 whose sidecar index cannot match, and filters raw bytes for a needle before decoding a line.
@@ -59,9 +62,16 @@ _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeErr
 class ReaderStats:
     """Counters a caller (or a test) can read: what the reader had to touch."""
 
-    __slots__ = ("segments_opened", "segments_skipped", "lines_decoded", "malformed_lines")
+    __slots__ = (
+        "segments_opened",
+        "segments_skipped",
+        "segments_checked",
+        "lines_decoded",
+        "malformed_lines",
+    )
 
     def __init__(self) -> None:
+        self.segments_checked = 0  # listed segments tailing polls compared with the position
         self.segments_opened = 0
         self.segments_skipped = 0
         self.lines_decoded = 0
@@ -114,13 +124,16 @@ class AppendTap:
 class _WriterManifest:
     """What a reader has learnt from one writer's manifest so far."""
 
-    __slots__ = ("path", "offset", "segments", "sealed")
+    __slots__ = ("path", "offset", "segments", "sealed", "unfinished")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
         self.segments: list[str] = []
         self.sealed: dict[str, int] = {}
+        # follow_forward only: the listed segments the followed position has not finished
+        # (unsealed, or sealed and read short of their sealed size), in manifest order
+        self.unfinished: list[str] = []
 
 
 class EventLogReader:
@@ -133,11 +146,17 @@ class EventLogReader:
         tail_decoder: msgspec.json.Decoder[Any] | None = None,
         needs_full: Callable[[Any], bool] = lambda event: False,
         tap: AppendTap | None = None,
+        follow_forward: bool = False,
     ) -> None:
         """``tail_decoder`` (read_new only) decodes lines into lighter types; a line whose light
         form ``needs_full`` picks is decoded again as the full event (app/projections/brief.py).
         With a ``tap``, read_new takes what this process appended from it (full events; a
         batch whole, even past ``max_events``) and reads the files only for the rest.
+
+        ``follow_forward`` is for a caller that hands ``read_new`` back the position it returned
+        last (and never changes it in place): such a poll visits only the segments that
+        position has not finished. Any other position (the first one, one from a checkpoint, a
+        rewound one) costs one full pass over every listed segment, so nothing is skipped.
         """
         self._tap = tap
         self.events_dir = Path(root) / EVENTS_DIR
@@ -147,15 +166,37 @@ class EventLogReader:
         self._manifests: dict[str, _WriterManifest] = {}
         self._manifests_lock = threading.Lock()  # one reader may serve several threads
         self._cursor = 0  # where the next poll starts, so one busy segment cannot starve others
+        self._follow_forward = follow_forward
+        # The offsets the manifests' ``unfinished`` lists were last derived from (identity, not
+        # equality: a position equal to it but built by the caller may have been changed since)
+        self._followed: dict[str, int] | None = None
 
     # --- tailing ------------------------------------------------------------------------------
 
     def read_new(self, position: Position, max_events: int = 10_000) -> tuple[list[Any], Position]:
         """Every complete event after ``position`` (at most ``max_events``); never blocks."""
         batch = self._poll(position, max_events, ends=False)
-        offsets = dict(position.offsets)
-        offsets.update(batch.consumed)  # every segment read, past its last event
-        return batch.events, Position(offsets=offsets)
+        advanced = _advanced(position, batch.consumed)  # every segment read, past its last event
+        self._follow_on(position, advanced)
+        return batch.events, advanced
+
+    def skipped_to_end(self, position: Position, skip: Callable[[str], bool]) -> Position:
+        """``position`` with each unfinished segment ``skip`` picks moved to its current size
+        (the analysis worker's own outputs, which it need not read back)."""
+        sizes: dict[str, int] = {}
+        with self._manifests_lock:
+            pending = self._pending_locked(position)
+        for segment, offset, _ in pending:
+            if skip(segment):
+                try:
+                    size = (self.events_dir / segment).stat().st_size
+                except FileNotFoundError:
+                    continue  # archived (read_new counts it consumed) or not created yet
+                if size > offset:
+                    sizes[segment] = size
+        advanced = _advanced(position, sizes)
+        self._follow_on(position, advanced)
+        return advanced
 
     async def follow(
         self, position: Position, poll_interval: float = 0.02
@@ -185,16 +226,8 @@ class EventLogReader:
             ]
 
     def _poll(self, position: Position, max_events: int, ends: bool = True) -> _PollResult:
-        pending: list[tuple[str, int, int | None]] = []  # (segment, offset, sealed size)
         with self._manifests_lock:
-            self._refresh_manifests_locked()
-            for name in sorted(self._manifests):
-                manifest = self._manifests[name]
-                for segment in manifest.segments:
-                    offset = position.offsets.get(segment, 0)
-                    sealed_size = manifest.sealed.get(segment)
-                    if sealed_size is None or offset < sealed_size:
-                        pending.append((segment, offset, sealed_size))
+            pending = self._pending_locked(position)
         result = _PollResult(ends)
         if not pending:
             return result
@@ -206,6 +239,42 @@ class EventLogReader:
             self._read_segment(segment, offset, sealed_size, limit, result)
         self._cursor = start + 1
         return result
+
+    def _pending_locked(self, position: Position) -> list[tuple[str, int, int | None]]:
+        """(segment, offset, sealed size) of every listed segment ``position`` has not finished.
+
+        A following reader given the offsets it followed last looks only at the segments that
+        were unfinished then (plus those listed since); otherwise every listed segment is
+        checked, and a following reader starts following ``position`` from here.
+        """
+        self._refresh_manifests_locked()
+        offsets = position.offsets
+        following = self._follow_forward and offsets is self._followed
+        pending: list[tuple[str, int, int | None]] = []
+        for name in sorted(self._manifests):
+            manifest = self._manifests[name]
+            unfinished: list[str] = []
+            listed = manifest.unfinished if following else manifest.segments
+            self.stats.segments_checked += len(listed)
+            for segment in listed:
+                offset = offsets.get(segment, 0)
+                sealed_size = manifest.sealed.get(segment)
+                if sealed_size is None or offset < sealed_size:
+                    pending.append((segment, offset, sealed_size))
+                    unfinished.append(segment)
+            if self._follow_forward:
+                manifest.unfinished = unfinished  # finished ones drop out for good
+        if self._follow_forward:
+            self._followed = offsets
+        return pending
+
+    def _follow_on(self, given: Position, returned: Position) -> None:
+        """Follow ``returned`` next, unless another call re-derived the lists meanwhile."""
+        if not self._follow_forward:
+            return
+        with self._manifests_lock:
+            if self._followed is given.offsets:
+                self._followed = returned.offsets
 
     def _read_segment(
         self, segment: str, offset: int, sealed_size: int | None, limit: int, result: _PollResult
@@ -312,6 +381,8 @@ class EventLogReader:
         for entry in parse_manifest_lines(data[:end], manifest.path):
             if entry.op == "open":
                 manifest.segments.append(entry.seg)
+                if self._follow_forward:
+                    manifest.unfinished.append(entry.seg)
             else:
                 manifest.sealed[entry.seg] = entry.size
 
@@ -466,6 +537,17 @@ class _PollResult:
         # (segment, offset after it) of each event, when the caller resumes event by event
         self.ends: list[tuple[str, int]] | None = [] if ends else None
         self.consumed: dict[str, int] = {}  # final offset per segment read, past skipped lines
+
+
+def _advanced(position: Position, offsets: dict[str, int]) -> Position:
+    """``position`` with ``offsets`` applied: the same object when nothing moved, so an idle
+    poll copies nothing (positions are never changed in place, so sharing them is safe)."""
+    current = position.offsets
+    if all(current.get(segment, 0) == offset for segment, offset in offsets.items()):
+        return position
+    merged = dict(current)
+    merged.update(offsets)
+    return Position(offsets=merged)
 
 
 def _line_number(path: Path, offset: int, data: bytes | mmap.mmap | None) -> int:

@@ -105,7 +105,9 @@ class AnalysisWorker:
         data_dir = settings.data_dir
         self.checkpoint_path = data_dir / "analysis" / f"{self.a.writer}.checkpoint.json"
         checkpoint = load_checkpoint(self.checkpoint_path)  # before taking the writer's lock
-        self.reader = EventLogReader(data_dir)
+        # follow_forward: _read always hands back the position the reader returned last (or, on
+        # start-up, the checkpoint's, which costs one full pass over the manifests)
+        self.reader = EventLogReader(data_dir, follow_forward=True)
         self.writer = EventLog(
             data_dir,
             self.a.writer,
@@ -202,15 +204,11 @@ class AnalysisWorker:
         """The next batch of other writers' events (runs in a thread)."""
         # Our own segments are marked read to their end first: decoding our outputs back would
         # cost as much as the inputs, and only the start-up scan needs them.
-        offsets = dict(position.offsets)
-        for segment in self.reader.segments():
-            if self._own_segment.fullmatch(segment.rpartition("/")[2]):
-                try:
-                    size = (self.reader.events_dir / segment).stat().st_size
-                except FileNotFoundError:
-                    continue
-                offsets[segment] = max(offsets.get(segment, 0), size)
-        return self.reader.read_new(Position(offsets=offsets), self.a.batch_size)
+        position = self.reader.skipped_to_end(position, self._is_own)
+        return self.reader.read_new(position, self.a.batch_size)
+
+    def _is_own(self, segment: str) -> bool:
+        return self._own_segment.fullmatch(segment.rpartition("/")[2]) is not None
 
     async def _process(self, events: list[AnyEvent]) -> list[Event]:
         self.stats.events_read += len(events)
