@@ -13,11 +13,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
+from operator import attrgetter
 from pathlib import Path
 
 import anyio
@@ -194,6 +196,8 @@ class Ingestor:
     def _stamp(
         self, record: AgentRecord, events: Sequence[Event], where: tuple[str, int]
     ) -> list[Event]:
+        if _all_stamped(record, events):
+            return list(events)  # the usual batch, checked in C: nothing to refuse or re-stamp
         stamped: list[Event] = []
         replace = msgspec.structs.replace
         for index, event in enumerate(events):
@@ -346,6 +350,24 @@ class Ingestor:
             released,
         )
         return done, released
+
+
+_AGENT_ID, _BRANCH, _TS = attrgetter("agent_id"), attrgetter("branch"), attrgetter("ts")
+
+
+def _all_stamped(record: AgentRecord, events: Sequence[Event]) -> bool:
+    """Every event claims this agent and its branch and has a storable ts (no NaN: a sum
+    with one is NaN, which ``isfinite`` refuses); else ``_stamp`` looks at each event."""
+    if not events:
+        return True
+    stamps = list(map(_TS, events))
+    return (
+        set(map(_AGENT_ID, events)) == {record.agent_id}
+        and set(map(_BRANCH, events)) == {record.branch}
+        and math.isfinite(sum(stamps))
+        and min(stamps) >= 0.0
+        and max(stamps) < MAX_TS
+    )
 
 
 # --- the WebSocket endpoint --------------------------------------------------------------------
