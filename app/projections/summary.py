@@ -17,7 +17,7 @@ from typing import Any, cast
 import msgspec
 
 from app.projections.brief import FLOW_TYPES, FeedEvent, FlowBrief
-from app.projections.buckets import DAY, HOUR, MINUTE, WEEK, bucket_start, prune_before
+from app.projections.buckets import DAY, HOUR, MINUTE, WEEK, bucket_start, prune_before, span
 from storage.events import AlertOpened, DetectionRaised, FlowObserved, GapReported
 
 
@@ -62,11 +62,7 @@ def critical_kind(event: FeedEvent) -> str | None:
 def apply(state: SummaryState, event: FeedEvent) -> None:
     """Fold one event into the summary (hot path: plain arithmetic, few calls)."""
     ts = event.ts
-    if ts > state.watermark:
-        old_minute = state.watermark // MINUTE
-        state.watermark = ts
-        if ts // MINUTE != old_minute:
-            _prune(state)
+    _advance(state, ts)
     if type(event) in FLOW_TYPES:  # FlowObserved, or its brief from the live feed
         kind = None
     else:
@@ -85,7 +81,6 @@ def apply(state: SummaryState, event: FeedEvent) -> None:
         _add(branch.hours, hour, event, kind)
 
 
-_TS = attrgetter("ts")
 _UP_BYTES, _DOWN_BYTES = attrgetter("src2dst_bytes"), attrgetter("dst2src_bytes")
 _UP_PACKETS, _DOWN_PACKETS = attrgetter("src2dst_packets"), attrgetter("dst2src_packets")
 
@@ -100,17 +95,12 @@ def apply_flows(state: SummaryState, flows: Sequence[FlowObserved | FlowBrief]) 
     """
     if not flows:
         return
-    stamps = list(map(_TS, flows))
-    low, high = min(stamps), max(stamps)
+    low, high = span(flows)
     if low // MINUTE != high // MINUTE:
         for flow in flows:
             apply(state, flow)
         return
-    if high > state.watermark:
-        old_minute = state.watermark // MINUTE
-        state.watermark = high
-        if high // MINUTE != old_minute:
-            _prune(state)
+    _advance(state, high)
     branch_name = flows[0].branch
     branch = state.branches.get(branch_name)
     if branch is None:
@@ -127,6 +117,17 @@ def apply_flows(state: SummaryState, flows: Sequence[FlowObserved | FlowBrief]) 
     hour = int(low // HOUR) * HOUR
     if hour >= int(watermark // HOUR) * HOUR - WEEK + HOUR:
         _add_totals(branch.hours, hour, totals)
+
+
+def _advance(state: SummaryState, ts: float) -> None:
+    """Move the watermark to ``ts`` if newer; entering a new minute drops what left the
+    windows. Within one minute every cutoff is the same, so advancing once to a batch's
+    newest ts equals advancing flow by flow."""
+    if ts > state.watermark:
+        old_minute = state.watermark // MINUTE
+        state.watermark = ts
+        if ts // MINUTE != old_minute:
+            _prune(state)
 
 
 def _add_totals(buckets: dict[int, Counts], start: int, totals: tuple[int, int, int]) -> None:

@@ -19,7 +19,7 @@ from typing import Any, cast
 import msgspec
 
 from app.projections.brief import FLOW_TYPES, FeedEvent, FlowBrief
-from app.projections.buckets import HOUR, WEEK, bucket_start, prune_before
+from app.projections.buckets import HOUR, WEEK, bucket_start, prune_before, span
 from storage.events import FlowObserved
 
 DIMENSIONS = ("src_ip", "dst_ip", "domain", "dst_port", "detection")
@@ -42,12 +42,7 @@ class TopState(msgspec.Struct):
 def apply(state: TopState, feed_event: FeedEvent) -> None:
     """Fold one event into the top lists (only FlowObserved counts; hot path)."""
     ts = feed_event.ts
-    if ts > state.watermark:
-        old_hour = state.watermark // HOUR
-        state.watermark = ts
-        if ts // HOUR != old_hour:
-            for hours in state.branches.values():
-                prune_before(hours, _cutoff(ts))  # type: ignore[arg-type]
+    _advance(state, ts)
     if type(feed_event) not in FLOW_TYPES:  # FlowObserved, or its brief from the live feed
         return
     event = cast("FlowObserved | FlowBrief", feed_event)
@@ -82,7 +77,7 @@ def apply(state: TopState, feed_event: FeedEvent) -> None:
 
 
 _PORT_KEYS = [str(port) for port in range(65536)]
-_TS, _SRC_IP, _DST_IP = attrgetter("ts"), attrgetter("src_ip"), attrgetter("dst_ip")
+_SRC_IP, _DST_IP = attrgetter("src_ip"), attrgetter("dst_ip")
 _DST_PORT, _DOMAIN = attrgetter("dst_port"), attrgetter("domain")
 _DETECTIONS = attrgetter("detections")
 _UP, _DOWN = attrgetter("src2dst_bytes"), attrgetter("dst2src_bytes")
@@ -97,18 +92,12 @@ def apply_flows(state: TopState, flows: Sequence[FlowObserved | FlowBrief]) -> N
     """
     if not flows:
         return
-    stamps = list(map(_TS, flows))
-    low, high = min(stamps), max(stamps)
+    low, high = span(flows)
     if low // HOUR != high // HOUR:
         for flow in flows:
             apply(state, flow)
         return
-    if high > state.watermark:
-        old_hour = state.watermark // HOUR
-        state.watermark = high
-        if high // HOUR != old_hour:
-            for hours in state.branches.values():
-                prune_before(hours, _cutoff(high))  # type: ignore[arg-type]
+    _advance(state, high)
     hour = int(low // HOUR) * HOUR
     if hour < _cutoff(state.watermark):
         return
@@ -132,6 +121,18 @@ def apply_flows(state: TopState, flows: Sequence[FlowObserved | FlowBrief]) -> N
                 keys.append(f"{detection.kind}:{detection.rule}")
                 weights.append(size)
         _count_all(bucket["detection"], keys, weights)
+
+
+def _advance(state: TopState, ts: float) -> None:
+    """Move the watermark to ``ts`` if newer; entering a new hour drops the hours out of the
+    window. Within one hour every cutoff is the same, so advancing once to a batch's newest
+    ts equals advancing flow by flow."""
+    if ts > state.watermark:
+        old_hour = state.watermark // HOUR
+        state.watermark = ts
+        if ts // HOUR != old_hour:
+            for hours in state.branches.values():
+                prune_before(hours, _cutoff(ts))  # type: ignore[arg-type]
 
 
 def _count_all(counts: Counts, keys: Iterable[str], sizes: Iterable[int]) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from storage.eventlog import EventLogReader
 from storage.events import FlowObserved
+from storage.positions import Position
 from storage.segment_index import read_index
 
 DAY = 86_400.0
@@ -51,3 +53,15 @@ def assert_postings_match_lines(segment: Path) -> None:
         needle = b'"' + ip.encode() + b'"'
         expected = [start for start in starts if needle in data[start : data.index(b"\n", start)]]
         assert index.lines_of(ip) == expected, ip
+
+
+def read_all(
+    reader: EventLogReader, position: Position, max_events: int = 1_000
+) -> tuple[list[object], Position]:
+    """Every event after ``position`` by repeated ``read_new``, and the position at the end."""
+    events: list[object] = []
+    while True:
+        batch, position = reader.read_new(position, max_events)
+        if not batch:
+            return events, position
+        events.extend(batch)

@@ -12,7 +12,7 @@ import pytest
 from storage.eventlog import EventLog, EventLogReader
 from storage.positions import Position
 from storage.segment_index import index_path
-from tests.storage.helpers import T0, flow
+from tests.storage.helpers import T0, flow, read_all
 
 WRITERS = ("w1", "w2", "w3")
 SEGMENT_MAX_BYTES = 1_500  # ~4 flows a segment: hundreds of segments roll
@@ -39,15 +39,6 @@ def segment_ids(root: Path, reader: EventLogReader) -> dict[str, list[str]]:
                 for line in path.read_bytes().splitlines()
             ]
     return found
-
-
-def read_all(reader: EventLogReader, position: Position, max_events: int) -> tuple:
-    events: list = []
-    while True:
-        batch, position = reader.read_new(position, max_events)
-        if not batch:
-            return events, position
-        events.extend(batch)
 
 
 def assert_once_in_segment_order(read: list[str], segments: dict[str, list[str]]) -> None:

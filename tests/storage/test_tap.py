@@ -8,7 +8,7 @@ from pathlib import Path
 from storage.eventlog import EventLog, EventLogReader
 from storage.log_reader import AppendTap
 from storage.positions import Position
-from tests.storage.helpers import T0, flow
+from tests.storage.helpers import T0, flow, read_all
 
 
 def make_flows(count: int) -> list:
@@ -16,15 +16,6 @@ def make_flows(count: int) -> list:
         flow(f"e{i:05d}", ts=T0 + 3600 + i / 1000, src_ip=f"10.0.{i // 250}.{i % 250}")
         for i in range(count)
     ]
-
-
-def read_all(reader: EventLogReader, position: Position, max_events: int = 1_000) -> tuple:
-    events: list = []
-    while True:
-        batch, position = reader.read_new(position, max_events)
-        if not batch:
-            return events, position
-        events.extend(batch)
 
 
 def test_tapped_events_equal_the_file_and_are_not_read_again(tmp_path: Path) -> None:
