@@ -40,7 +40,7 @@ class TopState(msgspec.Struct):
 
 
 def apply(state: TopState, feed_event: FeedEvent) -> None:
-    """Fold one event into the top lists (only FlowObserved counts; hot path)."""
+    """Fold one event into the top lists (only FlowObserved counts; batches use apply_flows)."""
     ts = feed_event.ts
     _advance(state, ts)
     if type(feed_event) not in FLOW_TYPES:  # FlowObserved, or its brief from the live feed
@@ -57,19 +57,9 @@ def apply(state: TopState, feed_event: FeedEvent) -> None:
         bucket = hours_of_branch[hour] = {name: {} for name in DIMENSIONS}
     size = event.src2dst_bytes + event.dst2src_bytes
     # _count inlined for the three keys every flow has: this runs for every flow in the log.
-    port = event.dst_port
-    for counts, key in (
-        (bucket["src_ip"], event.src_ip),
-        (bucket["dst_ip"], event.dst_ip),
-        (bucket["dst_port"], _PORT_KEYS[port] if 0 <= port < 65536 else str(port)),
-    ):
-        entry = counts.get(key)
-        if entry is None:
-            counts[key] = (1, size)
-            if len(counts) > PRUNE_AT:
-                _cut(counts)
-        else:
-            counts[key] = (entry[0] + 1, entry[1] + size)
+    _count(bucket["src_ip"], event.src_ip, size)
+    _count(bucket["dst_ip"], event.dst_ip, size)
+    _count(bucket["dst_port"], _port_key(event.dst_port), size)
     if event.domain:
         _count(bucket["domain"], event.domain, size)
     for detection in event.detections:
@@ -157,13 +147,7 @@ def _cutoff(watermark: float) -> int:
 
 
 def _count(counts: Counts, key: str, size: int) -> None:
-    entry = counts.get(key)
-    if entry is None:
-        counts[key] = (1, size)
-        if len(counts) > PRUNE_AT:
-            _cut(counts)
-    else:
-        counts[key] = (entry[0] + 1, entry[1] + size)
+    _count_all(counts, (key,), (size,))
 
 
 def _cut(counts: Counts) -> None:
