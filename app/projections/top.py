@@ -47,16 +47,13 @@ def apply(state: TopState, feed_event: FeedEvent) -> None:
         return
     event = cast("FlowObserved | FlowBrief", feed_event)
     hour = int(ts // HOUR) * HOUR
-    if hour < int(state.watermark // HOUR) * HOUR - WEEK + HOUR:  # _cutoff, inlined (hot)
+    if hour < _cutoff(state.watermark):
         return
-    hours_of_branch = state.branches.get(event.branch)
-    if hours_of_branch is None:
-        hours_of_branch = state.branches[event.branch] = {}
+    hours_of_branch = state.branches.setdefault(event.branch, {})
     bucket = hours_of_branch.get(hour)
     if bucket is None:
         bucket = hours_of_branch[hour] = {name: {} for name in DIMENSIONS}
     size = event.src2dst_bytes + event.dst2src_bytes
-    # _count inlined for the three keys every flow has: this runs for every flow in the log.
     _count(bucket["src_ip"], event.src_ip, size)
     _count(bucket["dst_ip"], event.dst_ip, size)
     _count(bucket["dst_port"], _port_key(event.dst_port), size)
