@@ -47,12 +47,9 @@ def apply(state: TopState, feed_event: FeedEvent) -> None:
         return
     event = cast("FlowObserved | FlowBrief", feed_event)
     hour = int(ts // HOUR) * HOUR
-    if hour < _cutoff(state.watermark):
-        return
-    hours_of_branch = state.branches.setdefault(event.branch, {})
-    bucket = hours_of_branch.get(hour)
+    bucket = _bucket(state, event.branch, hour)
     if bucket is None:
-        bucket = hours_of_branch[hour] = {name: {} for name in DIMENSIONS}
+        return
     size = event.src2dst_bytes + event.dst2src_bytes
     _count(bucket["src_ip"], event.src_ip, size)
     _count(bucket["dst_ip"], event.dst_ip, size)
@@ -86,12 +83,9 @@ def apply_flows(state: TopState, flows: Sequence[FlowObserved | FlowBrief]) -> N
         return
     _advance(state, high)
     hour = int(low // HOUR) * HOUR
-    if hour < _cutoff(state.watermark):
-        return
-    hours_of_branch = state.branches.setdefault(flows[0].branch, {})
-    bucket = hours_of_branch.get(hour)
+    bucket = _bucket(state, flows[0].branch, hour)
     if bucket is None:
-        bucket = hours_of_branch[hour] = {name: {} for name in DIMENSIONS}
+        return
     sizes = list(map(add, map(_UP, flows), map(_DOWN, flows)))
     _count_all(bucket["src_ip"], map(_SRC_IP, flows), sizes)
     _count_all(bucket["dst_ip"], map(_DST_IP, flows), sizes)
@@ -120,6 +114,17 @@ def _advance(state: TopState, ts: float) -> None:
         if ts // HOUR != old_hour:
             for hours in state.branches.values():
                 prune_before(hours, _cutoff(ts))  # type: ignore[arg-type]
+
+
+def _bucket(state: TopState, branch: str, hour: int) -> HourTop | None:
+    """The branch's bucket of ``hour`` (made when first needed), None when out of the window."""
+    if hour < _cutoff(state.watermark):
+        return None
+    hours_of_branch = state.branches.setdefault(branch, {})
+    bucket = hours_of_branch.get(hour)
+    if bucket is None:
+        bucket = hours_of_branch[hour] = {name: {} for name in DIMENSIONS}
+    return bucket
 
 
 def _count_all(counts: Counts, keys: Iterable[str], sizes: Iterable[int]) -> None:
