@@ -123,6 +123,7 @@ async def alerts_page(request: Request) -> Response:
         available=reader is not None,
         alerts=alerts,
         can_act=_can_act(request),
+        max_note=MAX_NOTE,
         live=getattr(request.app.state, "live", None) is not None,
     )
 
@@ -162,7 +163,7 @@ async def alert_action(request: Request) -> Response:
     view.state = "resolved" if action == "resolve" else "acknowledged"
     view.by, view.note, view.updated = by, note, now
     return renderer(request).page(
-        request, "_alert_item.html", alert=view, can_act=_can_act(request)
+        request, "_alert_item.html", alert=view, can_act=_can_act(request), max_note=MAX_NOTE
     )
 
 

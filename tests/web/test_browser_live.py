@@ -261,16 +261,23 @@ def test_a_real_ssh_attempt_is_alerted_by_the_worker_and_acknowledged_live(
     row_id = f"#alert-{alert.alert_id}"
     expect(second.locator(f"{row_id} .entity")).to_have_text(attacker)
     expect(second.locator(row_id)).to_have_attribute("data-state", "open")
-    # The page offers no note field (the endpoint takes one): a plain acknowledgement.
+    note = "<b>on it</b>: blocking at the edge"  # shown as text, like every stored value
+    first.locator(f"{row_id} input.note").fill(note)
     with first.expect_response(lambda r: r.url.endswith(f"/alerts/{alert.alert_id}/ack")) as ack:
         first.locator(f"{row_id} button.ack").click()
     assert ack.value.status == 200
     expect(first.locator(row_id)).to_have_attribute("data-state", "acknowledged")
     expect(second.locator(row_id)).to_have_attribute("data-state", "acknowledged")
     expect(second.locator(f"{row_id} .state")).to_contain_text("by admin")
+    expect(second.locator(f"{row_id} .state .note")).to_have_text(note)
+    assert second.locator(f"{row_id} b").count() == 0
     assert second.evaluate("window.__sameDocument") is True
     (acknowledged,) = stored(own_server, AlertAcknowledged)
-    assert (acknowledged.alert_id, acknowledged.by) == (alert.alert_id, "admin")
+    assert (acknowledged.alert_id, acknowledged.by, acknowledged.note) == (
+        alert.alert_id,
+        "admin",
+        note,
+    )
     screenshot(second, "alerts-acknowledged")
 
     search.goto(own_server.url + "/admin")
