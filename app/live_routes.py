@@ -24,7 +24,7 @@ from app.access import SecuredWebSocketRoute
 from app.follower import Feed, FileFeed
 from app.live import RESYNC, AgentStatusChanged, LiveClient, LiveHub, LiveRenderer
 from app.projections import agents, recent
-from app.projections.brief import FLOW_TYPES, FROM_AGENTS, FeedEvent
+from app.projections.brief import FLOW_TYPE_SET, FROM_AGENTS, FeedEvent
 from app.projections.runner import ProjectionRunner, snapshot_path
 from app.projector import ProjectorLink
 from app.settings import Settings
@@ -33,7 +33,6 @@ from storage.events import AnyEvent
 from storage.log_reader import AppendTap
 
 log = logging.getLogger(__name__)
-_FLOW_TYPE_SET = frozenset(FLOW_TYPES)
 _AGENT_ID = attrgetter("agent_id")
 MIN_SAVE_PAUSE_S = 0.01
 
@@ -127,7 +126,7 @@ class LiveService:
 
     def _agent_changes(self, events: list[FeedEvent]) -> list[AgentStatusChanged]:
         """Agents that speak after being silent longer than the timeout (or for the first time)."""
-        if set(map(type, events)) <= _FLOW_TYPE_SET and self.agents_up.issuperset(
+        if set(map(type, events)) <= FLOW_TYPE_SET and self.agents_up.issuperset(
             map(_AGENT_ID, events)
         ):
             return []  # the usual batch: flows from agents already up (told in C)

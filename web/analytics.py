@@ -107,17 +107,13 @@ def _cached_tops(state: Any, branches: tuple[str, ...]) -> list[Any]:
 
 async def agent_rows(request: Request) -> list[dict[str, Any]]:
     """The agents table of the Live page (live pushes replace rows as agents come and go)."""
-    from app.projections import agents
-
     service = live_service(request)
     if service is None:
         return []
-    state = service.runner.state
     allowed = await allowed_branches(request)
-    rows: list[dict[str, Any]] = agents.view(
-        state.agents, None if allowed is None else set(allowed), service.clock(),
-        service.agent_timeout_s,
-    )  # fmt: skip
+    rows: list[dict[str, Any]] = service.snapshot_agents(
+        None if allowed is None else frozenset(allowed)
+    )
     return rows
 
 

@@ -73,6 +73,7 @@ _Decoded = (
 )
 FeedEvent = AnyEvent | FlowBrief  # what the live feed yields
 FLOW_TYPES: tuple[type, ...] = (FlowObserved, FlowBrief)
+FLOW_TYPE_SET = frozenset(FLOW_TYPES)  # for whole-batch checks: set(map(type, batch)) <= it
 FROM_AGENTS: tuple[type, ...] = (FlowBrief, *AGENT_EVENT_TYPES)  # a brief: a flow an agent sent
 
 brief_decoder: msgspec.json.Decoder[_Decoded] = msgspec.json.Decoder(_Decoded)

@@ -13,7 +13,7 @@ from typing import TypeGuard
 
 import msgspec
 
-from app.projections.brief import FeedEvent, FlowBrief
+from app.projections.brief import FLOW_TYPE_SET, FeedEvent, FlowBrief
 from storage.events import (
     SEVERITY_RANK,
     AlertAcknowledged,
@@ -30,7 +30,6 @@ RECENT_PER_BRANCH = 50
 _PUSHED_SEVERITIES = frozenset(
     severity for severity, rank in SEVERITY_RANK.items() if rank >= SEVERITY_RANK["high"]
 )
-_FLOW_TYPE_SET = frozenset((FlowObserved, FlowBrief))
 _SEVERITY = attrgetter("severity")
 LIVE_TYPES = (DetectionRaised, AlertOpened, AlertAcknowledged, AlertResolved, GapReported)
 
@@ -72,7 +71,7 @@ def apply(state: RecentState, event: FeedEvent) -> None:
 
 def critical_among(events: list[FeedEvent]) -> list[AnyEvent]:
     """The events ``is_critical`` picks, in order; a batch of quiet flows is told in C."""
-    if set(map(type, events)) <= _FLOW_TYPE_SET and _PUSHED_SEVERITIES.isdisjoint(
+    if set(map(type, events)) <= FLOW_TYPE_SET and _PUSHED_SEVERITIES.isdisjoint(
         map(_SEVERITY, events)
     ):
         return []

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from app.projections import agents, recent, summary, top
-from app.projections.brief import FLOW_TYPES, FeedEvent
+from app.projections.brief import FLOW_TYPE_SET, FeedEvent
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,6 @@ SNAPSHOT_FORMAT = 1
 MIN_TS = 946_684_800.0  # 2000-01-01T00:00:00Z
 MAX_TS = 4_102_444_800.0  # 2100-01-01T00:00:00Z
 _TS, _BRANCH = attrgetter("ts"), attrgetter("branch")
-_FLOW_TYPE_SET = frozenset(FLOW_TYPES)
 
 
 class ProjectionSnapshot(msgspec.Struct):
@@ -87,7 +86,7 @@ def _split(batch: list[FeedEvent]) -> tuple[dict[str, list[Any]], list[FeedEvent
     branches = set(map(_BRANCH, batch))
     if (
         len(branches) == 1
-        and set(map(type, batch)) <= _FLOW_TYPE_SET
+        and set(map(type, batch)) <= FLOW_TYPE_SET
         and math.isfinite(sum(stamps))
         and min(stamps) >= MIN_TS
         and max(stamps) < MAX_TS
@@ -96,7 +95,7 @@ def _split(batch: list[FeedEvent]) -> tuple[dict[str, list[Any]], list[FeedEvent
     flows: dict[str, list[Any]] = {}
     others: list[FeedEvent] = []
     for event in batch:
-        if type(event) in _FLOW_TYPE_SET and MIN_TS <= event.ts < MAX_TS:
+        if type(event) in FLOW_TYPE_SET and MIN_TS <= event.ts < MAX_TS:
             flows.setdefault(event.branch, []).append(event)
         else:
             others.append(event)
