@@ -85,6 +85,17 @@ def free_bytes(path: Path) -> int:
     return stat.f_bavail * stat.f_frsize
 
 
+def _biggest_files(root: Path, count: int) -> list[str]:
+    """The ``count`` largest files under ``root`` as "relative/path SIZE" (for the timeline)."""
+    sizes = []
+    for path in root.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                sizes.append((path.stat().st_size, path))
+    sizes.sort(reverse=True)
+    return [f"{path.relative_to(root)} {size:,}" for size, path in sizes[:count]]
+
+
 def fill_up(ballast: Path) -> None:
     """Take every free byte of the volume: preallocate most, then write until ENOSPC."""
     with ballast.open("wb") as handle:
@@ -269,6 +280,12 @@ class Soak:
                 if time.monotonic() > deadline:
                     raise
                 failed += 1
+                if failed == 1:  # what the volume looked like (a restart fails on a full one)
+                    self.timeline.note(
+                        f"{replica.name} did not start; data volume free "
+                        f"{free_bytes(self.cluster.data_dir):,} B, biggest: "
+                        + ", ".join(_biggest_files(self.cluster.data_dir, 3))
+                    )
                 await asyncio.sleep(1.0)  # a supervisor's restart delay
 
     async def reload_nginx(self) -> None:
