@@ -39,7 +39,7 @@ def is_critical(event: object) -> TypeGuard[AnyEvent]:
     if type(event) is FlowBrief:  # most events: the feed decodes critical flows fully
         return False
     if isinstance(event, FlowObserved):
-        return SEVERITY_RANK[event.severity] >= SEVERITY_RANK["high"]
+        return event.severity in _PUSHED_SEVERITIES
     return isinstance(event, LIVE_TYPES)
 
 

@@ -60,7 +60,7 @@ def critical_kind(event: FeedEvent) -> str | None:
 
 
 def apply(state: SummaryState, event: FeedEvent) -> None:
-    """Fold one event into the summary (hot path: plain arithmetic, few calls)."""
+    """Fold one event into the summary (batches of flows take ``apply_flows``)."""
     ts = event.ts
     _advance(state, ts)
     if type(event) in FLOW_TYPES:  # FlowObserved, or its brief from the live feed
@@ -72,12 +72,11 @@ def apply(state: SummaryState, event: FeedEvent) -> None:
     branch = state.branches.get(event.branch)
     if branch is None:
         branch = state.branches[event.branch] = BranchSummary()
-    watermark = state.watermark
-    minute = int(ts // MINUTE) * MINUTE
-    if minute >= int(watermark // MINUTE) * MINUTE - DAY + MINUTE:
+    minute = bucket_start(ts, MINUTE)
+    if minute >= _minute_cutoff(state.watermark):
         _add(branch.minutes, minute, event, kind)
-    hour = int(ts // HOUR) * HOUR
-    if hour >= int(watermark // HOUR) * HOUR - WEEK + HOUR:
+    hour = bucket_start(ts, HOUR)
+    if hour >= _hour_cutoff(state.watermark):
         _add(branch.hours, hour, event, kind)
 
 
@@ -110,12 +109,11 @@ def apply_flows(state: SummaryState, flows: Sequence[FlowObserved | FlowBrief]) 
         sum(map(_UP_BYTES, flows)) + sum(map(_DOWN_BYTES, flows)),
         sum(map(_UP_PACKETS, flows)) + sum(map(_DOWN_PACKETS, flows)),
     )
-    watermark = state.watermark
-    minute = int(low // MINUTE) * MINUTE
-    if minute >= int(watermark // MINUTE) * MINUTE - DAY + MINUTE:
+    minute = bucket_start(low, MINUTE)
+    if minute >= _minute_cutoff(state.watermark):
         _add_totals(branch.minutes, minute, totals)
-    hour = int(low // HOUR) * HOUR
-    if hour >= int(watermark // HOUR) * HOUR - WEEK + HOUR:
+    hour = bucket_start(low, HOUR)
+    if hour >= _hour_cutoff(state.watermark):
         _add_totals(branch.hours, hour, totals)
 
 
@@ -155,16 +153,15 @@ def _prune(state: SummaryState) -> None:
 
 
 def _add(buckets: dict[int, Counts], start: int, event: FeedEvent, kind: str | None) -> None:
+    if kind is None:  # a flow
+        flow = cast("FlowObserved | FlowBrief", event)
+        size = flow.src2dst_bytes + flow.dst2src_bytes
+        _add_totals(buckets, start, (1, size, flow.src2dst_packets + flow.dst2src_packets))
+        return
     counts = buckets.get(start)
     if counts is None:
         counts = buckets[start] = Counts()
-    if kind is None:  # a flow
-        flow = cast("FlowObserved | FlowBrief", event)
-        counts.flows += 1
-        counts.bytes += flow.src2dst_bytes + flow.dst2src_bytes
-        counts.packets += flow.src2dst_packets + flow.dst2src_packets
-    else:
-        counts.critical[kind] = counts.critical.get(kind, 0) + 1
+    counts.critical[kind] = counts.critical.get(kind, 0) + 1
 
 
 def view(state: SummaryState, branches: Iterable[str], now: float) -> dict[str, Any]:
