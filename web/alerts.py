@@ -124,6 +124,7 @@ async def alerts_page(request: Request) -> Response:
         alerts=alerts,
         can_act=_can_act(request),
         max_note=MAX_NOTE,
+        keep_typed_note=True,
         live=getattr(request.app.state, "live", None) is not None,
     )
 
@@ -163,7 +164,12 @@ async def alert_action(request: Request) -> Response:
     view.state = "resolved" if action == "resolve" else "acknowledged"
     view.by, view.note, view.updated = by, note, now
     return renderer(request).page(
-        request, "_alert_item.html", alert=view, can_act=_can_act(request), max_note=MAX_NOTE
+        request,
+        "_alert_item.html",
+        alert=view,
+        can_act=_can_act(request),
+        max_note=MAX_NOTE,
+        keep_typed_note=False,  # this row's note was just sent
     )
 
 

@@ -262,11 +262,22 @@ def test_a_real_ssh_attempt_is_alerted_by_the_worker_and_acknowledged_live(
     expect(second.locator(f"{row_id} .entity")).to_have_text(attacker)
     expect(second.locator(row_id)).to_have_attribute("data-state", "open")
     note = "<b>on it</b>: blocking at the edge"  # shown as text, like every stored value
-    first.locator(f"{row_id} input.note").fill(note)
+    note_box = first.locator(f"{row_id} input.note")
+    note_box.fill(note)
+    # While the analyst types, other traffic arrives: every live push re-renders the list,
+    # which must neither drop the typed note nor take the focus away from it.
+    with first.expect_response(lambda r: r.url.endswith("/alerts") and r.ok) as refreshed:
+        with EventLog(own_server.data_dir, "other-replica", durability="none") as other:
+            other.append([ssh_detection(time.time(), src="203.0.113.51")])
+    assert refreshed.value.request.method == "GET"
+    expect(note_box).to_have_value(note)
+    expect(note_box).to_be_focused()
     with first.expect_response(lambda r: r.url.endswith(f"/alerts/{alert.alert_id}/ack")) as ack:
         first.locator(f"{row_id} button.ack").click()
     assert ack.value.status == 200
     expect(first.locator(row_id)).to_have_attribute("data-state", "acknowledged")
+    expect(first.locator(f"{row_id} .state .note")).to_have_text(note)
+    expect(first.locator(f"{row_id} input.note")).to_have_value("")  # sent: not kept for Resolve
     expect(second.locator(row_id)).to_have_attribute("data-state", "acknowledged")
     expect(second.locator(f"{row_id} .state")).to_contain_text("by admin")
     expect(second.locator(f"{row_id} .state .note")).to_have_text(note)
