@@ -187,7 +187,7 @@ async def live_service(settings: Settings, app_state: Any) -> AsyncIterator[Live
     event_log: EventLog | None = getattr(app_state, "event_log", None)
     tap = AppendTap()
     if event_log is not None:  # this replica's own appends reach the feed without a re-read
-        event_log.add_listener(tap)
+        tap.listen_to(event_log)
     service = LiveService(
         FileFeed(settings.data_dir, poll_interval=live.poll_interval_s, tap=tap),
         runner,
@@ -209,7 +209,7 @@ async def live_service(settings: Settings, app_state: Any) -> AsyncIterator[Live
         finally:
             group.cancel_scope.cancel()
             if event_log is not None:
-                event_log.remove_listener(tap)
+                tap.stop_listening(event_log)
     with anyio.CancelScope(shield=True):
         await service.save()
 

@@ -167,8 +167,13 @@ class EventLog:
 
     def add_listener(self, listener: Callable[[list[AppendedPart]], None]) -> None:
         """Call ``listener`` after every durable append with what was written where (in the
-        appending thread, under the writer's lock: it must be quick and must not raise)."""
+        appending thread, under the writer's lock: it must be quick and must not raise).
+
+        It is called once at once with where each open segment ends (parts without events),
+        so it knows how far this writer's segments held appends before it listened.
+        """
         with self._mutex:
+            listener([(seg.relpath, seg.size, seg.size, []) for seg in self._open.values()])
             self._listeners.append(listener)
 
     def remove_listener(self, listener: Callable[[list[AppendedPart]], None]) -> None:

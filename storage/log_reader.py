@@ -23,7 +23,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -39,6 +39,9 @@ from storage.segments import (
     WRITERS_DIR,
     parse_manifest_lines,
 )
+
+if TYPE_CHECKING:
+    from storage.eventlog import EventLog  # which imports this module
 
 log = logging.getLogger("netmon.storage")
 
@@ -82,19 +85,49 @@ class AppendTap:
     """What this process's ``EventLog`` appended, kept for a tailing reader in the same process
     (``EventLog.add_listener``): the reader takes a batch it would read next from here instead
     of reading and decoding its lines again. Bounded: past ``max_events`` waiting, everything
-    is dropped and the reader reads the file as usual, so a stalled reader costs no memory."""
+    is dropped and the reader reads the file as usual, so a stalled reader costs no memory.
+
+    While it listens, the tap also says how far its writer's open segments hold reported
+    (durable) appends (``durable_end``), and the reader reads them no further: the bytes past
+    that are being written (the reader would decode them from the file, only for the tap to
+    drop them a moment later) or belong to a failed write about to be cut off.
+    """
 
     def __init__(self, max_events: int = 20_000) -> None:
+        self.writer: str | None = None  # the EventLog's writer while the tap listens to it
         self.max_events = max_events
         self.taken = 0  # events handed over without reading the file (for tests and benches)
         self._lock = threading.Lock()
         self._parts: dict[str, collections.deque[tuple[int, int, list[Any]]]] = {}
         self._waiting = 0
+        self._ends: dict[str, int] = {}  # segment -> end of the last append reported there
+
+    def listen_to(self, event_log: EventLog) -> None:
+        """Receive ``event_log``'s appends from now on."""
+        self.writer = event_log.writer
+        event_log.add_listener(self)
+
+    def stop_listening(self, event_log: EventLog) -> None:
+        """No more appends come here: its segments are read from the file like any other."""
+        event_log.remove_listener(self)
+        self.writer = None
+
+    def durable_end(self, segment: str) -> int | None:
+        """How far ``segment`` holds reported (durable) appends, if the tapped writer writes
+        it; None for any other writer's segment."""
+        writer = self.writer
+        if writer is None or segment.rpartition("/")[2].rpartition("-")[0] != writer:
+            return None
+        with self._lock:
+            return self._ends.get(segment, 0)
 
     def __call__(self, parts: list[AppendedPart]) -> None:
         """The EventLog listener (appending thread)."""
         with self._lock:
             for segment, start, end, events in parts:
+                self._ends[segment] = end
+                if not events:
+                    continue  # where a segment ended when the tap was added
                 queue = self._parts.get(segment)
                 if queue is None:
                     queue = self._parts[segment] = collections.deque()
@@ -279,6 +312,7 @@ class EventLogReader:
     def _read_segment(
         self, segment: str, offset: int, sealed_size: int | None, limit: int, result: _PollResult
     ) -> None:
+        upto = None  # read the file up to here (None: up to its current end)
         if self._tap is not None and result.ends is None:
             taken = 0
             while taken < limit and (appended := self._tap.take(segment, offset)) is not None:
@@ -288,13 +322,18 @@ class EventLogReader:
                 taken += len(events)
             if taken:
                 return
+            if sealed_size is None:
+                upto = self._tap.durable_end(segment)
+                if upto is not None and upto <= offset:
+                    return  # this process is writing it: the tap brings it once durable
         path = self.events_dir / segment
+        chunk = READ_CHUNK if upto is None else min(READ_CHUNK, upto - offset)
         try:
             with path.open("rb") as handle:
                 handle.seek(offset)
-                data = handle.read(READ_CHUNK)
+                data = handle.read(chunk)
                 while data and b"\n" not in data:  # a line longer than a chunk
-                    more = handle.read(READ_CHUNK)
+                    more = handle.read(READ_CHUNK if upto is None else upto - offset - len(data))
                     if not more:
                         break
                     data += more
