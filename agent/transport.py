@@ -2,10 +2,11 @@
 
 The pipeline calls ``emit(event)`` from its own thread. Events collect in the current batch,
 which is sealed when it is full, 1 s after its first event, or 50 ms after a DetectionRaised
-(critical findings leave within 200 ms). Sealing = msgpack, zlib, Fernet with this agent's
-key, numbered (agent id, boot id, seq), and written durably to the spool. ``run()`` (asyncio)
-keeps a WebSocket to ``/ws/agent``: it proves the key over the server's nonce, sends spooled
-batches with at most ``window`` unacknowledged, and removes each only when its Ack arrives.
+(critical findings leave within 200 ms). Sealing = msgpack, zstd (or zlib), Fernet with this
+agent's key, numbered (agent id, boot id, seq), and written durably to the spool. ``run()``
+(asyncio) keeps a WebSocket to ``/ws/agent``: it proves the key over the server's nonce, sends
+spooled batches with at most ``window`` unacknowledged, and removes each only when its Ack
+arrives.
 
 Reconnects use full-jitter backoff (``uniform(0, min(cap, base * 2**attempt))``). While the
 server is unreachable, at the top of each hour (by the injectable ``clock``) the batches of the
@@ -25,8 +26,10 @@ import uuid
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import msgspec
+import zstandard
 from cryptography.fernet import Fernet, MultiFernet
 
 from agent import offline_zip
@@ -64,6 +67,10 @@ class TransportConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     handshake_timeout_s: float = 10.0
     ack_timeout_s: float = 60.0  # a batch unacknowledged this long: reconnect and resend
     offline_archives: bool = True
+    # The server tells the codecs apart by the zstd frame magic inside the token; zlib is what
+    # agents before zstd sent (docs/transport.md, "Sealing").
+    compression: Literal["zstd", "zlib"] = "zstd"
+    zstd_level: int = 1
     zlib_level: int = 1
     hour_check_s: float = 1.0  # how often the hourly-archive clock is looked at
 
@@ -90,6 +97,22 @@ class TransportStats:
         self.archives_sealed = 0
         self.archives_uploaded = 0
         self.ack_latencies: collections.deque[float] = collections.deque(maxlen=20_000)
+
+
+def _compressor(config: TransportConfig) -> Callable[[bytes], bytes]:
+    """The batch codec; a bad level is refused here rather than at the first seal."""
+    if config.compression == "zlib":
+        if not -1 <= config.zlib_level <= 9:
+            raise TransportError(f"transport.zlib_level must be -1..9, not {config.zlib_level}")
+        level = config.zlib_level
+        return lambda body: zlib.compress(body, level)
+    try:
+        # One compressor, reused: only ever called under the transport's batch lock. The frame
+        # header carries the content size, so the server allocates exactly that much.
+        zstd = zstandard.ZstdCompressor(level=config.zstd_level, write_content_size=True)
+    except ValueError as error:
+        raise TransportError(f"transport.zstd_level {config.zstd_level}: {error}") from None
+    return zstd.compress
 
 
 def full_jitter(attempt: int, base: float, cap: float) -> float:
@@ -140,6 +163,7 @@ class AgentTransport:
         self._inflight: dict[tuple[str, int], float] = {}
         self._last_hour = int(clock() // 3600)
         self._encoder = msgspec.msgpack.Encoder()
+        self._compress = _compressor(config)
 
     # --- producing batches (any thread) -------------------------------------------------------
 
@@ -194,7 +218,7 @@ class AgentTransport:
         body = self._encoder.encode(
             wire.BatchBody(self.agent_id, self.boot_id, seq, events)  # type: ignore[arg-type]
         )
-        token = self._fernet.encrypt(zlib.compress(body, self.config.zlib_level))
+        token = self._fernet.encrypt(self._compress(body))
         if len(token) > self.config.max_frame_bytes and len(events) > 1:
             # The server would refuse it for good: split rather than lose it. Only the second
             # half carries the source cursor (the first half's resume point is not known).

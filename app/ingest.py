@@ -1,7 +1,8 @@
 """Server side of the agent transport: the ``/ws/agent`` WebSocket and the batch pipeline shared
 with the archive upload (app/zip_import.py). Protocol and guarantees: docs/transport.md.
 
-A batch goes: size check -> Fernet decrypt with the agent's keys -> bounded zlib inflate ->
+A batch goes: size check -> Fernet decrypt with the agent's keys -> bounded inflate (zstd when the
+decrypted bytes start with the zstd frame magic, else zlib, as agents before zstd sent) ->
 msgspec validation (agent event types only) -> branch stamped from the registry -> dedup claim
 -> ``EventLog.append`` (durable) -> claim marked done -> Ack. Any refusal happens before the
 claim, so a bad batch never touches the store; each refusal is an ``Error`` to that agent and a
@@ -25,6 +26,7 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import msgspec
+import zstandard
 from cryptography.fernet import InvalidToken, MultiFernet
 from starlette.applications import Starlette
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -40,6 +42,7 @@ from storage.segments import MAX_TS
 
 log = logging.getLogger("netmon.ingest")
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # starts every zstd frame; a zlib stream starts 0x78
 BUSY_WAIT_S = 5.0  # how long a batch waits for another connection's append of it
 AGENT_TYPE_NAMES = ", ".join(kind.__name__ for kind in AGENT_EVENT_TYPES)
 
@@ -178,6 +181,53 @@ class Ingestor:
         )
 
     def _inflate(self, compressed: bytes, where: tuple[str, int]) -> bytes:
+        # The codec is read from the authenticated bytes, not from a wire field: a field outside
+        # the token could be altered, and old spools and archives carry none.
+        if compressed.startswith(ZSTD_MAGIC):
+            return self._inflate_zstd(compressed, where)
+        return self._inflate_zlib(compressed, where)
+
+    def _inflate_zstd(self, compressed: bytes, where: tuple[str, int]) -> bytes:
+        limit = self.settings.max_batch_bytes
+        try:
+            declared = zstandard.frame_content_size(compressed)  # -1: not in the header
+        except zstandard.ZstdError as error:
+            raise FrameRejected(
+                "malformed_batch", f"batch is not zstd data: {error}", at=where
+            ) from None
+        if declared > limit:
+            raise self._too_large(where, f" (its zstd header says {declared})")
+        # A header that lies is caught by zstd itself (output past the declared size is an
+        # error), so nothing past min(declared, limit) + 1 bytes is ever produced or allocated;
+        # the window bound refuses frames that would make the decoder allocate more.
+        decompressor = zstandard.ZstdDecompressor(max_window_size=_window_bound(limit))
+        try:
+            with decompressor.stream_reader(compressed, read_across_frames=False) as reader:
+                data = reader.read((limit if declared < 0 else declared) + 1)
+        except zstandard.ZstdError as error:
+            if "too much memory" in str(error):
+                raise self._too_large(where, " (its zstd window is larger)") from None
+            raise FrameRejected(
+                "malformed_batch", f"batch is not zstd data: {error}", at=where
+            ) from None
+        if len(data) > limit:
+            raise self._too_large(where)
+        if declared >= 0 and len(data) != declared:  # a truncated frame reads short, silently
+            raise FrameRejected(
+                "malformed_batch",
+                f"batch is not zstd data: frame ends after {len(data)} of its {declared} bytes",
+                at=where,
+            )
+        return data
+
+    def _too_large(self, where: tuple[str, int], why: str = "") -> FrameRejected:
+        return FrameRejected(
+            "batch_too_large",
+            f"batch inflates to more than {self.settings.max_batch_bytes} bytes{why}",
+            at=where,
+        )
+
+    def _inflate_zlib(self, compressed: bytes, where: tuple[str, int]) -> bytes:
         inflater = zlib.decompressobj()
         try:
             data = inflater.decompress(compressed, self.settings.max_batch_bytes)
@@ -186,11 +236,7 @@ class Ingestor:
                 "malformed_batch", f"batch is not zlib data: {error}", at=where
             ) from None
         if inflater.unconsumed_tail:
-            raise FrameRejected(
-                "batch_too_large",
-                f"batch inflates to more than {self.settings.max_batch_bytes} bytes",
-                at=where,
-            )
+            raise self._too_large(where)
         return data
 
     def _stamp(
@@ -368,6 +414,11 @@ def _all_stamped(record: AgentRecord, events: Sequence[Event]) -> bool:
         and min(stamps) >= 0.0
         and max(stamps) < MAX_TS
     )
+
+
+def _window_bound(limit: int) -> int:
+    """zstd's largest decoding window for a batch limit (zstd accepts 1 KiB to 2 GiB)."""
+    return max(1 << 10, min(limit, 1 << 31))
 
 
 # --- the WebSocket endpoint --------------------------------------------------------------------

@@ -152,7 +152,7 @@ class IngestSettings(Section, frozen=True):
     """Agent ingest: frame and archive limits, handshake timing; see docs/transport.md."""
 
     max_frame_bytes: int = 8 * 1024 * 1024  # one WebSocket batch frame, as sent
-    max_batch_bytes: int = 64 * 1024 * 1024  # a batch after zlib inflation
+    max_batch_bytes: int = 64 * 1024 * 1024  # a batch after inflation (zstd or zlib)
     handshake_timeout_s: float = 10.0  # the agent must answer the challenge within this
     handshake_ttl_s: float = 60.0  # a handshake proof older than this is stale
     max_archive_bytes: int = 256 * 1024 * 1024  # body of one offline-archive upload

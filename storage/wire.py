@@ -5,12 +5,14 @@ One WebSocket connection (``/ws/agent``) carries, in order:
     server -> agent   Challenge   a fresh random nonce for this connection only
     agent  -> server  Hello       agent id, boot id and a Fernet token over (agent, boot, nonce)
     server -> agent   Welcome     the branch the server stamps, the frame size limit
-    agent  -> server  BatchFrame  (boot_id, seq, token); token = Fernet(zlib(msgpack(BatchBody)))
+    agent  -> server  BatchFrame  (boot_id, seq, token); token = Fernet(zstd(msgpack(BatchBody)))
     server -> agent   Ack / Error one per frame, by (boot_id, seq), after the append is durable
 
 The batch number (agent id, boot id, sequence) is repeated inside the encrypted body so a frame
-cannot be relabelled without the key. The offline ZIP carries the same ``BatchFrame`` bytes.
-Close codes are listed here and in docs/transport.md.
+cannot be relabelled without the key. The codec has no field: the server tells zstd from zlib
+(what agents before zstd sent, still accepted) by the zstd frame magic inside the token. The
+offline ZIP carries the same ``BatchFrame`` bytes. Close codes are listed here and in
+docs/transport.md.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class Welcome(Message, frozen=True, tag="welcome"):
 
 
 class BatchFrame(Message, frozen=True, tag="batch"):
-    """One numbered batch. ``token`` = Fernet(zlib(msgpack(BatchBody)))."""
+    """One numbered batch. ``token`` = Fernet(zstd or zlib(msgpack(BatchBody)))."""
 
     boot_id: str
     seq: int

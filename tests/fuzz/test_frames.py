@@ -4,7 +4,8 @@
 Whatever arrives, decoding ends in a ``DecodedBatch`` or a ``FrameRejected`` (the agent gets a
 coded error and the server a log line); anything that decodes can be stored and read back.
 Frames are generated at every layer: raw bytes, msgpack structures, Fernet tokens under the
-agent's real key over arbitrary bytes, zlib data, and batch bodies of mutated real events.
+agent's real key over arbitrary bytes, zlib and zstd data (and arbitrary bytes after the zstd
+magic), and batch bodies of mutated real events in either codec.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import zlib
 
 import msgspec
 import pytest
+import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.ingest import FrameRejected
+from app.ingest import ZSTD_MAGIC, FrameRejected
 from storage import wire
 from storage.eventlog import StoreError
 from storage.events import json_decoder
@@ -106,7 +108,7 @@ def bodies(draw: st.DrawFn) -> tuple[bytes, int, str, int]:
 
 @st.composite
 def frames(draw: st.DrawFn, rig: Rig) -> bytes:
-    layer = draw(st.sampled_from(["raw", "msgpack", "token", "zlib", "body"]))
+    layer = draw(st.sampled_from(["raw", "msgpack", "token", "zlib", "zstd", "body"]))
     if layer == "raw":
         return draw(st.binary(max_size=300))
     if layer == "msgpack":
@@ -116,8 +118,14 @@ def frames(draw: st.DrawFn, rig: Rig) -> bytes:
         payload = draw(st.binary(max_size=200))
     elif layer == "zlib":
         payload = zlib.compress(draw(st.binary(max_size=200)))
+    elif layer == "zstd":
+        payload = draw(
+            st.binary(max_size=200).map(zstandard.ZstdCompressor().compress)
+            | st.binary(max_size=200).map(ZSTD_MAGIC.__add__)
+        )
     else:
-        payload = zlib.compress(body)
+        codec = draw(st.sampled_from([zlib.compress, zstandard.ZstdCompressor().compress]))
+        payload = codec(body)
     token = rig.fernet.encrypt(payload)
     if draw(st.integers(0, 9)) == 0:
         token = token[:-3] + b"AAA"  # tampered

@@ -129,7 +129,8 @@ def test_an_oversized_batch_is_split_not_refused(tmp_path: Path) -> None:
         spool_dir=str(tmp_path),
         batch_max_events=10_000,
         max_frame_bytes=20_000,
-        zlib_level=0,
+        compression="zlib",
+        zlib_level=0,  # stored, not compressed: 400 flows must outgrow the frame limit
     )
     transport = AgentTransport("a1", "ws://127.0.0.1:9", config)
     for index in range(400):
@@ -143,8 +144,7 @@ def test_an_oversized_batch_is_split_not_refused(tmp_path: Path) -> None:
 
 
 def test_heartbeats_carry_the_spool_state(tmp_path: Path) -> None:
-    import zlib
-
+    import zstandard
     from cryptography.fernet import Fernet
 
     from agent.transport import AgentTransport, TransportConfig
@@ -167,7 +167,8 @@ def test_heartbeats_carry_the_spool_state(tmp_path: Path) -> None:
     transport.flush()
     newest = transport.spool.entries()[-1]
     frame = wire.batch_frame_decoder.decode(transport.spool.read(newest).frame)  # type: ignore[union-attr]
-    body = wire.batch_body_decoder.decode(zlib.decompress(Fernet(key).decrypt(frame.token)))
+    inflated = zstandard.ZstdDecompressor().decompress(Fernet(key).decrypt(frame.token))
+    body = wire.batch_body_decoder.decode(inflated)
     beat = body.events[0]
     assert isinstance(beat, AgentHeartbeat)
     assert (beat.spool_batches, beat.lag_s) == (1, 42.0) and beat.spool_bytes > 0
