@@ -633,6 +633,8 @@ async def open_ingest(app: Starlette, settings: Settings) -> AsyncIterator[Inges
             settings.server.replica,
             durability=settings.store.durability,
             segment_max_bytes=settings.store.segment_max_bytes,
+            # The projector writes sealed segments' sidecar indexes, off the ingest path.
+            index_on_seal=not settings.live.projector,
         )
         app.state.event_log = event_log
     try:

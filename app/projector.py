@@ -10,6 +10,10 @@ projections/REPLICA.msgpack``, about once a second). The replica reloads the top
 snapshot saved. The projector runs at a lower CPU priority: under overload the top lists lag and
 catch up; ingest never waits for them.
 
+The projector also writes the sidecar index of each segment its replica seals (the replica's
+``EventLog`` runs with ``index_on_seal=False``): building the per-IP line lists was the next most
+expensive thing ingest did per event, and a sealed segment's index is never needed at once.
+
 The snapshot keeps its meaning: every projection's state at one log position. A replica that
 starts loads it and catches up from there, as before. One projector per replica holds the
 snapshot's lock; it exits when its replica is gone (a replica killed with -9 included), and the
@@ -37,6 +41,8 @@ import msgspec
 from app.projections.runner import SNAPSHOT_FORMAT, ProjectionRunner, snapshot_path
 from app.projections.top import TopState
 from app.settings import Settings
+from storage.segment_index import SealedSegmentIndexer
+from storage.segments import EVENTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,7 @@ RESTART_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # after the projector died,
 HEALTHY_RUN_S = 60.0  # a projector that ran this long starts the delays over
 PARENT_CHECK_S = 0.5  # how often the projector looks whether its replica is still there
 LOCK_RETRY_S = 0.1
+INDEX_CHECK_S = 1.0  # how often the projector looks for segments sealed without a sidecar
 
 
 class TopSnapshot(msgspec.Struct):
@@ -200,10 +207,19 @@ async def run_projector(args: argparse.Namespace) -> None:
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(service.run)
+            group.start_soon(_index_sealed_segments, args.data_dir, args.replica)
             group.start_soon(_stop_when_told, parent, group.cancel_scope)
     finally:
         with anyio.CancelScope(shield=True):
             await service.save()
+
+
+async def _index_sealed_segments(data_dir: Path, writer: str) -> None:
+    """Write the sidecar of every segment the replica sealed without one, once a second."""
+    indexer = SealedSegmentIndexer(Path(data_dir) / EVENTS_DIR, writer)
+    while True:
+        await anyio.to_thread.run_sync(indexer.index_new)
+        await anyio.sleep(INDEX_CHECK_S)
 
 
 async def _stop_when_told(parent: int, scope: anyio.CancelScope) -> None:

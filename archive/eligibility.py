@@ -129,7 +129,7 @@ def _held_reason(
     journaled: set[str],
 ) -> str:
     if index is None:
-        return "not sealed by its writer (no sidecar index)"
+        return "no sidecar index yet (not sealed, or sealed and not indexed yet)"
     if index.size != stat.st_size:
         return f"sidecar index is for {index.size} bytes, segment has {stat.st_size}"
     if now - stat.st_mtime < grace_s:

@@ -219,9 +219,11 @@ def start_server(root: Path, secret: str, port: int, full: bool) -> subprocess.P
 
     data = root / ("data" if full else "data-ingest-only")
     config = root / f"server-{full}.toml"
+    # The ingest-only server runs no projector, so its event log indexes segments itself.
     config.write_text(
         f'[store]\ndata_dir = "{data}"\ndurability = "batch"\n'
         f'[server]\nreplica = "bench"\nsecret_key = "{secret}"\n'
+        + ("" if full else "[live]\nprojector = false\n")
     )
     if not full and not data.exists():  # the same enrolment (and key) as the full server
         data.mkdir()

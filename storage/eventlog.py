@@ -96,7 +96,11 @@ class EventLog:
         durability: Durability = "batch",
         segment_max_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
+        index_on_seal: bool = True,
     ) -> None:
+        """``index_on_seal=False`` seals segments without their sidecar index and spends
+        nothing on it while appending: another process writes it afterwards
+        (``storage.segment_index.index_sealed_segments``; a replica's projector does)."""
         if durability not in ("batch", "none"):
             raise StoreError(f"durability must be 'batch' or 'none', not {durability!r}")
         if segment_max_bytes <= 0:
@@ -104,6 +108,7 @@ class EventLog:
         self.writer = validate_name("writer", writer)
         self.events_dir = Path(root) / EVENTS_DIR
         self._fsync = durability == "batch"
+        self._index_on_seal = index_on_seal
         self._segment_max_bytes = segment_max_bytes
         self._clock = clock
         self._mutex = threading.Lock()
@@ -159,7 +164,8 @@ class EventLog:
                 log.warning("could not clear the journal of %s: %s", self.writer, error)
             appended: list[AppendedPart] = []
             for segment, data, group in parts:
-                segment.index.add(group, data, segment.size)
+                if self._index_on_seal:
+                    segment.index.add(group, data, segment.size)
                 appended.append((segment.relpath, segment.size, segment.size + len(data), group))
                 segment.size += len(data)
             for listener in self._listeners:
@@ -319,9 +325,10 @@ class EventLog:
     def _seal(self, segment: _OpenSegment) -> None:
         """Close a segment for good: sidecar index first, then the manifest's seal line."""
         os.close(segment.fd)
-        write_index(
-            segment.path, segment.index.build(segment.relpath, segment.size), fsync=self._fsync
-        )
+        if self._index_on_seal:
+            write_index(
+                segment.path, segment.index.build(segment.relpath, segment.size), fsync=self._fsync
+            )
         self._manifest_write(ManifestEntry(op="seal", seg=segment.relpath, size=segment.size))
 
     def _roll_at_midnight(self) -> None:

@@ -26,11 +26,14 @@ from pathlib import Path
 import msgspec
 
 from storage.events import DetectionRaised, Event, FlowObserved, json_decoder
-from storage.segments import INDEX_SUFFIX
+from storage.segments import INDEX_SUFFIX, manifest_path, parse_manifest_lines
 
 log = logging.getLogger("netmon.storage")
 
 INDEX_VERSION = 2  # 2: ip_lines added
+INDEX_CHUNK = 8 * 1024 * 1024  # bytes decoded at once when indexing a file (bounds memory)
+# msgspec reports invalid UTF-8 (a corrupted byte) as UnicodeDecodeError
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 
 
 class SegmentIndex(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -189,18 +192,82 @@ def index_path(segment_path: Path) -> Path:
 
 
 def build_index_from_file(segment_path: Path, segment: str) -> SegmentIndex:
-    """Index a segment by decoding it (used when a crash left it unsealed)."""
+    """Index a segment by decoding it (a crash left it unsealed, or its writer sealed it
+    without a sidecar). Chunks of whole lines are decoded in one call each; a chunk with a
+    malformed line is decoded line by line, so that line is logged and counted."""
     builder = IndexBuilder()
     data = segment_path.read_bytes()
-    offset = 0
-    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
-        start, offset = offset, offset + len(line) + 1
+    start = 0
+    while start < len(data):
+        end = data.rfind(b"\n", start, start + INDEX_CHUNK) + 1 or data.find(b"\n", start) + 1
+        if end == 0:
+            break  # a torn last line: not part of the segment
+        chunk = data[start:end]
         try:
-            builder.add((json_decoder.decode(line),), line + b"\n", start)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            builder.malformed += 1
-            log.error("malformed line %s:%d while indexing: %s", segment_path, number, error)
+            events = json_decoder.decode_lines(chunk)
+        except _DECODE_ERRORS:
+            events = []
+        if events and len(events) == chunk.count(b"\n"):
+            builder.add(events, chunk, start)
+        else:
+            _add_line_by_line(builder, chunk, start, segment_path, data)
+        start = end
     return builder.build(segment, len(data))
+
+
+def _add_line_by_line(
+    builder: IndexBuilder, chunk: bytes, start: int, segment_path: Path, data: bytes
+) -> None:
+    offset = start
+    for line in chunk.split(b"\n")[:-1]:
+        at, offset = offset, offset + len(line) + 1
+        try:
+            builder.add((json_decoder.decode(line),), line + b"\n", at)
+        except _DECODE_ERRORS as error:
+            builder.malformed += 1
+            number = data.count(b"\n", 0, at) + 1
+            log.error("malformed line %s:%d while indexing: %s", segment_path, number, error)
+
+
+class SealedSegmentIndexer:
+    """Writes the sidecar of each segment ``writer`` sealed without one (an ``EventLog`` made
+    with ``index_on_seal=False``): a replica's projector runs it, so indexing costs the
+    replica's ingest nothing. Until then a search scans the segment and the archive manager
+    holds it back; both are correct, only slower."""
+
+    def __init__(self, events_dir: Path, writer: str, *, fsync: bool = True) -> None:
+        self.events_dir = events_dir
+        self.manifest = manifest_path(events_dir, writer)
+        self.fsync = fsync
+        self._read = 0  # manifest bytes looked at so far
+        self._waiting: list[str] = []  # sealed segments whose sidecar is still to be checked
+
+    def index_new(self) -> list[str]:
+        """Index what was sealed since the last call (everything sealed, the first time) and
+        lacks a sidecar; return those segments. A failure is logged and retried next call."""
+        try:
+            data = self.manifest.read_bytes()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        if end > self._read:
+            entries = parse_manifest_lines(data[self._read : end], self.manifest)
+            self._waiting.extend(entry.seg for entry in entries if entry.op == "seal")
+            self._read = end
+        indexed: list[str] = []
+        while self._waiting:
+            segment = self._waiting[0]
+            path = self.events_dir / segment
+            try:
+                if path.exists() and not index_path(path).exists():
+                    write_index(path, build_index_from_file(path, segment), fsync=self.fsync)
+                    indexed.append(segment)
+                    log.info("indexed sealed segment %s", segment)
+            except OSError as error:  # e.g. disk full: the next call tries again
+                log.error("could not index %s, will retry: %s", path, error)
+                break
+            self._waiting.pop(0)
+        return indexed
 
 
 def write_index(segment_path: Path, index: SegmentIndex, *, fsync: bool) -> None:
