@@ -22,10 +22,11 @@ from collections import Counter
 from collections.abc import Sequence
 from operator import attrgetter
 from pathlib import Path
+from typing import Any, Union
 
 import msgspec
 
-from storage.events import DetectionRaised, Event, FlowObserved, json_decoder
+from storage.events import EVENT_TYPES, DetectionRaised, Event, FlowObserved
 from storage.segments import INDEX_SUFFIX, manifest_path, parse_manifest_lines
 
 log = logging.getLogger("netmon.storage")
@@ -72,7 +73,31 @@ class SegmentIndex(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         return offsets.tolist()
 
 
-_FLOW_TYPES = frozenset((FlowObserved, DetectionRaised))  # the events that carry IPs and ports
+_INDEXED_FIELDS = frozenset(("ts", "src_ip", "dst_ip", "src_port", "dst_port", "domain"))
+
+
+def _lean(kind: type[Event]) -> type[msgspec.Struct]:
+    """``kind`` with only the fields an index reads, under the same name and tag: a line
+    decodes into it about twice as fast as into the full event (msgspec skips the rest)."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+        (f.name, f.type) if f.required else (f.name, f.type, f.default)
+        for f in msgspec.structs.fields(kind)
+        if f.name in _INDEXED_FIELDS
+    ]
+    config = kind.__struct_config__
+    return msgspec.defstruct(
+        kind.__name__, fields, tag=config.tag, tag_field=config.tag_field, kw_only=True, gc=False
+    )
+
+
+_LEAN = {kind: _lean(kind) for kind in EVENT_TYPES}
+# Lines of a file being indexed: a line is malformed when its JSON, its type or one of the
+# indexed fields does not decode (a reader decoding the full event logs any other fault).
+_lean_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Union[tuple(_LEAN.values())])  # noqa: UP007
+# The events that carry IPs and ports, appended (full) or read back from a file (lean)
+_FLOW_TYPES = frozenset(
+    (FlowObserved, DetectionRaised, _LEAN[FlowObserved], _LEAN[DetectionRaised])
+)
 _TS = attrgetter("ts")
 _SRC_IP, _DST_IP = attrgetter("src_ip"), attrgetter("dst_ip")
 _SRC_PORT, _DST_PORT = attrgetter("src_port"), attrgetter("dst_port")
@@ -98,7 +123,7 @@ class IndexBuilder:
         self.domains: set[str] = set()
         self.malformed = 0
 
-    def add(self, events: Sequence[Event], lines: bytes, start: int) -> None:
+    def add(self, events: Sequence[Any], lines: bytes, start: int) -> None:
         """Count ``events``, encoded as ``lines`` written at offset ``start``, into the index.
 
         Runs on every append, so the per-event work is left to C where it can be (map,
@@ -204,7 +229,7 @@ def build_index_from_file(segment_path: Path, segment: str) -> SegmentIndex:
             break  # a torn last line: not part of the segment
         chunk = data[start:end]
         try:
-            events = json_decoder.decode_lines(chunk)
+            events = _lean_decoder.decode_lines(chunk)
         except _DECODE_ERRORS:
             events = []
         if events and len(events) == chunk.count(b"\n"):
@@ -222,7 +247,7 @@ def _add_line_by_line(
     for line in chunk.split(b"\n")[:-1]:
         at, offset = offset, offset + len(line) + 1
         try:
-            builder.add((json_decoder.decode(line),), line + b"\n", at)
+            builder.add((_lean_decoder.decode(line),), line + b"\n", at)
         except _DECODE_ERRORS as error:
             builder.malformed += 1
             number = data.count(b"\n", 0, at) + 1
