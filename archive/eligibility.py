@@ -4,7 +4,10 @@ A segment ``date=D/branch=B/W-N.jsonl`` is archived only when all of these hold:
 
 - D is more than ``after_days`` days before today (UTC) (checked by the manager);
 - its writer sealed it: the sidecar ``W-N.jsonl.idx`` exists and records the segment's current
-  size (a writer never appends to a sealed segment; late events for an old date go to a new one);
+  size (a writer never appends to a sealed segment; late events for an old date go to a new one).
+  A replica seals without the sidecar and leaves it to its projector (docs/events.md); a run
+  writes any still missing for a sealed segment of an old enough date itself
+  (``index_sealed_segments``), so a projector that was down does not hold the archive back;
 - it has not been modified for ``grace_s`` seconds (a second guard, against clock-skewed dates);
 - it is not named in any writer's batch journal (``_writers/W.journal``): the store replays that
   journal when the writer restarts and treats a missing segment as a torn batch, so removing it
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import msgspec
@@ -25,8 +29,21 @@ import msgspec
 from archive.layout import PartitionKey, events_dir, partition_dir
 from archive.zipfiles import Counts
 from storage.journal import HEADER, record_decoder
-from storage.segment_index import SegmentIndex, index_path, read_index
-from storage.segments import INDEX_SUFFIX, SEGMENT_SUFFIX, WRITERS_DIR
+from storage.segment_index import (
+    SegmentIndex,
+    build_index_from_file,
+    index_path,
+    read_index,
+    write_index,
+)
+from storage.segments import (
+    INDEX_SUFFIX,
+    MANIFEST_SUFFIX,
+    SEGMENT_SUFFIX,
+    WRITERS_DIR,
+    parse_manifest_lines,
+    parse_segment_relpath,
+)
 
 log = logging.getLogger("netmon.archive")
 
@@ -80,6 +97,31 @@ def journal_segments(data_dir: Path) -> set[str]:
             continue  # torn: the writer is mid-batch on open segments, which are never archived
         named.update(part.segment for part in record.parts)
     return named
+
+
+def index_sealed_segments(data_dir: Path, before: date) -> list[str]:
+    """Write the missing sidecar of every segment a writer sealed (its manifest says so) in a
+    partition dated before ``before``; return those segments."""
+    indexed: list[str] = []
+    for manifest in sorted((events_dir(data_dir) / WRITERS_DIR).glob(f"*{MANIFEST_SUFFIX}")):
+        for entry in parse_manifest_lines(manifest.read_bytes(), manifest):
+            if entry.op != "seal" or _day_of(entry.seg) >= before:
+                continue
+            path = events_dir(data_dir) / entry.seg
+            if not path.exists() or index_path(path).exists():
+                continue
+            write_index(path, build_index_from_file(path, entry.seg), fsync=True)
+            log.warning("indexed %s: sealed without a sidecar, not written since", entry.seg)
+            indexed.append(entry.seg)
+    return indexed
+
+
+def _day_of(segment: str) -> date:
+    """The partition date of a segment path (date.max when it is not a date: never old)."""
+    try:
+        return date.fromisoformat(parse_segment_relpath(segment).date)
+    except ValueError:
+        return date.max
 
 
 def plan_partition(

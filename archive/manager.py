@@ -38,6 +38,7 @@ from app.settings import ArchiveSettings
 from archive.eligibility import (
     PartitionPlan,
     SegmentFile,
+    index_sealed_segments,
     journal_segments,
     orphan_sidecars,
     plan_partition,
@@ -186,9 +187,13 @@ class ArchiveManager:
         """The current UTC date."""
         return datetime.fromtimestamp(self._clock(), UTC).date()
 
+    def cutoff(self) -> date:
+        """Partitions dated before this day are old enough to archive."""
+        return self.today() - timedelta(days=self.settings.after_days)
+
     def plan(self) -> list[PartitionPlan]:
         """Every live partition old enough to seal, with its eligible and held-back segments."""
-        cutoff = self.today() - timedelta(days=self.settings.after_days)
+        cutoff = self.cutoff()
         now = self._clock()
         journaled = journal_segments(self.data_dir)
         grace_s = self.settings.grace_s
@@ -223,6 +228,8 @@ class ArchiveManager:
             archives_dir(self.data_dir).mkdir(parents=True, exist_ok=True)
         with self._locked(create=not dry_run):
             self._step("locked")
+            if not dry_run:  # sidecars a replica's projector has not written (it may be down)
+                index_sealed_segments(self.data_dir, self.cutoff())
             plans = self.plan()
             for plan in plans:
                 summary.held_back.extend(f"{rel}: {why}" for rel, why in plan.held_back)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from array import array
 from collections import Counter
 from collections.abc import Sequence
@@ -296,9 +297,11 @@ class SealedSegmentIndexer:
 
 
 def write_index(segment_path: Path, index: SegmentIndex, *, fsync: bool) -> None:
-    """Write the sidecar atomically (temp file + rename), so a reader never sees half of it."""
+    """Write the sidecar atomically (temp file + rename), so a reader never sees half of it.
+    The temp name is this process's and thread's: a projector and an archive run that index
+    the same segment at once each rename a whole file (the same content)."""
     final = index_path(segment_path)
-    temp = final.with_name(final.name + ".tmp")
+    temp = final.with_name(f"{final.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     with temp.open("wb") as handle:
         handle.write(index_encoder.encode(index))
         handle.flush()

@@ -64,11 +64,18 @@ def populate(
     batch: int = 20,
     segment_max_bytes: int = 8_000,
     prefix: str = "e",
+    index_on_seal: bool = True,
 ) -> list[str]:
     """Append events to the real store (segments roll by size) and seal them; return the ids."""
     ids: list[str] = []
     branches = tuple(branches)
-    with EventLog(data_dir, writer, durability="none", segment_max_bytes=segment_max_bytes) as log:
+    with EventLog(
+        data_dir,
+        writer,
+        durability="none",
+        segment_max_bytes=segment_max_bytes,
+        index_on_seal=index_on_seal,
+    ) as log:
         for ago in days_ago:
             start = midnight(day_ago(ago)) + 3_600
             for branch in branches:

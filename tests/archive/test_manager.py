@@ -68,7 +68,7 @@ def test_unsealed_and_recently_modified_segments_are_held_back(tmp_path: Path) -
     with EventLog(tmp_path, "replica-2", durability="none") as writer:
         writer.append([flow("late-1", old, "hq", 1)])
         summary = ArchiveManager(tmp_path, SETTINGS).run_once()
-        assert any("replica-2" in held and "not sealed" in held for held in summary.held_back)
+        assert any("replica-2" in held and "no sidecar" in held for held in summary.held_back)
         assert "late-1" in live_ids(tmp_path)
     # Sealed now, but modified a moment ago: the grace period holds it back too.
     patient = msgspec.structs.replace(SETTINGS, grace_s=3_600.0)
@@ -82,6 +82,24 @@ def test_unsealed_and_recently_modified_segments_are_held_back(tmp_path: Path) -
     assert summary.held_back == [] and summary.segments_archived == 1
     assert placement(tmp_path) == {event_id: 1 for event_id in [*ids, "late-1"]}
     assert read_manifest(tmp_path / "archives" / f"{day_ago(6).isoformat()}_hq.zip").events == 61
+
+
+def test_segments_sealed_without_a_sidecar_are_indexed_by_the_run_and_archived(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica leaves sidecars to its projector; one that was down must not stall archiving."""
+    ids = populate(tmp_path, days_ago=[0, 5], branches=["hq"], index_on_seal=False)
+    assert not list((tmp_path / "events").rglob("*.idx"))
+    dry = ArchiveManager(tmp_path, SETTINGS).run_once(dry_run=True)
+    assert dry.held_back and all("no sidecar index yet" in held for held in dry.held_back)
+    with caplog.at_level(logging.WARNING, logger="netmon.archive"):
+        summary = ArchiveManager(tmp_path, SETTINGS).run_once()
+    assert summary.errors == [] and summary.held_back == []
+    assert placement(tmp_path) == {event_id: 1 for event_id in ids}
+    assert read_manifest(tmp_path / "archives" / f"{day_ago(5).isoformat()}_hq.zip").events == 60
+    assert "sealed without a sidecar" in caplog.text
+    today = (tmp_path / "events").glob(f"date={day_ago(0).isoformat()}/*/*.jsonl")
+    assert all(not path.with_name(path.name + ".idx").exists() for path in today)  # too recent
 
 
 def test_a_segment_named_in_a_writer_journal_is_held_back(tmp_path: Path) -> None:
