@@ -19,7 +19,7 @@ from app.projector import ProjectorLink
 from app.settings import Settings, StoreSettings
 from storage.eventlog import EventLog
 from storage.events import FlowObserved
-from tests.live.cluster import Cluster, wait_for, wait_http
+from tests.live.cluster import Agent, Cluster, wait_for, wait_http
 from tests.live.factory import flow
 
 pytest.importorskip("app.commands.users")
@@ -104,6 +104,48 @@ async def test_the_projector_folds_the_top_lists_restarts_and_stops_with_its_rep
     wait_http(f"http://127.0.0.1:{replica.port}/healthz", replica)
     events, sources = top_sources(cluster, headers)
     assert events == 80 and {"10.66.0.1", "10.66.0.2"} <= sources
+
+
+async def test_the_replica_seals_its_segments_and_its_projector_indexes_them(
+    tmp_path: Path,
+) -> None:
+    """Ingest skips the sidecar index (EventLog index_on_seal=False); the projector writes it."""
+    cluster = Cluster(tmp_path, replicas=1, env={"NETMON_STORE__SEGMENT_MAX_BYTES": "20000"})
+    replica = cluster.replicas[0]
+    cluster.url = f"http://127.0.0.1:{replica.port}"
+    cluster.ws_url = f"ws://127.0.0.1:{replica.port}"
+    manifest = cluster.data_dir / "events" / "_writers" / f"{replica.name}.manifest"
+    try:
+        cluster.create_admin()
+        cluster.start_replica(replica)
+        wait_http(f"{cluster.url}/healthz", replica)
+        agent = Agent(cluster, "agent-1", "hq", tmp_path / "spool")
+        agent.start()
+        try:
+            now = time.time()
+            for batch in range(6):  # a segment rolls between batches, never inside one
+                agent.emit([flow(now - 60 + batch + i * 0.01, "hq") for i in range(60)])
+
+            def sealed() -> list[Path]:
+                lines = manifest.read_text().splitlines() if manifest.exists() else []
+                entries = [msgspec.json.decode(line) for line in lines]
+                return [
+                    cluster.data_dir / "events" / e["seg"] for e in entries if e["op"] == "seal"
+                ]
+
+            await wait_for(lambda: len(sealed()) >= 3, 30, "the replica to seal segments")
+            await wait_for(
+                lambda: all(path.with_name(path.name + ".idx").exists() for path in sealed()),
+                10,
+                "the projector to index them",
+            )
+        finally:
+            await agent.stop()
+        log_text = replica.log_path.read_text()
+        assert all(f"indexed sealed segment {p.relative_to(cluster.data_dir / 'events')}"
+                   in log_text for p in sealed())  # fmt: skip
+    finally:
+        cluster.stop()
 
 
 async def test_an_unreadable_snapshot_keeps_the_top_lists_and_is_logged(
