@@ -100,7 +100,7 @@ class EventLog:
     ) -> None:
         """``index_on_seal=False`` seals segments without their sidecar index and spends
         nothing on it while appending: another process writes it afterwards
-        (``storage.segment_index.index_sealed_segments``; a replica's projector does)."""
+        (``storage.segment_index.SealedSegmentIndexer``: a replica's projector)."""
         if durability not in ("batch", "none"):
             raise StoreError(f"durability must be 'batch' or 'none', not {durability!r}")
         if segment_max_bytes <= 0:
