@@ -258,8 +258,8 @@ def _add_line_by_line(
 class SealedSegmentIndexer:
     """Writes the sidecar of each segment ``writer`` sealed without one (an ``EventLog`` made
     with ``index_on_seal=False``): a replica's projector runs it, so indexing costs the
-    replica's ingest nothing. Until then a search scans the segment and the archive manager
-    holds it back; both are correct, only slower."""
+    replica's ingest nothing. Until then a search scans the segment (correct, slower); an
+    archive run writes the sidecars still missing for old dates itself (archive/eligibility.py)."""
 
     def __init__(self, events_dir: Path, writer: str, *, fsync: bool = True) -> None:
         self.events_dir = events_dir
