@@ -302,12 +302,16 @@ def write_index(segment_path: Path, index: SegmentIndex, *, fsync: bool) -> None
     the same segment at once each rename a whole file (the same content)."""
     final = index_path(segment_path)
     temp = final.with_name(f"{final.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    with temp.open("wb") as handle:
-        handle.write(index_encoder.encode(index))
-        handle.flush()
-        if fsync:
-            os.fsync(handle.fileno())
-    os.replace(temp, final)
+    try:
+        with temp.open("wb") as handle:
+            handle.write(index_encoder.encode(index))
+            handle.flush()
+            if fsync:
+                os.fsync(handle.fileno())
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)  # e.g. disk full: leave no half-written temp behind
+        raise
 
 
 def read_index(segment_path: Path) -> SegmentIndex | None:

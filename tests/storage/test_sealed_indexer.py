@@ -110,3 +110,28 @@ def test_a_projector_process_indexes_what_its_replica_sealed(tmp_path: Path) -> 
         projector.terminate()
         output = projector.communicate(timeout=20)[0].decode()
     assert output.count("indexed sealed segment") == len(segments)
+
+
+def test_a_failed_sidecar_write_leaves_no_temp_file_and_is_retried(tmp_path: Path) -> None:
+    """A child process whose file size limit makes the sidecar write fail (EFBIG, as a full
+    disk fails it with ENOSPC): it logs, leaves no temp file, and the next run indexes."""
+    with EventLog(tmp_path, "w1", index_on_seal=False) as log:
+        append_batches(log)
+    failing = subprocess.run(
+        [sys.executable, "-c", (
+            "import resource, signal, sys\n"
+            "from pathlib import Path\n"
+            "from storage.segment_index import SealedSegmentIndexer\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))\n"
+            "print(SealedSegmentIndexer(Path(sys.argv[1]), 'w1').index_new())\n"
+        ), str(tmp_path / EVENTS_DIR)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert failing.returncode == 0, failing.stderr
+    assert failing.stdout.strip() == "[]" and "could not index" in failing.stderr
+    segments = sorted((tmp_path / EVENTS_DIR).glob("date=*/branch=*/*.jsonl"))
+    leftovers = [p.name for s in segments for p in s.parent.iterdir() if ".idx" in p.name]
+    assert leftovers == []  # neither a sidecar nor a temp file
+    assert len(SealedSegmentIndexer(tmp_path / EVENTS_DIR, "w1").index_new()) == len(segments)
+    assert all(read_index(segment) is not None for segment in segments)
