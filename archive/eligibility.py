@@ -29,19 +29,12 @@ import msgspec
 from archive.layout import PartitionKey, events_dir, partition_dir
 from archive.zipfiles import Counts
 from storage.journal import HEADER, record_decoder
-from storage.segment_index import (
-    SegmentIndex,
-    build_index_from_file,
-    index_path,
-    read_index,
-    write_index,
-)
+from storage.segment_index import SealedSegmentIndexer, SegmentIndex, index_path, read_index
 from storage.segments import (
     INDEX_SUFFIX,
     MANIFEST_SUFFIX,
     SEGMENT_SUFFIX,
     WRITERS_DIR,
-    parse_manifest_lines,
     parse_segment_relpath,
 )
 
@@ -104,15 +97,13 @@ def index_sealed_segments(data_dir: Path, before: date) -> list[str]:
     partition dated before ``before``; return those segments."""
     indexed: list[str] = []
     for manifest in sorted((events_dir(data_dir) / WRITERS_DIR).glob(f"*{MANIFEST_SUFFIX}")):
-        for entry in parse_manifest_lines(manifest.read_bytes(), manifest):
-            if entry.op != "seal" or _day_of(entry.seg) >= before:
-                continue
-            path = events_dir(data_dir) / entry.seg
-            if not path.exists() or index_path(path).exists():
-                continue
-            write_index(path, build_index_from_file(path, entry.seg), fsync=True)
-            log.warning("indexed %s: sealed without a sidecar, not written since", entry.seg)
-            indexed.append(entry.seg)
+        writer = manifest.name[: -len(MANIFEST_SUFFIX)]
+        old = SealedSegmentIndexer(
+            events_dir(data_dir), writer, wanted=lambda segment: _day_of(segment) < before
+        )
+        indexed += old.index_new()
+    for segment in indexed:
+        log.warning("indexed %s: sealed without a sidecar, not written since", segment)
     return indexed
 
 

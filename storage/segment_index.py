@@ -20,7 +20,7 @@ import sys
 import threading
 from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Union
@@ -261,10 +261,18 @@ class SealedSegmentIndexer:
     replica's ingest nothing. Until then a search scans the segment (correct, slower); an
     archive run writes the sidecars still missing for old dates itself (archive/eligibility.py)."""
 
-    def __init__(self, events_dir: Path, writer: str, *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        events_dir: Path,
+        writer: str,
+        *,
+        fsync: bool = True,
+        wanted: Callable[[str], bool] = lambda segment: True,
+    ) -> None:
         self.events_dir = events_dir
         self.manifest = manifest_path(events_dir, writer)
         self.fsync = fsync
+        self.wanted = wanted  # which sealed segments to look at (all, for a projector)
         self._read = 0  # manifest bytes looked at so far
         self._waiting: list[str] = []  # sealed segments whose sidecar is still to be checked
 
@@ -278,7 +286,9 @@ class SealedSegmentIndexer:
         end = data.rfind(b"\n") + 1
         if end > self._read:
             entries = parse_manifest_lines(data[self._read : end], self.manifest)
-            self._waiting.extend(entry.seg for entry in entries if entry.op == "seal")
+            self._waiting.extend(
+                entry.seg for entry in entries if entry.op == "seal" and self.wanted(entry.seg)
+            )
             self._read = end
         indexed: list[str] = []
         while self._waiting:
