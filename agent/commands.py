@@ -49,7 +49,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from agent.config import AgentConfigError, load_agent_config
+    from netmon.agent.config import AgentConfigError, load_agent_config
 
     try:
         return load_agent_config(args.config)
@@ -59,7 +59,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _writer(target: str) -> tuple[IO[bytes], Callable[[Any], None]]:
-    from storage.events import AgentHeartbeat, DetectionRaised, encode_json_line
+    from netmon.storage.contract.events import AgentHeartbeat, DetectionRaised, encode_json_line
 
     stream = sys.stdout.buffer if target == "-" else open(target, "ab")  # noqa: SIM115
 
@@ -72,8 +72,8 @@ def _writer(target: str) -> tuple[IO[bytes], Callable[[Any], None]]:
 
 
 def _run(args: argparse.Namespace, source: Any, config: Any, stop: Any = None) -> int:
-    from agent.config import AgentConfigError
-    from agent.pipeline import run_pipeline
+    from netmon.agent.config import AgentConfigError
+    from netmon.agent.pipeline import run_pipeline
 
     stream, emit = _writer(args.output)
     try:
@@ -116,7 +116,7 @@ def _stop_on_signals() -> threading.Event:
 
 def run_replay(args: argparse.Namespace) -> int:
     """``netmon agent replay FILE``."""
-    from agent.capture import CaptureError, FileSource
+    from netmon.agent.capture import CaptureError, FileSource
 
     config = _load(args)
     if config is None:
@@ -136,7 +136,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
 def run_capture(args: argparse.Namespace) -> int:
     """``netmon agent capture``: live capture until Ctrl-C or ``--duration``."""
-    from agent.capture import CaptureError, LiveSource
+    from netmon.agent.capture import CaptureError, LiveSource
 
     config = _load(args)
     if config is None:

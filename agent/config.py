@@ -14,7 +14,7 @@ from typing import Literal
 
 import msgspec
 
-from agent.transport import TransportConfig
+from netmon.agent.transport import TransportConfig
 
 Severity = Literal["none", "low", "medium", "high", "critical"]
 

@@ -14,8 +14,14 @@ from __future__ import annotations
 import math
 import socket
 
-from agent.communityid import community_id
-from storage.events import Detection, FlowFeatures, FlowObserved, max_severity, new_event_id
+from netmon.agent.communityid import community_id
+from netmon.storage.contract.events import (
+    Detection,
+    FlowFeatures,
+    FlowObserved,
+    max_severity,
+    new_event_id,
+)
 
 
 class DirStats:

@@ -18,13 +18,19 @@ import logging
 import struct
 from collections.abc import Callable, Sequence
 
-from agent.appnames import PassiveDns, is_ip_literal, parse_dns, parse_http_host, sni_from_segments
-from agent.config import AgentConfig
-from agent.decode import FRAG_FIRST, decode
-from agent.detectors import Detector
-from agent.flowrecord import DirStats, Flow
-from agent.timers import DeadlineWheel
-from storage.events import Detection
+from netmon.agent.appnames import (
+    PassiveDns,
+    is_ip_literal,
+    parse_dns,
+    parse_http_host,
+    sni_from_segments,
+)
+from netmon.agent.config import AgentConfig
+from netmon.agent.decode import FRAG_FIRST, decode
+from netmon.agent.detectors import Detector
+from netmon.agent.flowrecord import DirStats, Flow
+from netmon.agent.timers import DeadlineWheel
+from netmon.storage.contract.events import Detection
 
 log = logging.getLogger(__name__)
 

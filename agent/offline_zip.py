@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 import msgspec
 from cryptography.fernet import MultiFernet
 
-from agent.spool import Spool, SpoolEntry
-from storage.wire import (
+from netmon.agent.spool import Spool, SpoolEntry
+from netmon.storage.contract.wire import (
     ArchiveBatch,
     ArchiveManifest,
     ArchiveResult,

@@ -19,12 +19,18 @@ from struct import error as struct_error
 
 import msgspec
 
-from agent.capture import FileSource, PacketSource, PcapReader
-from agent.config import AgentConfig
-from agent.detectors import build_detectors
-from agent.flowrecord import Flow, flow_event, ip_text
-from agent.flows import FlowTable
-from storage.events import AgentHeartbeat, Detection, DetectionRaised, Event, new_event_id
+from netmon.agent.capture import FileSource, PacketSource, PcapReader
+from netmon.agent.config import AgentConfig
+from netmon.agent.detectors import build_detectors
+from netmon.agent.flowrecord import Flow, flow_event, ip_text
+from netmon.agent.flows import FlowTable
+from netmon.storage.contract.events import (
+    AgentHeartbeat,
+    Detection,
+    DetectionRaised,
+    Event,
+    new_event_id,
+)
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
-    """Add ``run`` to the ``agent`` group (created by agent.commands, listed before us)."""
+    """Add ``run`` to the ``agent`` group (created by netmon.agent.commands, listed before us)."""
     group = subparsers.choices.get("agent")
     if group is None:
         group = subparsers.add_parser("agent", help="the sniffer agent")
@@ -40,9 +40,9 @@ def register(subparsers: Any) -> None:
 
 def run_agent(args: argparse.Namespace) -> int:
     """Run the agent until the source ends or SIGINT/SIGTERM."""
-    from agent.capture import CaptureError, FileSource, LiveSource
-    from agent.config import AgentConfigError, load_agent_config
-    from agent.transport import AgentTransport, TransportError
+    from netmon.agent.capture import CaptureError, FileSource, LiveSource
+    from netmon.agent.config import AgentConfigError, load_agent_config
+    from netmon.agent.transport import AgentTransport, TransportError
 
     try:
         config = load_agent_config(args.config)
@@ -62,7 +62,7 @@ def run_agent(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace, config: Any, source: Any, transport: Any) -> int:
-    from agent.pipeline import run_pipeline
+    from netmon.agent.pipeline import run_pipeline
 
     stopping = threading.Event()
     loop = asyncio.get_running_loop()

@@ -244,7 +244,7 @@ class Spool:
         )
 
     def _drop_archive(self, path: Path) -> None:
-        from agent.offline_zip import read_manifest  # local: the zip module imports this one
+        from netmon.agent.offline_zip import read_manifest  # local: the zip module imports this one
 
         manifest = read_manifest(path)
         if manifest is not None:

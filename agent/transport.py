@@ -32,10 +32,10 @@ import msgspec
 import zstandard
 from cryptography.fernet import Fernet, MultiFernet
 
-from agent import offline_zip
-from agent.spool import Spool, SpooledBatch
-from storage import wire
-from storage.events import (
+from netmon.agent import offline_zip
+from netmon.agent.spool import Spool, SpooledBatch
+from netmon.storage.contract import wire
+from netmon.storage.contract.events import (
     AGENT_EVENT_TYPES,
     AgentHeartbeat,
     DetectionRaised,

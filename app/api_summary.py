@@ -14,9 +14,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.access import SecuredRoute
-from app.live_routes import LiveService
-from app.projections import agents, summary, top
+from netmon.app.access import SecuredRoute
+from netmon.app.live_routes import LiveService
+from netmon.app.projections import agents, summary, top
 
 log = logging.getLogger(__name__)
 

@@ -13,17 +13,17 @@ import sys
 from collections.abc import Sequence
 
 COMMAND_MODULES = (
-    "app.commands.serve",
-    "app.commands.demo",
-    "app.commands.projections",
-    "app.commands.users",
-    "app.commands.audit",
-    "agent.commands",
-    "app.commands.agents",
-    "agent.run_command",  # adds `agent run` to the group agent.commands creates
-    "app.commands.archive",
-    "app.commands.model",
-    "app.commands.analyze",
+    "netmon.app.commands.serve",
+    "netmon.app.commands.demo",
+    "netmon.app.commands.projections",
+    "netmon.app.commands.users",
+    "netmon.app.commands.audit",
+    "netmon.agent.commands",
+    "netmon.app.commands.agents",
+    "netmon.agent.run_command",  # adds `agent run` to the group netmon.agent.commands creates
+    "netmon.app.commands.archive",
+    "netmon.app.commands.model",
+    "netmon.app.commands.analyze",
 )
 
 

@@ -13,19 +13,19 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from app.api_summary import routes as summary_routes
-from app.auth.context import open_auth
-from app.auth.middleware import AccessMiddleware
-from app.auth.routes import auth_routes
-from app.health import health_routes
-from app.ingest import ingest_routes, open_ingest
-from app.live_routes import live_service
-from app.live_routes import routes as live_routes
-from app.metrics import build_registry, metrics_routes
-from app.openapi import openapi_routes
-from app.settings import Settings
-from archive.downloads import archive_routes
-from web.routes import install_web, web_exception_handlers, web_routes
+from netmon.app.api_summary import routes as summary_routes
+from netmon.app.auth.context import open_auth
+from netmon.app.auth.middleware import AccessMiddleware
+from netmon.app.auth.routes import auth_routes
+from netmon.app.health import health_routes
+from netmon.app.ingest import ingest_routes, open_ingest
+from netmon.app.live_routes import live_service
+from netmon.app.live_routes import routes as live_routes
+from netmon.app.metrics import build_registry, metrics_routes
+from netmon.app.openapi import openapi_routes
+from netmon.app.settings import Settings
+from netmon.archive.downloads import archive_routes
+from netmon.web.routes import install_web, web_exception_handlers, web_routes
 
 
 def create_app(settings: Settings) -> Starlette:

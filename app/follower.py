@@ -17,8 +17,8 @@ from typing import Protocol
 import anyio
 import msgspec
 
-from app.projections.brief import FeedEvent, brief_decoder, needs_full
-from storage.log_reader import AppendTap
+from netmon.app.projections.brief import FeedEvent, brief_decoder, needs_full
+from netmon.storage.log_reader import AppendTap
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Feed(Protocol):
 
 
 class FileFeed:
-    """A ``Feed`` over the JSONL segments of ``DATA/`` (storage.eventlog.EventLogReader)."""
+    """A ``Feed`` over the JSONL segments of ``DATA/`` (netmon.storage.eventlog.EventLogReader)."""
 
     # At most ``max_events`` per batch: the batch is applied on the event loop, so this bounds
     # how long ingest and dashboards wait for it (~1,000 events ≈ 10 ms) when catching up.
@@ -62,7 +62,7 @@ class FileFeed:
         max_events: int = 1_000,
         tap: AppendTap | None = None,
     ):
-        from storage.eventlog import EventLogReader
+        from netmon.storage.eventlog import EventLogReader
 
         self.reader = EventLogReader(
             root, tail_decoder=brief_decoder, needs_full=needs_full, tap=tap, follow_forward=True
@@ -72,7 +72,7 @@ class FileFeed:
 
     async def batches(self, offsets: dict[str, int]) -> AsyncIterator[FeedBatch]:
         """Poll the reader off the event loop; sleep ``poll_interval`` only when idle."""
-        from storage.positions import Position
+        from netmon.storage.positions import Position
 
         position = Position(offsets=dict(offsets))
         idle = False
@@ -96,8 +96,8 @@ def read_to_end(
     root: Path, offsets: dict[str, int], max_events: int = 50_000
 ) -> Iterator[FeedBatch]:
     """Every batch from ``offsets`` up to the current end of the log, then stop (for rebuilds)."""
-    from storage.eventlog import EventLogReader
-    from storage.positions import Position
+    from netmon.storage.eventlog import EventLogReader
+    from netmon.storage.positions import Position
 
     reader = EventLogReader(
         root, tail_decoder=brief_decoder, needs_full=needs_full, follow_forward=True

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.access import SecuredRoute
+from netmon.app.access import SecuredRoute
 
 log = logging.getLogger(__name__)
 

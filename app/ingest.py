@@ -31,14 +31,14 @@ from cryptography.fernet import InvalidToken, MultiFernet
 from starlette.applications import Starlette
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from app.access import SecuredRoute, SecuredWebSocketRoute
-from app.settings import IngestSettings, Settings
-from storage import wire
-from storage.agents import AgentRecord, AgentRegistry
-from storage.dedup import ClaimOutcome, DedupIndex, writer_alive
-from storage.eventlog import EventLog
-from storage.events import AGENT_EVENT_TYPES, Event
-from storage.segments import MAX_TS
+from netmon.app.access import SecuredRoute, SecuredWebSocketRoute
+from netmon.app.settings import IngestSettings, Settings
+from netmon.storage.agents import AgentRecord, AgentRegistry
+from netmon.storage.contract import wire
+from netmon.storage.contract.events import AGENT_EVENT_TYPES, Event
+from netmon.storage.dedup import ClaimOutcome, DedupIndex, writer_alive
+from netmon.storage.eventlog import EventLog
+from netmon.storage.segments import MAX_TS
 
 log = logging.getLogger("netmon.ingest")
 
@@ -590,7 +590,7 @@ async def _refuse(websocket: WebSocket, error: FrameRejected, agent_id: str, pee
 
 def ingest_routes() -> list[SecuredRoute | SecuredWebSocketRoute]:
     """The agent-facing routes (agents authenticate themselves: access="agent")."""
-    from app.zip_import import archive_upload
+    from netmon.app.zip_import import archive_upload
 
     return [
         SecuredWebSocketRoute("/ws/agent", agent_socket, access="agent"),
@@ -610,7 +610,7 @@ def open_ingestor(settings: Settings, event_log: EventLog) -> Ingestor:
 
 def stored_event_ids(data_dir: Path, wanted: set[str]) -> set[str]:
     """Which of ``wanted`` event ids are in the log (a scan; used only after a crash)."""
-    from storage.log_reader import EventLogReader
+    from netmon.storage.log_reader import EventLogReader
 
     found: set[str] = set()
     needles = [b'"' + event_id.encode() + b'"' for event_id in wanted]

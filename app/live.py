@@ -23,9 +23,9 @@ from typing import Any, Literal
 import jinja2
 import msgspec
 
-from app.projections.brief import FeedEvent
-from app.projections.recent import critical_among
-from storage.events import (
+from netmon.app.projections.brief import FeedEvent
+from netmon.app.projections.recent import critical_among
+from netmon.storage.contract.events import (
     AlertAcknowledged,
     AlertOpened,
     AlertResolved,

@@ -20,17 +20,17 @@ from typing import Any
 import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from app.access import SecuredWebSocketRoute
-from app.follower import Feed, FileFeed
-from app.live import RESYNC, AgentStatusChanged, LiveClient, LiveHub, LiveRenderer
-from app.projections import agents, recent
-from app.projections.brief import FLOW_TYPE_SET, FROM_AGENTS, FeedEvent
-from app.projections.runner import ProjectionRunner, snapshot_path
-from app.projector import ProjectorLink
-from app.settings import Settings
-from storage.eventlog import EventLog
-from storage.events import AnyEvent
-from storage.log_reader import AppendTap
+from netmon.app.access import SecuredWebSocketRoute
+from netmon.app.follower import Feed, FileFeed
+from netmon.app.live import RESYNC, AgentStatusChanged, LiveClient, LiveHub, LiveRenderer
+from netmon.app.projections import agents, recent
+from netmon.app.projections.brief import FLOW_TYPE_SET, FROM_AGENTS, FeedEvent
+from netmon.app.projections.runner import ProjectionRunner, snapshot_path
+from netmon.app.projector import ProjectorLink
+from netmon.app.settings import Settings
+from netmon.storage.contract.events import AnyEvent
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import AppendTap
 
 log = logging.getLogger(__name__)
 _AGENT_ID = attrgetter("agent_id")

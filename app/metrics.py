@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.access import SecuredRoute
+from netmon.app.access import SecuredRoute
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class NetmonCollector(Collector):
         )  # fmt: skip
 
     def _agents_and_lag(self) -> Iterator[Metric]:
-        from app.projections.agents import is_connected
+        from netmon.app.projections.agents import is_connected
 
         settings = self.state.settings
         service = getattr(self.state, "live", None)
@@ -201,7 +201,7 @@ class NetmonCollector(Collector):
 
 def _analysis_offsets(data_dir: Path, writer: str) -> dict[str, int] | None:
     """The analysis worker's checkpointed offsets; None before its first checkpoint."""
-    from app.analysis.worker import load_checkpoint
+    from netmon.app.analysis.worker import load_checkpoint
 
     path = data_dir / "analysis" / f"{writer}.checkpoint.json"
     if not path.exists():

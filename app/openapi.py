@@ -24,9 +24,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import BaseRoute
 
-from app.access import SecuredRoute
-from app.auth.admin import NewUser, PasswordReset, UserChange
-from app.auth.routes import PasswordChange
+from netmon.app.access import SecuredRoute
+from netmon.app.auth.admin import NewUser, PasswordReset, UserChange
+from netmon.app.auth.routes import PasswordChange
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 PROBES = ("/healthz", "/readyz", "/metrics")

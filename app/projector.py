@@ -38,11 +38,11 @@ import anyio
 import anyio.abc
 import msgspec
 
-from app.projections.runner import SNAPSHOT_FORMAT, ProjectionRunner, snapshot_path
-from app.projections.top import TopState
-from app.settings import Settings
-from storage.segment_index import SealedSegmentIndexer
-from storage.segments import EVENTS_DIR
+from netmon.app.projections.runner import SNAPSHOT_FORMAT, ProjectionRunner, snapshot_path
+from netmon.app.projections.top import TopState
+from netmon.app.settings import Settings
+from netmon.storage.segment_index import SealedSegmentIndexer
+from netmon.storage.segments import EVENTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class ProjectorLink:
         """How the projector is started: this interpreter, this package."""
         live = self.settings.live
         return [
-            sys.executable, "-m", "app.projector",
+            sys.executable, "-m", "netmon.app.projector",
             "--data-dir", str(self.settings.data_dir),
             "--replica", self.settings.server.replica,
             "--poll-interval", str(live.poll_interval_s),
@@ -189,9 +189,9 @@ def snapshot_lock(path: Path) -> Iterator[None]:
 
 async def run_projector(args: argparse.Namespace) -> None:
     """Follow the log, fold every projection, save the snapshot; stop with the replica."""
-    from app.follower import FileFeed
-    from app.live import LiveHub, LiveRenderer
-    from app.live_routes import LiveService
+    from netmon.app.follower import FileFeed
+    from netmon.app.live import LiveHub, LiveRenderer
+    from netmon.app.live_routes import LiveService
 
     parent = os.getppid()
     runner = ProjectionRunner(snapshot_path(args.data_dir, args.replica))
@@ -241,7 +241,7 @@ async def _stop_when_told(parent: int, scope: anyio.CancelScope) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m app.projector``: started by ``netmon serve``, not by hand."""
+    """``python -m netmon.app.projector``: started by ``netmon serve``, not by hand."""
     parser = argparse.ArgumentParser(prog="netmon-projector", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--replica", required=True)

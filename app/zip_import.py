@@ -30,9 +30,9 @@ from cryptography.fernet import InvalidToken
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.ingest import AgentSession, DecodedBatch, FrameRejected, Ingestor
-from app.settings import IngestSettings
-from storage import wire
+from netmon.app.ingest import AgentSession, DecodedBatch, FrameRejected, Ingestor
+from netmon.app.settings import IngestSettings
+from netmon.storage.contract import wire
 
 log = logging.getLogger("netmon.ingest")
 

@@ -23,16 +23,16 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from app.access import SecuredRoute
-from app.auth.principals import audit_request, principal_of
-from archive.layout import (
+from netmon.app.access import SecuredRoute
+from netmon.app.auth.principals import audit_request, principal_of
+from netmon.archive.layout import (
     InvalidArchiveNameError,
     PartitionKey,
     archive_path,
     archived_partitions,
     parse_archive_name,
 )
-from archive.zipfiles import ArchiveError, Manifest, read_manifest
+from netmon.archive.zipfiles import ArchiveError, Manifest, read_manifest
 
 log = logging.getLogger("netmon.archive")
 

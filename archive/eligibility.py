@@ -26,11 +26,11 @@ from pathlib import Path
 
 import msgspec
 
-from archive.layout import PartitionKey, events_dir, partition_dir
-from archive.zipfiles import Counts
-from storage.journal import HEADER, record_decoder
-from storage.segment_index import SealedSegmentIndexer, SegmentIndex, index_path, read_index
-from storage.segments import (
+from netmon.archive.layout import PartitionKey, events_dir, partition_dir
+from netmon.archive.zipfiles import Counts
+from netmon.storage.journal import HEADER, record_decoder
+from netmon.storage.segment_index import SealedSegmentIndexer, SegmentIndex, index_path, read_index
+from netmon.storage.segments import (
     INDEX_SUFFIX,
     MANIFEST_SUFFIX,
     SEGMENT_SUFFIX,

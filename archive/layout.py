@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgspec
 
-from storage.names import NAME_PATTERN
+from netmon.storage.names import NAME_PATTERN
 
 ARCHIVE_DIR = "archives"
 EVENTS_DIR = "events"

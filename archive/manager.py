@@ -34,8 +34,8 @@ from typing import Any, Protocol
 import msgspec
 from tqdm import tqdm
 
-from app.settings import ArchiveSettings
-from archive.eligibility import (
+from netmon.app.settings import ArchiveSettings
+from netmon.archive.eligibility import (
     PartitionPlan,
     SegmentFile,
     index_sealed_segments,
@@ -43,7 +43,7 @@ from archive.eligibility import (
     orphan_sidecars,
     plan_partition,
 )
-from archive.layout import (
+from netmon.archive.layout import (
     LOCK_NAME,
     TEMP_PREFIX,
     PartitionKey,
@@ -52,7 +52,7 @@ from archive.layout import (
     archives_dir,
     live_partitions,
 )
-from archive.zipfiles import (
+from netmon.archive.zipfiles import (
     ArchiveError,
     ArchiveWriter,
     Manifest,
@@ -60,7 +60,7 @@ from archive.zipfiles import (
     read_manifest,
     verify_archive,
 )
-from storage.segments import INDEX_SUFFIX, fsync_dir
+from netmon.storage.segments import INDEX_SUFFIX, fsync_dir
 
 log = logging.getLogger("netmon.archive")
 

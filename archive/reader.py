@@ -20,25 +20,25 @@ from pathlib import Path
 
 import msgspec
 
-from archive.layout import (
+from netmon.archive.layout import (
     PartitionKey,
     archive_path,
     archived_partitions,
     live_partitions,
     partition_dir,
 )
-from archive.zipfiles import ZIP_READ_ERRORS, ArchiveCorruptError, is_segment, read_manifest
-from storage.events import AnyEvent, json_decoder
-from storage.log_reader import (
+from netmon.archive.zipfiles import ZIP_READ_ERRORS, ArchiveCorruptError, is_segment, read_manifest
+from netmon.storage.contract.events import AnyEvent, json_decoder
+from netmon.storage.log_reader import (
     Query,
     _dates_between,
     _index_may_match,
     _query_needles,
     _query_predicate,
 )
-from storage.names import validate_name
-from storage.segment_index import index_decoder
-from storage.segments import INDEX_SUFFIX, SEGMENT_SUFFIX
+from netmon.storage.names import validate_name
+from netmon.storage.segment_index import index_decoder
+from netmon.storage.segments import INDEX_SUFFIX, SEGMENT_SUFFIX
 
 log = logging.getLogger("netmon.archive")
 

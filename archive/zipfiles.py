@@ -21,7 +21,7 @@ from typing import IO
 
 import msgspec
 
-from archive.layout import PartitionKey
+from netmon.archive.layout import PartitionKey
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ CIC_PREFIX = 20_000
 
 
 def _config(workdir: Path):  # type: ignore[no-untyped-def]
-    from agent.config import AgentConfig, DomainPolicy, ThreatList
+    from netmon.agent.config import AgentConfig, DomainPolicy, ThreatList
 
     threats = workdir / "threats.txt"
     threats.write_text(
@@ -60,9 +60,9 @@ def _config(workdir: Path):  # type: ignore[no-untyped-def]
 
 def measure_agent(pcap: Path, workdir: Path) -> tuple[float, int, int]:
     """(seconds, packets, FlowObserved count) of one full pipeline run."""
-    from agent.capture import FileSource
-    from agent.pipeline import run_pipeline
-    from storage.events import FlowObserved
+    from netmon.agent.capture import FileSource
+    from netmon.agent.pipeline import run_pipeline
+    from netmon.storage.contract.events import FlowObserved
 
     flows = 0
 
@@ -156,9 +156,9 @@ def cic_child(prefix: str, out: str) -> None:
 
 def rss_child(pcap: str) -> None:
     """In a child process: meter ``pcap`` with every flow active at once; print RSS as JSON."""
-    from agent.capture import FileSource
-    from agent.config import AgentConfig
-    from agent.pipeline import run_pipeline
+    from netmon.agent.capture import FileSource
+    from netmon.agent.config import AgentConfig
+    from netmon.agent.pipeline import run_pipeline
 
     def rss_kib() -> int:
         with open("/proc/self/status") as status:
@@ -269,7 +269,7 @@ def measure_live(
         [
             sys.executable,
             "-m",
-            "app.cli",
+            "netmon.app.cli",
             "--log-level",
             "WARNING",
             "agent",

@@ -34,14 +34,14 @@ import msgspec  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from app.analysis.classifier import Classifier  # noqa: E402
-from app.analysis.corpus.build import build_default_model  # noqa: E402
-from app.analysis.features import flow_matrix  # noqa: E402
-from app.analysis.training import LabelledFlow  # noqa: E402
-from storage.eventlog import EventLog  # noqa: E402
-from storage.events import FlowClassified, FlowObserved, json_decoder, new_event_id  # noqa: E402
-from storage.log_reader import EventLogReader  # noqa: E402
-from storage.positions import Position  # noqa: E402
+from netmon.app.analysis.classifier import Classifier  # noqa: E402
+from netmon.app.analysis.corpus.build import build_default_model  # noqa: E402
+from netmon.app.analysis.features import flow_matrix  # noqa: E402
+from netmon.app.analysis.training import LabelledFlow  # noqa: E402
+from netmon.storage.contract.events import FlowClassified, FlowObserved, json_decoder, new_event_id  # noqa: E402
+from netmon.storage.eventlog import EventLog  # noqa: E402
+from netmon.storage.log_reader import EventLogReader  # noqa: E402
+from netmon.storage.positions import Position  # noqa: E402
 
 
 def corpus_flows(
@@ -132,7 +132,7 @@ def bench_lag(
     }
     log_file = (work / "worker.log").open("wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "analyze"],
+        [sys.executable, "-m", "netmon.app.cli", "analyze"],
         cwd=REPO,
         env=env,
         stdout=log_file,

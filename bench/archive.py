@@ -30,10 +30,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.settings import ArchiveSettings  # noqa: E402
-from archive.manager import ArchiveManager  # noqa: E402
 from bench.store import BRANCHES, DATES, Generator  # noqa: E402
-from storage.eventlog import EventLog  # noqa: E402
+from netmon.app.settings import ArchiveSettings  # noqa: E402
+from netmon.archive.manager import ArchiveManager  # noqa: E402
+from netmon.storage.eventlog import EventLog  # noqa: E402
 
 MB = 1024 * 1024
 

@@ -32,8 +32,8 @@ import httpx
 from cryptography.fernet import Fernet
 from tqdm import tqdm
 
-from storage.eventlog import EventLog
-from storage.events import Detection, DetectionRaised, FlowObserved, new_event_id
+from netmon.storage.contract.events import Detection, DetectionRaised, FlowObserved, new_event_id
+from netmon.storage.eventlog import EventLog
 
 BRANCHES = ("hq", "branch-a", "branch-b", "branch-c")
 DAYS = 7

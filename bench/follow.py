@@ -28,9 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from storage.eventlog import EventLog, EventLogReader  # noqa: E402
-from storage.events import FlowObserved, new_event_id  # noqa: E402
-from storage.positions import Position  # noqa: E402
+from netmon.storage.contract.events import FlowObserved, new_event_id  # noqa: E402
+from netmon.storage.eventlog import EventLog, EventLogReader  # noqa: E402
+from netmon.storage.positions import Position  # noqa: E402
 
 WRITERS = ("replica-1", "replica-2", "replica-3")
 TS = 1_763_683_200.0 + 3600  # 2025-11-21T01:00:00Z

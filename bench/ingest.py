@@ -39,7 +39,7 @@ TARGET_RATE = 100_000
 
 def synthetic_flows(agent_id: str, count: int, branch: str = "bench") -> list:  # type: ignore[type-arg]
     """Flows shaped like the pipeline's (addresses, ports, domain, features, detections)."""
-    from storage.events import Detection, FlowFeatures, FlowObserved, new_event_id
+    from netmon.storage.contract.events import Detection, FlowFeatures, FlowObserved, new_event_id
 
     now = time.time()
     flows = []
@@ -108,7 +108,7 @@ async def agent_main(
     url: str, key: str, spool: str, total: int, rate: float, batch: int, window: int
 ) -> None:
     """Replay ``total`` flows (at ``rate``/s, 0 = as fast as possible); print the figures."""
-    from agent.transport import AgentTransport, TransportConfig
+    from netmon.agent.transport import AgentTransport, TransportConfig
 
     config = TransportConfig(
         key=key, spool_dir=spool, batch_max_events=batch, window=window, spool_max_bytes=4 * 1024**3
@@ -182,7 +182,7 @@ def children_cpu(pid: int) -> float:
 def baseline(root: Path, total: int, batch: int) -> tuple[float, float]:
     """The store alone: EventLog.append of the same flows in batches, fsync each (events/s)."""
 
-    from storage.eventlog import EventLog
+    from netmon.storage.eventlog import EventLog
 
     pool = synthetic_flows("bench", POOL)
     with EventLog(root / "baseline", "base", durability="batch") as log:
@@ -199,8 +199,8 @@ def ingest_only_server(config: str, port: int) -> None:
     import uvicorn
     from starlette.applications import Starlette
 
-    from app.ingest import ingest_routes, open_ingest
-    from app.settings import load_settings
+    from netmon.app.ingest import ingest_routes, open_ingest
+    from netmon.app.settings import load_settings
 
     settings = load_settings(Path(config), environ={}, dotenv_file=None)
 
@@ -233,7 +233,7 @@ def start_server(root: Path, secret: str, port: int, full: bool) -> subprocess.P
         [
             sys.executable,
             "-m",
-            "app.cli",
+            "netmon.app.cli",
             "--log-level",
             "WARNING",
             "serve",
@@ -263,8 +263,8 @@ def projector_catch_up(data: Path, events: int, timeout_s: float = 120.0) -> flo
     events (it lags under full load, at its lower priority): its CPU is counted until then."""
     import msgspec
 
-    from app.projections.runner import snapshot_path
-    from app.projector import TopSnapshot
+    from netmon.app.projections.runner import snapshot_path
+    from netmon.app.projector import TopSnapshot
 
     path = snapshot_path(data, "bench")
     started = time.monotonic()
@@ -332,7 +332,7 @@ def main() -> None:
     from cryptography.fernet import Fernet
     from tqdm import tqdm
 
-    from storage.agents import AgentRegistry
+    from netmon.storage.agents import AgentRegistry
 
     root = Path(tempfile.mkdtemp(prefix="netmon-bench-ingest-"))
     secret = Fernet.generate_key().decode()

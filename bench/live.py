@@ -36,10 +36,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.follower import read_to_end  # noqa: E402
-from app.projections.runner import ProjectionRunner, snapshot_path  # noqa: E402
-from storage.eventlog import EventLog  # noqa: E402
-from storage.events import FlowObserved, new_event_id  # noqa: E402
+from netmon.app.follower import read_to_end  # noqa: E402
+from netmon.app.projections.runner import ProjectionRunner, snapshot_path  # noqa: E402
+from netmon.storage.contract.events import FlowObserved, new_event_id  # noqa: E402
+from netmon.storage.eventlog import EventLog  # noqa: E402
 from tests.live.cluster import Cluster, Dashboard, wait_for, wait_http  # noqa: E402
 from tests.live.factory import detection, flow  # noqa: E402
 
@@ -70,7 +70,7 @@ def templates(count: int, seed: int = 11) -> list[FlowObserved]:
 
 async def agent_child(url: str, key: str, spool: str, seconds: float, rate: int) -> None:
     """Child process: emit ``rate`` flows/s plus 20 probes/s; print probe send times as JSON."""
-    from agent.transport import AgentTransport, TransportConfig
+    from netmon.agent.transport import AgentTransport, TransportConfig
 
     # The agent's own defaults: flows batched for up to 1 s, a DetectionRaised seals the batch
     # within 50 ms (the probes are DetectionRaised, the critical signal the agent sends first).
@@ -158,7 +158,7 @@ class CpuMeter:
         self.pids = {r.name: r.process.pid for r in cluster.replicas if r.process}
         for name, pid in list(self.pids.items()):  # each replica's projector process
             for child in _children(pid):
-                if b"app.projector" in Path(f"/proc/{child}/cmdline").read_bytes():
+                if b"netmon.app.projector" in Path(f"/proc/{child}/cmdline").read_bytes():
                     self.pids[f"{name}-projector"] = child
         if cluster.nginx is not None:
             self.pids["nginx"] = cluster.nginx.pid

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from storage.eventlog import EventLog  # noqa: E402
+from netmon.storage.eventlog import EventLog  # noqa: E402
 from tests.web.flows import flow  # noqa: E402
 from tests.web.harness import NETMON, NetmonServer, free_port  # noqa: E402
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import msgspec
 from tqdm import tqdm
 
-from storage.eventlog import EventLog, EventLogReader
-from storage.events import Detection, FlowFeatures, FlowObserved, new_event_id
+from netmon.storage.contract.events import Detection, FlowFeatures, FlowObserved, new_event_id
+from netmon.storage.eventlog import EventLog, EventLogReader
 
 DAY = 86_400.0
 FIRST_DAY = 1_761_955_200.0  # 2025-11-01T00:00:00Z

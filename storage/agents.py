@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from storage.names import validate_name
+from netmon.storage.names import validate_name
 
 DB_NAME = "netmon.sqlite3"
 SCHEMA = """

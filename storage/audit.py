@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from storage.database import Database
+from netmon.storage.database import Database
 
 GENESIS = "0" * 64
 VERIFY_PAGE = 5000

@@ -28,14 +28,14 @@ from typing import Literal
 import msgspec
 from tqdm import tqdm
 
-from storage.events import EVENT_TYPES, Event
-from storage.journal import BatchPart, Journal
-from storage.log_reader import AppendedPart, EventLogReader
-from storage.names import InvalidNameError, validate_name
-from storage.positions import Position
-from storage.queries import Query
-from storage.segment_index import IndexBuilder, build_index_from_file, write_index
-from storage.segments import (
+from netmon.storage.contract.events import EVENT_TYPES, Event
+from netmon.storage.journal import BatchPart, Journal
+from netmon.storage.log_reader import AppendedPart, EventLogReader
+from netmon.storage.names import InvalidNameError, validate_name
+from netmon.storage.positions import Position
+from netmon.storage.queries import Query
+from netmon.storage.segment_index import IndexBuilder, build_index_from_file, write_index
+from netmon.storage.segments import (
     EVENTS_DIR,
     MAX_TS,
     SECONDS_PER_DAY,
@@ -100,7 +100,7 @@ class EventLog:
     ) -> None:
         """``index_on_seal=False`` seals segments without their sidecar index and spends
         nothing on it while appending: another process writes it afterwards
-        (``storage.segment_index.SealedSegmentIndexer``: a replica's projector)."""
+        (``netmon.storage.segment_index.SealedSegmentIndexer``: a replica's projector)."""
         if durability not in ("batch", "none"):
             raise StoreError(f"durability must be 'batch' or 'none', not {durability!r}")
         if segment_max_bytes <= 0:

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from storage.events import AnyEvent, json_decoder
-from storage.names import validate_name
-from storage.positions import Position
-from storage.queries import Query, dates_between, index_may_match, query_needles
-from storage.segment_index import SegmentIndex, index_path, read_index
-from storage.segments import (
+from netmon.storage.contract.events import AnyEvent, json_decoder
+from netmon.storage.names import validate_name
+from netmon.storage.positions import Position
+from netmon.storage.queries import Query, dates_between, index_may_match, query_needles
+from netmon.storage.segment_index import SegmentIndex, index_path, read_index
+from netmon.storage.segments import (
     EVENTS_DIR,
     MANIFEST_SUFFIX,
     SEGMENT_SUFFIX,
@@ -41,7 +41,7 @@ from storage.segments import (
 )
 
 if TYPE_CHECKING:
-    from storage.eventlog import EventLog  # which imports this module
+    from netmon.storage.eventlog import EventLog  # which imports this module
 
 log = logging.getLogger("netmon.storage")
 

@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime
 
 import msgspec
 
-from storage.events import AnyEvent, DetectionRaised, FlowObserved
-from storage.segment_index import SegmentIndex
+from netmon.storage.contract.events import AnyEvent, DetectionRaised, FlowObserved
+from netmon.storage.segment_index import SegmentIndex
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True):

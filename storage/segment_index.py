@@ -27,8 +27,8 @@ from typing import Any, Union
 
 import msgspec
 
-from storage.events import EVENT_TYPES, DetectionRaised, Event, FlowObserved
-from storage.segments import INDEX_SUFFIX, manifest_path, parse_manifest_lines
+from netmon.storage.contract.events import EVENT_TYPES, DetectionRaised, Event, FlowObserved
+from netmon.storage.segments import INDEX_SUFFIX, manifest_path, parse_manifest_lines
 
 log = logging.getLogger("netmon.storage")
 

@@ -21,7 +21,7 @@ from typing import Literal
 
 import msgspec
 
-from storage.names import validate_name
+from netmon.storage.names import validate_name
 
 log = logging.getLogger("netmon.storage")
 

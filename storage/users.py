@@ -1,6 +1,6 @@
 """Users, browser sessions and revoked token ids, stored in the SQLite database.
 
-Password hashes are opaque strings here (argon2id, made by app.auth.passwords). Every value is
+Password hashes are opaque strings here (argon2id, app/auth/passwords.py). Every value is
 passed as a query parameter, never formatted into SQL, so any text is stored literally.
 ``token_generation`` goes up on every password change: access tokens carry the generation they
 were issued under, so a change revokes them all at once.
@@ -14,7 +14,7 @@ from typing import Literal
 
 import msgspec
 
-from storage.database import Database
+from netmon.storage.database import Database
 
 Role = Literal["admin", "analyst", "viewer"]
 ROLES: tuple[Role, ...] = ("admin", "analyst", "viewer")

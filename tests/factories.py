@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storage.events import Detection, DetectionRaised, new_event_id
+from netmon.storage.contract.events import Detection, DetectionRaised, new_event_id
 
 
 def telnet_detection(agent: str, now: float, *, src_port: int = 40000) -> DetectionRaised:

@@ -19,16 +19,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from storage.events import (
+from netmon.storage.contract.events import (
     SEVERITY_RANK,
     AlertAcknowledged,
     AlertOpened,
     AlertResolved,
     new_event_id,
 )
-from storage.queries import Query
-from web.principals import allowed_branches, audit
-from web.templating import renderer
+from netmon.storage.queries import Query
+from netmon.web.principals import allowed_branches, audit
+from netmon.web.templating import renderer
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def load_alerts(reader: Any, now: float, branches: Sequence[str] | None) -> list
 def _reader(request: Request) -> Any:
     source = getattr(request.app.state, "event_source", None)
     if source is None:
-        from web.views import event_source
+        from netmon.web.views import event_source
 
         source = event_source(request)
     return None if source is None else source.new_reader()

@@ -18,10 +18,10 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from storage.events import WindowSummarized
-from storage.queries import Query
-from web.principals import allowed_branches
-from web.templating import renderer
+from netmon.storage.contract.events import WindowSummarized
+from netmon.storage.queries import Query
+from netmon.web.principals import allowed_branches
+from netmon.web.templating import renderer
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def recent_windows(reader: Any, now: float, branches: list[str] | None) -> list[
 
 async def windows_page(request: Request) -> Response:
     """GET /windows: what each branch's last 5-minute windows held, and their summaries."""
-    from web.views import event_source
+    from netmon.web.views import event_source
 
     source = event_source(request)
     windows: list[WindowSummarized] = []

@@ -13,8 +13,8 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from web.principals import allowed_branches
-from web.templating import renderer
+from netmon.web.principals import allowed_branches
+from netmon.web.templating import renderer
 
 TOP_K = 10
 TOP_CACHE_S = 2.0
@@ -40,7 +40,7 @@ async def visible_branches(request: Request, known: list[str]) -> list[str]:
 
 async def analytics_view(request: Request) -> dict[str, Any] | None:
     """Totals for the page (the top lists come as a fragment), or None without projections."""
-    from app.projections import summary
+    from netmon.app.projections import summary
 
     service = live_service(request)
     if service is None:
@@ -87,7 +87,7 @@ async def analytics_top(request: Request) -> Response:
 
 
 def _cached_tops(state: Any, branches: tuple[str, ...]) -> list[Any]:
-    from app.projections import top
+    from netmon.app.projections import top
 
     cache: dict[tuple[str, ...], tuple[float, list[Any]]] = state.__dict__.setdefault(
         "_web_top_cache", {}

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from web.templating import renderer
+from netmon.web.templating import renderer
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from web.analytics import agent_rows
-from web.principals import allowed_branches
-from web.templating import renderer
+from netmon.web.analytics import agent_rows
+from netmon.web.principals import allowed_branches
+from netmon.web.templating import renderer
 
 DEFAULT_LIVE_ROWS = 100
 MAX_LIVE_ROWS = 1000
@@ -58,7 +58,7 @@ async def live_page(request: Request) -> Response:
 
 async def archives_page(request: Request) -> Response:
     """GET /archives: sealed ZIPs per date and branch, with downloads for analysts."""
-    from archive.downloads import archive_listing
+    from netmon.archive.downloads import archive_listing
 
     allowed = await allowed_branches(request)
     branches = None if allowed is None else frozenset(allowed)

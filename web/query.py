@@ -21,8 +21,8 @@ from typing import Any
 
 import msgspec
 
-from storage.events import SEVERITY_RANK, DetectionRaised, FlowObserved
-from storage.names import InvalidNameError, validate_name
+from netmon.storage.contract.events import SEVERITY_RANK, DetectionRaised, FlowObserved
+from netmon.storage.names import InvalidNameError, validate_name
 
 DEFAULT_DAYS = 7
 MAX_DAYS = 366

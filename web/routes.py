@@ -8,11 +8,11 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from app.access import SecuredRoute
-from web import alerts, analysis_pages, analytics, pages, views
-from web.assets import AssetCatalog, serve_asset
-from web.errors import exception_handlers
-from web.templating import Renderer
+from netmon.app.access import SecuredRoute
+from netmon.web import alerts, analysis_pages, analytics, pages, views
+from netmon.web.assets import AssetCatalog, serve_asset
+from netmon.web.errors import exception_handlers
+from netmon.web.templating import Renderer
 
 
 def web_routes() -> list[BaseRoute]:

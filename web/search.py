@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from storage.events import FlowObserved
-from web.query import EventQuery, QueryError, Searchable, detection_kinds
+from netmon.storage.contract.events import FlowObserved
+from netmon.web.query import EventQuery, QueryError, Searchable, detection_kinds
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ CSV_COLUMNS = (
 
 
 class Reader(Protocol):
-    """What the store offers (``storage.log_reader.EventLogReader``), live and archived alike."""
+    """What the store offers (``EventLogReader``), live and archived alike."""
 
     def scan(
         self,
@@ -101,7 +101,7 @@ def _store_query(
 ) -> Any:
     """The store's indexed Query for the most selective exact term, or None (plain scan)."""
     try:
-        from storage.queries import Query
+        from netmon.storage.queries import Query
     except ImportError:
         return None
     ips = query.any_ip + query.src_ip + query.dst_ip
@@ -347,13 +347,13 @@ def store_source(data_dir: Path) -> EventSource | None:
     build has it: results are the same before and after a date is archived); None without a store.
     """
     try:
-        from archive.reader import LogReader
+        from netmon.archive.reader import LogReader
 
         return EventSource(lambda: LogReader(data_dir))
     except ImportError:
         pass
     try:
-        from storage.log_reader import EventLogReader
+        from netmon.storage.log_reader import EventLogReader
     except ImportError:
         return None
     return EventSource(lambda: EventLogReader(data_dir))

@@ -15,7 +15,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from web.assets import AssetCatalog
+from netmon.web.assets import AssetCatalog
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 

@@ -17,9 +17,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from web.principals import allowed_branches, audit
-from web.query import EventQuery, QueryError, parse_query
-from web.search import (
+from netmon.web.principals import allowed_branches, audit
+from netmon.web.query import EventQuery, QueryError, parse_query
+from netmon.web.search import (
     EventSource,
     csv_lines,
     json_chunks,
@@ -28,7 +28,7 @@ from web.search import (
     store_source,
     to_row,
 )
-from web.templating import renderer
+from netmon.web.templating import renderer
 
 log = logging.getLogger(__name__)
 

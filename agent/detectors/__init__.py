@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from storage.events import Detection
+from netmon.storage.contract.events import Detection
 
 if TYPE_CHECKING:
-    from agent.config import AgentConfig
-    from agent.flowrecord import Flow
+    from netmon.agent.config import AgentConfig
+    from netmon.agent.flowrecord import Flow
 
 
 class Detector:
@@ -45,9 +45,9 @@ class Detector:
 
 def build_detectors(config: AgentConfig) -> list[Detector]:
     """The detectors the configuration enables, in a fixed order."""
-    from agent.detectors.critical_ports import CriticalPortDetector
-    from agent.detectors.domains import DomainDetector
-    from agent.detectors.suspicious_ips import SuspiciousIpDetector
+    from netmon.agent.detectors.critical_ports import CriticalPortDetector
+    from netmon.agent.detectors.domains import DomainDetector
+    from netmon.agent.detectors.suspicious_ips import SuspiciousIpDetector
 
     detectors: list[Detector] = [CriticalPortDetector(config.critical_ports)]
     if config.threat_lists:

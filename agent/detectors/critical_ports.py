@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.config import CriticalPort
-from agent.detectors import Detector
-from agent.flowrecord import Flow
-from storage.events import Detection
+from netmon.agent.config import CriticalPort
+from netmon.agent.detectors import Detector
+from netmon.agent.flowrecord import Flow
+from netmon.storage.contract.events import Detection
 
 _PROTOCOLS = {"tcp": 6, "udp": 17}
 

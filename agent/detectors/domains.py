@@ -15,10 +15,10 @@ from pathlib import Path
 
 import idna
 
-from agent.config import AgentConfigError, DomainPolicy
-from agent.detectors import Detector
-from agent.flowrecord import Flow
-from storage.events import Detection
+from netmon.agent.config import AgentConfigError, DomainPolicy
+from netmon.agent.detectors import Detector
+from netmon.agent.flowrecord import Flow
+from netmon.storage.contract.events import Detection
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.config import ThreatList
-from agent.detectors import Detector
-from agent.flowrecord import Flow, ip_text
-from storage.events import Detection
+from netmon.agent.config import ThreatList
+from netmon.agent.detectors import Detector
+from netmon.agent.flowrecord import Flow, ip_text
+from netmon.storage.contract.events import Detection
 
 log = logging.getLogger(__name__)
 

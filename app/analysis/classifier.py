@@ -19,8 +19,8 @@ import joblib
 import msgspec
 import numpy as np
 
-from app.analysis.features import FEATURE_NAMES, flow_matrix
-from storage.events import FlowClassified, FlowObserved
+from netmon.app.analysis.features import FEATURE_NAMES, flow_matrix
+from netmon.storage.contract.events import FlowClassified, FlowObserved
 
 log = logging.getLogger(__name__)
 BENIGN = "benign"
@@ -102,7 +102,7 @@ class Classifier:
 
 
 def event_ids(now: float, count: int) -> Iterator[str]:
-    """count ids in storage.events.new_event_id's format, drawing the randomness in one call."""
+    """count ids in new_event_id's format, drawing the randomness in one call."""
     prefix = f"{int(now * 1000) & 0xFFFF_FFFF_FFFF:012x}"
     noise = os.urandom(10 * count).hex()
     return (prefix + noise[i : i + 20] for i in range(0, 20 * count, 20))

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import msgspec
 import numpy as np
 
-from storage.events import FlowFeatures, FlowObserved
+from netmon.storage.contract.events import FlowFeatures, FlowObserved
 
 # TCP flag bits as in the header's flag byte.
 FLAG_BITS: tuple[tuple[str, int], ...] = (

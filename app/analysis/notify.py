@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import httpx
 import msgspec
 
-from storage.events import SEVERITY_RANK, AlertOpened
+from netmon.storage.contract.events import SEVERITY_RANK, AlertOpened
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT = 1000

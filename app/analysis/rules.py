@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from storage.events import (
+from netmon.storage.contract.events import (
     AlertAcknowledged,
     AlertOpened,
     AlertResolved,

@@ -22,7 +22,7 @@ import httpx
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken
 
-from storage.events import WindowSummarized
+from netmon.storage.contract.events import WindowSummarized
 
 log = logging.getLogger(__name__)
 

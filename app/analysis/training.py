@@ -30,8 +30,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
-from app.analysis.features import FEATURE_NAMES, csv_row_vector, detect_layout, flow_vector
-from storage.events import FlowObserved
+from netmon.app.analysis.features import FEATURE_NAMES, csv_row_vector, detect_layout, flow_vector
+from netmon.storage.contract.events import FlowObserved
 
 log = logging.getLogger(__name__)
 BENIGN = "benign"

@@ -17,7 +17,13 @@ import math
 
 import msgspec
 
-from storage.events import DetectionRaised, FlowObserved, Talker, WindowSummarized, new_event_id
+from netmon.storage.contract.events import (
+    DetectionRaised,
+    FlowObserved,
+    Talker,
+    WindowSummarized,
+    new_event_id,
+)
 
 log = logging.getLogger(__name__)
 MAX_TRACKED = 4096  # talkers/domains kept per window; trimmed to the heaviest half beyond this

@@ -25,14 +25,13 @@ from pathlib import Path
 
 import msgspec
 
-from app.analysis.classifier import Classifier
-from app.analysis.notify import Notifier
-from app.analysis.rules import RECOVERED_BY, AlertEngine, AlertsState
-from app.analysis.summaries import Summarizer
-from app.analysis.windows import WindowAggregator, WindowsState, WindowState, window_key
-from app.settings import Settings
-from storage.eventlog import EventLog
-from storage.events import (
+from netmon.app.analysis.classifier import Classifier
+from netmon.app.analysis.notify import Notifier
+from netmon.app.analysis.rules import RECOVERED_BY, AlertEngine, AlertsState
+from netmon.app.analysis.summaries import Summarizer
+from netmon.app.analysis.windows import WindowAggregator, WindowsState, WindowState, window_key
+from netmon.app.settings import Settings
+from netmon.storage.contract.events import (
     AlertAcknowledged,
     AlertOpened,
     AlertResolved,
@@ -44,8 +43,9 @@ from storage.events import (
     FlowObserved,
     WindowSummarized,
 )
-from storage.log_reader import EventLogReader
-from storage.positions import Position
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import EventLogReader
+from netmon.storage.positions import Position
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from app.access import SecuredRoute
-from app.auth.context import AuthContext
-from app.auth.forms import BadInput, bad_input_response, check_text, json_error, read_json
-from app.auth.passwords import MAX_PASSWORD_LENGTH, PasswordPolicyError, generate_password
-from app.auth.principals import audit_request
-from storage.audit import AuditQuery
-from storage.names import InvalidNameError, validate_name
-from storage.users import LastAdminError, Role, User, UserExistsError
+from netmon.app.access import SecuredRoute
+from netmon.app.auth.context import AuthContext
+from netmon.app.auth.forms import BadInput, bad_input_response, check_text, json_error, read_json
+from netmon.app.auth.passwords import MAX_PASSWORD_LENGTH, PasswordPolicyError, generate_password
+from netmon.app.auth.principals import audit_request
+from netmon.storage.audit import AuditQuery
+from netmon.storage.names import InvalidNameError, validate_name
+from netmon.storage.users import LastAdminError, Role, User, UserExistsError
 
 MAX_TEXT = 16_384  # usernames and display names: long enough for anything real, bounded
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]

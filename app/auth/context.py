@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TextIO
 
-from app.auth.passwords import Passwords, generate_password
-from app.auth.sessions import SessionManager, allowed_origins
-from app.auth.throttle import LoginThrottle
-from app.auth.tokens import TokenService, generate_secret
-from app.settings import AuthSettings, Settings, SettingsError
-from storage.audit import AuditTrail
-from storage.database import Database, database_path
-from storage.users import UserExistsError, UserStore
+from netmon.app.auth.passwords import Passwords, generate_password
+from netmon.app.auth.sessions import SessionManager, allowed_origins
+from netmon.app.auth.throttle import LoginThrottle
+from netmon.app.auth.tokens import TokenService, generate_secret
+from netmon.app.settings import AuthSettings, Settings, SettingsError
+from netmon.storage.audit import AuditTrail
+from netmon.storage.database import Database, database_path
+from netmon.storage.users import UserExistsError, UserStore
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import msgspec
 from starlette.requests import Request
 
-from app.auth.context import AuthContext
-from app.auth.principals import client_address
-from app.auth.throttle import account_key, address_key
-from storage.users import User
+from netmon.app.auth.context import AuthContext
+from netmon.app.auth.principals import client_address
+from netmon.app.auth.throttle import account_key, address_key
+from netmon.storage.users import User
 
 
 class Throttled(msgspec.Struct, frozen=True):

@@ -23,10 +23,16 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth.context import AuthContext
-from app.auth.principals import Principal
-from app.auth.sessions import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, origin_allowed, same_token
-from app.auth.tokens import TokenError
+from netmon.app.auth.context import AuthContext
+from netmon.app.auth.principals import Principal
+from netmon.app.auth.sessions import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    origin_allowed,
+    same_token,
+)
+from netmon.app.auth.tokens import TokenError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import anyio.to_thread
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from app.settings import AuthSettings
+from netmon.app.settings import AuthSettings
 
 MAX_PASSWORD_LENGTH = 16_384  # long passphrases are fine; argon2 pre-hashes them
 _DECORATION = string.digits + string.punctuation + " "
@@ -28,7 +28,7 @@ class PasswordPolicyError(ValueError):
 @functools.cache
 def common_passwords() -> frozenset[str]:
     """The shipped list of common/breached passwords, lower case."""
-    text = resources.files("app.auth").joinpath("common_passwords.txt").read_text("utf-8")
+    text = resources.files("netmon.app.auth").joinpath("common_passwords.txt").read_text("utf-8")
     return frozenset(
         line.strip().lower() for line in text.splitlines() if line.strip() and line[0] != "#"
     )

@@ -13,8 +13,8 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
-from app.access import ROLE_RANK
-from storage.users import Role, User
+from netmon.app.access import ROLE_RANK
+from netmon.storage.users import Role, User
 
 ANONYMOUS = "anonymous"
 

@@ -1,6 +1,6 @@
 """Auth endpoints: the OAuth2 token endpoint, login/logout pages, "me", password change.
 
-``auth_routes()`` returns these and the admin API (app.auth.admin) for ``create_app``.
+``auth_routes()`` returns these and the admin API (netmon.app.auth.admin) for ``create_app``.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute
 from starlette.templating import Jinja2Templates
 
-import web
-from app.access import SecuredRoute
-from app.auth import admin
-from app.auth.context import AuthContext
-from app.auth.forms import BadInput, bad_input_response, json_error, read_form, read_json
-from app.auth.logins import Throttled, attempt_login
-from app.auth.passwords import MAX_PASSWORD_LENGTH, PasswordPolicyError
-from app.auth.principals import Principal, audit_request, client_address, principal_of
-from app.auth.sessions import CSRF_FIELD, LOGIN_CSRF_COOKIE, same_token
+import netmon.web
+from netmon.app.access import SecuredRoute
+from netmon.app.auth import admin
+from netmon.app.auth.context import AuthContext
+from netmon.app.auth.forms import BadInput, bad_input_response, json_error, read_form, read_json
+from netmon.app.auth.logins import Throttled, attempt_login
+from netmon.app.auth.passwords import MAX_PASSWORD_LENGTH, PasswordPolicyError
+from netmon.app.auth.principals import Principal, audit_request, client_address, principal_of
+from netmon.app.auth.sessions import CSRF_FIELD, LOGIN_CSRF_COOKIE, same_token
 
-TEMPLATES = Jinja2Templates(directory=str(Path(web.__file__).parent / "templates"))
+TEMPLATES = Jinja2Templates(directory=str(Path(netmon.web.__file__).parent / "templates"))
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 

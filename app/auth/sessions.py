@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from app.settings import AuthSettings
-from storage.users import Session, User, UserStore
+from netmon.app.settings import AuthSettings
+from netmon.storage.users import Session, User, UserStore
 
 SESSION_COOKIE = "netmon_session"
 LOGIN_CSRF_COOKIE = "netmon_login_csrf"

@@ -14,8 +14,8 @@ import hashlib
 import math
 import time
 
-from app.settings import AuthSettings
-from storage.database import Database
+from netmon.app.settings import AuthSettings
+from netmon.storage.database import Database
 
 
 def account_key(username: str) -> str:

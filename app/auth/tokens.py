@@ -16,8 +16,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
-from app.settings import AuthSettings
-from storage.users import User
+from netmon.app.settings import AuthSettings
+from netmon.storage.users import User
 
 ALGORITHMS = ("HS256",)
 MIN_SECRET_LENGTH = 32

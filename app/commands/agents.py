@@ -48,17 +48,17 @@ def register(subparsers: Any) -> None:
 
 
 def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from app.settings import load_settings
-    from storage.agents import AgentRegistry
+    from netmon.app.settings import load_settings
+    from netmon.storage.agents import AgentRegistry
 
     settings = load_settings(args.config)
     return settings, AgentRegistry(settings.data_dir, settings.server.secret_key)
 
 
 def _run(args: argparse.Namespace, action) -> int:  # type: ignore[no-untyped-def]
-    from app.settings import SettingsError
-    from storage.agents import AgentRegistryError
-    from storage.names import InvalidNameError
+    from netmon.app.settings import SettingsError
+    from netmon.storage.agents import AgentRegistryError
+    from netmon.storage.names import InvalidNameError
 
     try:
         settings, registry = _registry(args)

@@ -30,18 +30,18 @@ def register(subparsers: Any) -> None:
 
 def run_analyze(args: argparse.Namespace) -> int:
     """Build the worker from the settings and run it until interrupted."""
-    from app.analysis.classifier import Classifier, ModelError
-    from app.analysis.notify import Notifier, NotifyConfigError, channels_from_settings
-    from app.analysis.summaries import (
+    from netmon.app.analysis.classifier import Classifier, ModelError
+    from netmon.app.analysis.notify import Notifier, NotifyConfigError, channels_from_settings
+    from netmon.app.analysis.summaries import (
         KeyStoreError,
         ProviderKeys,
         Summarizer,
         provider_from_settings,
     )
-    from app.analysis.worker import AnalysisWorker
-    from app.commands.model import model_path
-    from app.settings import SettingsError, load_settings
-    from storage.eventlog import StoreError
+    from netmon.app.analysis.worker import AnalysisWorker
+    from netmon.app.commands.model import model_path
+    from netmon.app.settings import SettingsError, load_settings
+    from netmon.storage.eventlog import StoreError
 
     try:
         settings = load_settings(args.config)
@@ -66,7 +66,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     path = model_path(settings, args.model)
     if not path.exists():
-        from app.analysis.corpus.build import build_default_model
+        from netmon.app.analysis.corpus.build import build_default_model
 
         log.warning("no model at %s: building the default model from the generated corpus", path)
         build_default_model(path)

@@ -45,8 +45,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _manager(args: argparse.Namespace, crash_at: int = 0) -> Any:
-    from app.settings import SettingsError, load_settings
-    from archive.manager import ArchiveManager, ArchiveSettingsError, StepCounter
+    from netmon.app.settings import SettingsError, load_settings
+    from netmon.archive.manager import ArchiveManager, ArchiveSettingsError, StepCounter
 
     try:
         settings = load_settings(args.config)
@@ -62,7 +62,7 @@ def run_once(args: argparse.Namespace) -> int:
     """One run; exit code 0 when it finished without errors, 1 otherwise, 2 on bad settings."""
     import msgspec
 
-    from archive.manager import ArchiveBusyError
+    from netmon.archive.manager import ArchiveBusyError
 
     manager = _manager(args, args.crash_at_step)
     if manager is None:
@@ -92,7 +92,7 @@ def _print_dry_run(summary: Any) -> None:
 
 def run_service(args: argparse.Namespace) -> int:
     """Run until SIGTERM or SIGINT."""
-    from archive.manager import run_service as loop
+    from netmon.archive.manager import run_service as loop
 
     manager = _manager(args)
     if manager is None:
@@ -113,7 +113,7 @@ def run_service(args: argparse.Namespace) -> int:
 
 def _count_runs(manager: Any) -> None:
     """Record each service run for /metrics (netmon_archive_runs_total, app/metrics.py)."""
-    from app.metrics import record_archive_run
+    from netmon.app.metrics import record_archive_run
 
     run = manager.run_once
 
@@ -132,8 +132,8 @@ def _count_runs(manager: Any) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Exit 0 when every archive matches its manifest, 1 (naming the bad ones) otherwise."""
-    from archive.layout import archive_path, archived_partitions
-    from archive.zipfiles import ArchiveError, verify_archive
+    from netmon.archive.layout import archive_path, archived_partitions
+    from netmon.archive.zipfiles import ArchiveError, verify_archive
 
     manager = _manager(args)
     if manager is None:

@@ -24,8 +24,8 @@ def register(subparsers: Any) -> None:
 
 
 def _run(action: Any, args: argparse.Namespace) -> int:
-    from app.settings import SettingsError, load_settings
-    from storage.database import DatabaseError, database_path
+    from netmon.app.settings import SettingsError, load_settings
+    from netmon.storage.database import DatabaseError, database_path
 
     try:
         settings = load_settings(args.config)
@@ -47,8 +47,8 @@ def _run(action: Any, args: argparse.Namespace) -> int:
 async def _verify(path: Path, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from storage.audit import AuditTrail
-    from storage.database import Database
+    from netmon.storage.audit import AuditTrail
+    from netmon.storage.database import Database
 
     db = await Database.open(path)
     try:
@@ -71,8 +71,8 @@ async def _verify(path: Path, args: argparse.Namespace) -> int:
 async def _tail(path: Path, args: argparse.Namespace) -> int:
     import datetime
 
-    from storage.audit import AuditQuery, AuditTrail
-    from storage.database import Database
+    from netmon.storage.audit import AuditQuery, AuditTrail
+    from netmon.storage.database import Database
 
     db = await Database.open(path)
     try:

@@ -84,7 +84,7 @@ def demo_env(directory: Path, port: int) -> dict[str, str]:
 
 def netmon(*args: str) -> list[str]:
     """argv of a netmon sub-command run by this same interpreter."""
-    return [sys.executable, "-m", "app.cli", *args]
+    return [sys.executable, "-m", "netmon.app.cli", *args]
 
 
 def write_agent_config(directory: Path, env: dict[str, str], port: int, live: str | None) -> Path:
@@ -102,7 +102,7 @@ def write_agent_config(directory: Path, env: dict[str, str], port: int, live: st
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(key)
-    from app.demo.traffic import APPROVED_DOMAINS, THREAT_NETWORK
+    from netmon.app.demo.traffic import APPROVED_DOMAINS, THREAT_NETWORK
 
     threats = directory / "threats.txt"
     threats.write_text(f"# demo threat list\n{THREAT_NETWORK}\n")
@@ -172,7 +172,7 @@ def banner(url: str, server_output: str, directory: Path, password: str | None =
 
 def run_demo(args: argparse.Namespace) -> int:
     """Start every part, print the URL, and block until Ctrl-C (or a part fails)."""
-    from app.demo.supervisor import ChildFailed, Supervisor, wait_for
+    from netmon.app.demo.supervisor import ChildFailed, Supervisor, wait_for
 
     if args.live and os.geteuid() != 0:
         print("netmon demo: --live needs root (raw capture); run it with sudo", file=sys.stderr)
@@ -197,7 +197,13 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.live:
             agent_argv = netmon("agent", "run", "--config", str(agent_config))
         else:
-            agent_argv = [sys.executable, "-m", "app.demo.agent", "--config", str(agent_config)]
+            agent_argv = [
+                sys.executable,
+                "-m",
+                "netmon.app.demo.agent",
+                "--config",
+                str(agent_config),
+            ]
             agent_argv += ["--interval", str(args.interval)]
         supervisor.start("agent", agent_argv)
         supervisor.start("analyzer", netmon("analyze"))

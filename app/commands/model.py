@@ -57,7 +57,7 @@ def model_path(settings: Any, override: Path | None) -> Path:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from app.settings import SettingsError, load_settings
+    from netmon.app.settings import SettingsError, load_settings
 
     try:
         return load_settings(args.config)
@@ -68,7 +68,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train, evaluate on the held-out quarter, save model and evaluation."""
-    from app.analysis.training import (
+    from netmon.app.analysis.training import (
         TrainingError,
         evaluation_path,
         format_report,
@@ -98,8 +98,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_build_default(args: argparse.Namespace) -> int:
     """Build the default model from the generated corpus."""
-    from app.analysis.corpus.build import build_default_model
-    from app.analysis.training import evaluation_path, format_report
+    from netmon.app.analysis.corpus.build import build_default_model
+    from netmon.app.analysis.training import evaluation_path, format_report
 
     settings = _settings(args)
     if settings is None:
@@ -121,8 +121,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Score an existing model on labelled files (all rows are test rows)."""
     import numpy as np
 
-    from app.analysis.classifier import ModelError, load_model
-    from app.analysis.training import TrainingError, evaluate, format_report, load_labelled
+    from netmon.app.analysis.classifier import ModelError, load_model
+    from netmon.app.analysis.training import TrainingError, evaluate, format_report, load_labelled
 
     settings = _settings(args)
     if settings is None:

@@ -28,10 +28,10 @@ def run_projections(args: argparse.Namespace) -> int:
     """Rebuild from position zero, showing progress in segment bytes read."""
     from tqdm import tqdm
 
-    from app.follower import read_to_end
-    from app.projections.runner import ProjectionRunner, snapshot_path
-    from app.settings import SettingsError, load_settings
-    from storage.eventlog import EventLogReader
+    from netmon.app.follower import read_to_end
+    from netmon.app.projections.runner import ProjectionRunner, snapshot_path
+    from netmon.app.settings import SettingsError, load_settings
+    from netmon.storage.eventlog import EventLogReader
 
     try:
         settings = load_settings(args.config)
@@ -54,7 +54,7 @@ def run_projections(args: argparse.Namespace) -> int:
 
 
 def _log_bytes(data_dir: Path, segments: list[str]) -> int:
-    from storage.segments import EVENTS_DIR
+    from netmon.storage.segments import EVENTS_DIR
 
     total = 0
     for segment in segments:

@@ -22,8 +22,8 @@ def run_serve(args: argparse.Namespace) -> int:
     import msgspec
     import uvicorn
 
-    from app.factory import create_app
-    from app.settings import SettingsError, load_settings
+    from netmon.app.factory import create_app
+    from netmon.app.settings import SettingsError, load_settings
 
     try:
         settings = load_settings(args.config)

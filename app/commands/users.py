@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run(action: Any, args: argparse.Namespace) -> int:
-    from app.settings import SettingsError, load_settings
+    from netmon.app.settings import SettingsError, load_settings
 
     try:
         settings = load_settings(args.config)
@@ -59,7 +59,7 @@ def _actor() -> str:
 
 def _new_password(username: str, generate: bool, min_length: int) -> tuple[str, bool] | None:
     """(password, was generated), or None after telling the user why not."""
-    from app.auth.passwords import PasswordPolicyError, check_policy, generate_password
+    from netmon.app.auth.passwords import PasswordPolicyError, check_policy, generate_password
 
     if generate or not sys.stdin.isatty():
         return generate_password(), True
@@ -76,11 +76,11 @@ def _new_password(username: str, generate: bool, min_length: int) -> tuple[str, 
 
 
 async def _create_admin(settings: Any, args: argparse.Namespace) -> int:
-    from app.auth.forms import BadInput, check_text
-    from app.auth.passwords import Passwords
-    from storage.audit import AuditTrail
-    from storage.database import Database, database_path
-    from storage.users import UserExistsError, UserStore
+    from netmon.app.auth.forms import BadInput, check_text
+    from netmon.app.auth.passwords import Passwords
+    from netmon.storage.audit import AuditTrail
+    from netmon.storage.database import Database, database_path
+    from netmon.storage.users import UserExistsError, UserStore
 
     try:
         check_text("username", args.username)
@@ -113,8 +113,8 @@ async def _create_admin(settings: Any, args: argparse.Namespace) -> int:
 
 
 async def _list_users(settings: Any, args: argparse.Namespace) -> int:
-    from storage.database import Database, database_path
-    from storage.users import UserStore
+    from netmon.storage.database import Database, database_path
+    from netmon.storage.users import UserStore
 
     db = await Database.open(database_path(settings.data_dir))
     try:
@@ -126,10 +126,10 @@ async def _list_users(settings: Any, args: argparse.Namespace) -> int:
 
 
 async def _reset_password(settings: Any, args: argparse.Namespace) -> int:
-    from app.auth.passwords import Passwords
-    from storage.audit import AuditTrail
-    from storage.database import Database, database_path
-    from storage.users import UserStore
+    from netmon.app.auth.passwords import Passwords
+    from netmon.storage.audit import AuditTrail
+    from netmon.storage.database import Database, database_path
+    from netmon.storage.users import UserStore
 
     db = await Database.open(database_path(settings.data_dir))
     try:

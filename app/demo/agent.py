@@ -1,4 +1,4 @@
-"""The demo agent: ``python -m app.demo.agent --config agent.toml`` streams generated traffic.
+"""The demo agent: ``python -m netmon.app.demo.agent --config FILE`` streams generated traffic.
 
 It is ``netmon agent run`` with a ``DemoSource`` in place of a capture: the same pipeline, the
 same encrypted transport and spool, so the server cannot tell it from a real agent. It runs
@@ -20,7 +20,7 @@ log = logging.getLogger("netmon.demo.agent")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m app.demo.agent")
+    parser = argparse.ArgumentParser(prog="python -m netmon.app.demo.agent")
     parser.add_argument("--config", type=Path, required=True, help="agent.toml with [transport]")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between rounds")
     parser.add_argument("--seed", type=int, help="random seed of the generated traffic")
@@ -29,10 +29,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def run(config_path: Path, interval_s: float, seed: int | None) -> int:
     """Stream rounds of generated traffic to the configured server until a signal arrives."""
-    from agent.config import AgentConfigError, load_agent_config
-    from agent.pipeline import run_pipeline
-    from agent.transport import AgentTransport, TransportError
-    from app.demo.traffic import DemoSource
+    from netmon.agent.config import AgentConfigError, load_agent_config
+    from netmon.agent.pipeline import run_pipeline
+    from netmon.agent.transport import AgentTransport, TransportError
+    from netmon.app.demo.traffic import DemoSource
 
     try:
         config = load_agent_config(config_path)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 
-from app.analysis.corpus.scenarios import Capture, TcpSession
+from netmon.app.analysis.corpus.scenarios import Capture, TcpSession
 
 LINKTYPE_ETHERNET = 1
 APPROVED_DOMAINS = ("example.com", "example.org", "debian.org")

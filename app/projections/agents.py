@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from app.projections.brief import FROM_AGENTS, FeedEvent, FlowBrief
-from storage.events import AgentHeartbeat, FlowObserved
+from netmon.app.projections.brief import FROM_AGENTS, FeedEvent, FlowBrief
+from netmon.storage.contract.events import AgentHeartbeat, FlowObserved
 
 _AGENT_ID, _ORDER = attrgetter("agent_id"), attrgetter("ts", "id")
 

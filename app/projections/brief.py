@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
-from storage.events import (
+from netmon.storage.contract.events import (
     AGENT_EVENT_TYPES,
     SEVERITY_RANK,
     AgentHeartbeat,

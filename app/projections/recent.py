@@ -13,8 +13,8 @@ from typing import TypeGuard
 
 import msgspec
 
-from app.projections.brief import FLOW_TYPE_SET, FeedEvent, FlowBrief
-from storage.events import (
+from netmon.app.projections.brief import FLOW_TYPE_SET, FeedEvent, FlowBrief
+from netmon.storage.contract.events import (
     SEVERITY_RANK,
     AlertAcknowledged,
     AlertOpened,

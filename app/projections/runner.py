@@ -21,8 +21,8 @@ from typing import Any
 
 import msgspec
 
-from app.projections import agents, recent, summary, top
-from app.projections.brief import FLOW_TYPE_SET, FeedEvent
+from netmon.app.projections import agents, recent, summary, top
+from netmon.app.projections.brief import FLOW_TYPE_SET, FeedEvent
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any, cast
 
 import msgspec
 
-from app.projections.brief import FLOW_TYPES, FeedEvent, FlowBrief
-from app.projections.buckets import DAY, HOUR, MINUTE, WEEK, bucket_start, prune_before, span
-from storage.events import AlertOpened, DetectionRaised, FlowObserved, GapReported
+from netmon.app.projections.brief import FLOW_TYPES, FeedEvent, FlowBrief
+from netmon.app.projections.buckets import DAY, HOUR, MINUTE, WEEK, bucket_start, prune_before, span
+from netmon.storage.contract.events import AlertOpened, DetectionRaised, FlowObserved, GapReported
 
 
 class Counts(msgspec.Struct):

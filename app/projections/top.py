@@ -18,9 +18,9 @@ from typing import Any, cast
 
 import msgspec
 
-from app.projections.brief import FLOW_TYPES, FeedEvent, FlowBrief
-from app.projections.buckets import HOUR, WEEK, bucket_start, prune_before, span
-from storage.events import FlowObserved
+from netmon.app.projections.brief import FLOW_TYPES, FeedEvent, FlowBrief
+from netmon.app.projections.buckets import HOUR, WEEK, bucket_start, prune_before, span
+from netmon.storage.contract.events import FlowObserved
 
 DIMENSIONS = ("src_ip", "dst_ip", "domain", "dst_port", "detection")
 PRUNE_AT = 512

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.capture import FileSource
-from agent.config import AgentConfig
-from agent.pipeline import PipelineStats, run_pipeline
-from storage.events import AgentHeartbeat, DetectionRaised, Event, FlowObserved
+from netmon.agent.capture import FileSource
+from netmon.agent.config import AgentConfig
+from netmon.agent.pipeline import PipelineStats, run_pipeline
+from netmon.storage.contract.events import AgentHeartbeat, DetectionRaised, Event, FlowObserved
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 DATA_DIR = REPO_ROOT / "tests" / "data"

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from storage.events import AgentHeartbeat, FlowObserved, decode_json_line
+from netmon.storage.contract.events import AgentHeartbeat, FlowObserved, decode_json_line
 
 from .conftest import DATA_DIR, REPO_ROOT, wait_for
 
 
 def netmon(*args: str) -> list[str]:
-    return [sys.executable, "-m", "app.cli", *args]
+    return [sys.executable, "-m", "netmon.app.cli", *args]
 
 
 def run_netmon(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -150,7 +150,7 @@ def test_live_capture_on_loopback_meters_real_traffic(tmp_path: Path) -> None:
 def test_loop_replays_the_file_again_later_in_time() -> None:
     from itertools import islice
 
-    from agent.capture import FileSource
+    from netmon.agent.capture import FileSource
 
     once = [frame for frame in FileSource(DATA_DIR / "agent_vlan.pcap") if frame is not None]
     looped = [f for f in islice(FileSource(DATA_DIR / "agent_vlan.pcap", loop=True), 18) if f]
@@ -162,7 +162,7 @@ def test_loop_replays_the_file_again_later_in_time() -> None:
 def test_realtime_paces_frames_as_captured() -> None:
     import time
 
-    from agent.capture import FileSource
+    from netmon.agent.capture import FileSource
 
     # agent_ipv6.pcap spans 13 ms of capture time: a paced replay cannot take less.
     started = time.monotonic()

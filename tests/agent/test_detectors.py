@@ -12,9 +12,9 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
-from agent.config import AgentConfig, DomainPolicy, ThreatList
-from agent.detectors.domains import DomainDetector, normalise
-from agent.detectors.suspicious_ips import SuspiciousIpDetector, parse_threat_file
+from netmon.agent.config import AgentConfig, DomainPolicy, ThreatList
+from netmon.agent.detectors.domains import DomainDetector, normalise
+from netmon.agent.detectors.suspicious_ips import SuspiciousIpDetector, parse_threat_file
 
 from .conftest import DATA_DIR, flows_of, raised_of, replay
 

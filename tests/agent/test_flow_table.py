@@ -13,8 +13,8 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 from scapy.utils import wrpcap
 
-from agent.config import AgentConfig
-from storage.events import FlowObserved
+from netmon.agent.config import AgentConfig
+from netmon.storage.contract.events import FlowObserved
 
 from .conftest import flows_of, heartbeats_of, replay
 
@@ -187,8 +187,8 @@ def test_inline_fast_path_and_decode_meter_the_same(tmp_path: Path) -> None:
 
 
 def test_stop_is_honoured_on_a_tick_even_when_traffic_never_pauses(tmp_path: Path) -> None:
-    from agent.capture import FileSource
-    from agent.pipeline import run_pipeline
+    from netmon.agent.capture import FileSource
+    from netmon.agent.pipeline import run_pipeline
 
     path = tmp_path / "steady.pcap"
     wrpcap(str(path), [udp(t * 0.5) for t in range(20)])
@@ -222,10 +222,10 @@ def test_batch_path_and_frame_by_frame_meter_the_same(
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import ARP, Dot1Q
 
-    from agent.capture import FileSource, Frame, PacketSource
-    from agent.pipeline import run_pipeline
     from bench.agent_pcapgen import write_flows_pcap
-    from storage.events import DetectionRaised
+    from netmon.agent.capture import FileSource, Frame, PacketSource
+    from netmon.agent.pipeline import run_pipeline
+    from netmon.storage.contract.events import DetectionRaised
 
     def eth() -> Packet:
         return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
@@ -286,7 +286,7 @@ def test_batch_path_and_frame_by_frame_meter_the_same(
     assert FileSource(path).batchable() and FileSource(path, progress=True).batchable()
     assert not FileSource(path, loop=True).batchable()
     # Small reads: many records straddle two reads and go through PcapReader.refill.
-    monkeypatch.setattr("agent.capture._CHUNK", 4000)
+    monkeypatch.setattr("netmon.agent.capture._CHUNK", 4000)
     batched = meter(FileSource(path))
     assert batched == meter(OneByOne(path))
     capsys.readouterr()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, CriticalPort
-from storage.events import FlowObserved
+from netmon.agent.config import AgentConfig, CriticalPort
+from netmon.storage.contract.events import FlowObserved
 
 from .conftest import (
     NET,

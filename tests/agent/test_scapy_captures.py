@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.events import FlowObserved
+from netmon.storage.contract.events import FlowObserved
 
 from .conftest import (
     DATA_DIR,

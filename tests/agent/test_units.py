@@ -12,10 +12,10 @@ from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
-from agent.appnames import PassiveDns, parse_dns, parse_http_host, sni_from_segments
-from agent.communityid import community_id
-from agent.config import AgentConfigError, load_agent_config
-from agent.decode import SUPPORTED_LINKTYPES, decode
+from netmon.agent.appnames import PassiveDns, parse_dns, parse_http_host, sni_from_segments
+from netmon.agent.communityid import community_id
+from netmon.agent.config import AgentConfigError, load_agent_config
+from netmon.agent.decode import SUPPORTED_LINKTYPES, decode
 
 
 def _ip(text: str) -> bytes:
@@ -169,13 +169,13 @@ def test_config_file_is_loaded(tmp_path: Path) -> None:
 
 
 def test_flow_and_its_forward_stats_share_no_field_name() -> None:
-    from agent.flowrecord import DirStats, Flow
+    from netmon.agent.flowrecord import DirStats, Flow
 
     assert not set(Flow.__slots__) & set(DirStats.__slots__)
 
 
 def test_every_config_field_is_documented() -> None:
-    from agent.config import AgentConfig
+    from netmon.agent.config import AgentConfig
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "agent.md").read_text()
     forms = ("`{}`", "`[[{}]]`", "`[{}]`")

@@ -7,9 +7,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from app.analysis.corpus.build import build_default_model
-from app.analysis.training import LabelledFlow
-from storage.events import FlowObserved
+from netmon.app.analysis.corpus.build import build_default_model
+from netmon.app.analysis.training import LabelledFlow
+from netmon.storage.contract.events import FlowObserved
 
 
 @pytest.fixture(scope="session")

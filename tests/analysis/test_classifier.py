@@ -8,8 +8,8 @@ import joblib
 import msgspec
 import pytest
 
-from app.analysis.classifier import Classifier, ModelError
-from storage.events import FlowFeatures, FlowObserved
+from netmon.app.analysis.classifier import Classifier, ModelError
+from netmon.storage.contract.events import FlowFeatures, FlowObserved
 
 
 def test_flow_classified_carries_the_flow_id_branch_agent_and_model_version(

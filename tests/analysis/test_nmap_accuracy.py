@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app.analysis.classifier import Classifier
-from app.analysis.corpus import tools
-from app.analysis.corpus.build import replay
+from netmon.app.analysis.classifier import Classifier
+from netmon.app.analysis.corpus import tools
+from netmon.app.analysis.corpus.build import replay
 
 NET = "127.99.0"  # training used 127.66.0.x and 127.77.x.x
 SCAN_TARGET, WEB, DNS = f"{NET}.40", f"{NET}.41", f"{NET}.42"

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from app.analysis.classifier import Classifier
-from app.analysis.corpus.tools import free_port
-from app.analysis.notify import (
+from netmon.app.analysis.classifier import Classifier
+from netmon.app.analysis.corpus.tools import free_port
+from netmon.app.analysis.notify import (
     EmailChannel,
     Notifier,
     NotifyConfigError,
@@ -29,11 +29,11 @@ from app.analysis.notify import (
     WebhookChannel,
     channels_from_settings,
 )
-from app.analysis.summaries import Summarizer
-from app.analysis.worker import AnalysisWorker
-from app.settings import AnalysisSettings, load_settings
-from storage.eventlog import EventLog
-from storage.events import AlertOpened, Detection, DetectionRaised, new_event_id
+from netmon.app.analysis.summaries import Summarizer
+from netmon.app.analysis.worker import AnalysisWorker
+from netmon.app.settings import AnalysisSettings, load_settings
+from netmon.storage.contract.events import AlertOpened, Detection, DetectionRaised, new_event_id
+from netmon.storage.eventlog import EventLog
 
 SECRET = "test-webhook-secret-0123456789"
 

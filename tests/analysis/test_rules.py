@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.analysis.rules import RECOVERED_BY, AlertEngine, suppression
-from app.settings import AnalysisSettings
-from storage.events import (
+from netmon.app.analysis.rules import RECOVERED_BY, AlertEngine, suppression
+from netmon.app.settings import AnalysisSettings
+from netmon.storage.contract.events import (
     AlertAcknowledged,
     AlertOpened,
     AlertResolved,

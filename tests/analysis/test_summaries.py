@@ -11,8 +11,8 @@ import msgspec
 import pytest
 from cryptography.fernet import Fernet
 
-from app.analysis.classifier import Classifier
-from app.analysis.summaries import (
+from netmon.app.analysis.classifier import Classifier
+from netmon.app.analysis.summaries import (
     AnthropicProvider,
     KeyStoreError,
     OllamaProvider,
@@ -23,10 +23,10 @@ from app.analysis.summaries import (
     provider_from_settings,
     verify,
 )
-from app.analysis.worker import AnalysisWorker
-from app.settings import load_settings
-from storage.eventlog import EventLog
-from storage.events import FlowClassified, FlowObserved, Talker, WindowSummarized
+from netmon.app.analysis.worker import AnalysisWorker
+from netmon.app.settings import load_settings
+from netmon.storage.contract.events import FlowClassified, FlowObserved, Talker, WindowSummarized
+from netmon.storage.eventlog import EventLog
 from tests.analysis.llm_server import LlmServer, llm_server
 from tests.analysis.test_worker import T0, all_events, restamp
 

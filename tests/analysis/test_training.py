@@ -10,11 +10,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from app.analysis.classifier import Classifier
-from app.analysis.features import FEATURE_NAMES
-from app.analysis.training import LabelledFlow, TrainingError, load_labelled
-from app.cli import main
-from storage.events import FlowObserved
+from netmon.app.analysis.classifier import Classifier
+from netmon.app.analysis.features import FEATURE_NAMES
+from netmon.app.analysis.training import LabelledFlow, TrainingError, load_labelled
+from netmon.app.cli import main
+from netmon.storage.contract.events import FlowObserved
 
 CIC_HEADER = [
     "Flow Duration",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.analysis.windows import WindowAggregator, top
-from storage.events import Detection, DetectionRaised, FlowObserved, new_event_id
+from netmon.app.analysis.windows import WindowAggregator, top
+from netmon.storage.contract.events import Detection, DetectionRaised, FlowObserved, new_event_id
 
 T = 1_800_000_000.0  # divisible by 300
 

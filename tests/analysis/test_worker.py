@@ -14,12 +14,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from app.analysis.classifier import Classifier
-from app.analysis.summaries import Summarizer
-from app.analysis.worker import AnalysisWorker, load_checkpoint
-from app.settings import load_settings
-from storage.eventlog import EventLog
-from storage.events import (
+from netmon.app.analysis.classifier import Classifier
+from netmon.app.analysis.summaries import Summarizer
+from netmon.app.analysis.worker import AnalysisWorker, load_checkpoint
+from netmon.app.settings import load_settings
+from netmon.storage.contract.events import (
     AlertOpened,
     Detection,
     DetectionRaised,
@@ -28,8 +27,9 @@ from storage.events import (
     WindowSummarized,
     new_event_id,
 )
-from storage.log_reader import EventLogReader
-from storage.positions import Position
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import EventLogReader
+from netmon.storage.positions import Position
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_790_000_100.0  # a window boundary (divisible by 300)
@@ -161,7 +161,11 @@ def _start_worker(environ: dict[str, str], log_path: Path) -> subprocess.Popen[b
     env = {**os.environ, **environ, "PYTHONPATH": str(REPO)}
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "analyze"], cwd=REPO, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "netmon.app.cli", "analyze"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=log,
         )
 
 
@@ -241,7 +245,7 @@ def _run_cli(
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "netmon.app.cli", *args],
         cwd=REPO,
         env=env,
         input=stdin,

@@ -25,9 +25,9 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from app.access import ROLE_RANK
-from app.auth.tokens import TokenService
-from app.factory import create_app
+from netmon.app.access import ROLE_RANK
+from netmon.app.auth.tokens import TokenService
+from netmon.app.factory import create_app
 from tests.app.auth.live import JWT_SECRET, LiveServer, live_server, server_settings
 
 PRINCIPALS = ("anonymous", "viewer", "analyst", "admin", "analyst_south")
@@ -187,7 +187,7 @@ def test_websocket_access_matrix(server: LiveServer) -> None:
 
 
 def test_branch_scoping_helper_is_what_handlers_see(server: LiveServer) -> None:
-    from app.auth.principals import Principal
+    from netmon.app.auth.principals import Principal
 
     def principal(name: str) -> Principal:
         return Principal.of(server.users[name], via="token", credential_id="x", expires_at=0)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import SettingsError, load_settings
+from netmon.app.settings import SettingsError, load_settings
 
 
 def test_defaults_have_no_secret(tmp_path: Path) -> None:

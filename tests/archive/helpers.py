@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from app.settings import ArchiveSettings
-from storage.eventlog import EventLog, EventLogReader
-from storage.events import Detection, FlowObserved, decode_json_line
+from netmon.app.settings import ArchiveSettings
+from netmon.storage.contract.events import Detection, FlowObserved, decode_json_line
+from netmon.storage.eventlog import EventLog, EventLogReader
 
 DAY = 86_400.0
 # Archive everything older than 2 days at once; nothing else gets in the way unless a test asks.

@@ -18,7 +18,7 @@ from tests.archive.test_crash import ENV
 
 def netmon(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "netmon.app.cli", *args],
         env={**os.environ, **ENV, "NETMON_STORE__DATA_DIR": str(data_dir), **env},
         cwd=data_dir.parent,
         capture_output=True,
@@ -99,7 +99,7 @@ def test_the_service_archives_then_stops_cleanly_on_sigterm(tmp_path: Path) -> N
     data = tmp_path / "data"
     ids = populate(data, days_ago=[0, 4], branches=["hq"])
     service = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "archive", "run"],
+        [sys.executable, "-m", "netmon.app.cli", "archive", "run"],
         env={**os.environ, **ENV, "NETMON_STORE__DATA_DIR": str(data)},
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from archive.manager import ArchiveManager
-from storage.eventlog import EventLog
+from netmon.archive.manager import ArchiveManager
+from netmon.storage.eventlog import EventLog
 from tests.archive.helpers import (
     SETTINGS,
     archive_names,
@@ -50,7 +50,16 @@ def build_template(root: Path) -> list[str]:
 def archive_once(data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **ENV, "NETMON_STORE__DATA_DIR": str(data_dir)}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "archive", "once", "--json", "--no-progress", *extra],
+        [
+            sys.executable,
+            "-m",
+            "netmon.app.cli",
+            "archive",
+            "once",
+            "--json",
+            "--no-progress",
+            *extra,
+        ],
         env=env,
         cwd=data_dir.parent,  # no stray .env from the repository
         capture_output=True,

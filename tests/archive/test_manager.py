@@ -12,10 +12,10 @@ from typing import NamedTuple
 import msgspec
 import pytest
 
-from archive.layout import archived_partitions
-from archive.manager import ArchiveManager
-from archive.zipfiles import read_manifest, verify_archive
-from storage.eventlog import EventLog
+from netmon.archive.layout import archived_partitions
+from netmon.archive.manager import ArchiveManager
+from netmon.archive.zipfiles import read_manifest, verify_archive
+from netmon.storage.eventlog import EventLog
 from tests.archive.helpers import (
     SETTINGS,
     archive_names,
@@ -107,7 +107,7 @@ def test_a_segment_named_in_a_writer_journal_is_held_back(tmp_path: Path) -> Non
     segment = sorted((tmp_path / "events").rglob("*.jsonl"))[0]
     relpath = segment.relative_to(tmp_path / "events").as_posix()
     # What a writer killed mid-batch leaves: the batch's parts in its journal (storage/journal.py).
-    from storage.journal import BatchPart, Journal
+    from netmon.storage.journal import BatchPart, Journal
 
     journal = Journal(tmp_path / "events" / "_writers" / "replica-1.journal", fsync=False)
     journal.record([BatchPart(relpath, 0, 10, 0)])
@@ -135,7 +135,7 @@ def test_a_live_segment_that_differs_from_its_archived_copy_is_kept_and_reported
 
 
 def _index_for(segment: Path) -> bytes:
-    from storage.segment_index import build_index_from_file, index_encoder
+    from netmon.storage.segment_index import build_index_from_file, index_encoder
 
     return index_encoder.encode(build_index_from_file(segment, segment.name))
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from archive.manager import ArchiveManager
-from archive.reader import ArchiveReader, LogReader
-from archive.zipfiles import ArchiveCorruptError
-from storage.eventlog import EventLogReader, Query
-from storage.events import AnyEvent, FlowObserved
-from storage.names import InvalidNameError
+from netmon.archive.manager import ArchiveManager
+from netmon.archive.reader import ArchiveReader, LogReader
+from netmon.archive.zipfiles import ArchiveCorruptError
+from netmon.storage.contract.events import AnyEvent, FlowObserved
+from netmon.storage.eventlog import EventLogReader, Query
+from netmon.storage.names import InvalidNameError
 from tests.archive.helpers import SETTINGS, day_ago, midnight, populate
 
 
@@ -118,7 +118,7 @@ def test_a_malformed_archived_line_is_logged_and_skipped_like_a_live_one(
     segment = next((tmp_path / "events").rglob("*.jsonl"))
     lines = segment.read_bytes().splitlines(keepends=True)
     segment.write_bytes(lines[0] + b'{"type":"FlowObserved","id":\n' + b"".join(lines[1:]))
-    from storage.segment_index import build_index_from_file, index_encoder
+    from netmon.storage.segment_index import build_index_from_file, index_encoder
 
     index = build_index_from_file(segment, segment.name)
     (segment.parent / (segment.name + ".idx")).write_bytes(index_encoder.encode(index))
@@ -180,7 +180,7 @@ def test_one_store_answers_the_same_before_and_after_its_dates_are_archived(
 
 
 def test_an_archived_segment_can_be_fetched_by_its_store_path(tmp_path: Path) -> None:
-    from archive.reader import archived_segment
+    from netmon.archive.reader import archived_segment
 
     populate(tmp_path, days_ago=[4], branches=["hq"])
     segment = sorted((tmp_path / "events").rglob("*.jsonl"))[0]

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from archive.layout import (
+from netmon.archive.layout import (
     InvalidArchiveNameError,
     PartitionKey,
     parse_archive_name,
 )
-from archive.zipfiles import (
+from netmon.archive.zipfiles import (
     MANIFEST_NAME,
     ArchiveCorruptError,
     ArchiveWriter,
     read_manifest,
     verify_archive,
 )
-from storage.events import encode_json_line
+from netmon.storage.contract.events import encode_json_line
 from tests.archive.helpers import flow
 
 KEY = PartitionKey(date(2026, 1, 2), "hq")

@@ -10,11 +10,11 @@ import msgspec
 import pytest
 from cryptography.fernet import Fernet, MultiFernet
 
-from app.ingest import AgentSession, Ingestor
-from app.settings import IngestSettings
-from storage.agents import AgentRegistry
-from storage.dedup import DedupIndex
-from storage.eventlog import EventLog
+from netmon.app.ingest import AgentSession, Ingestor
+from netmon.app.settings import IngestSettings
+from netmon.storage.agents import AgentRegistry
+from netmon.storage.dedup import DedupIndex
+from netmon.storage.eventlog import EventLog
 
 
 class Rig(msgspec.Struct):

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from hypothesis import strategies as st
 
-from storage.events import FlowObserved, new_event_id
+from netmon.storage.contract.events import FlowObserved, new_event_id
 from tests.factories import telnet_detection
 
 SCALARS = st.one_of(

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.capture import CaptureError, FileSource
-from agent.decode import SUPPORTED_LINKTYPES, decode
+from netmon.agent.capture import CaptureError, FileSource
+from netmon.agent.decode import SUPPORTED_LINKTYPES, decode
 from tests.conftest import REPO_ROOT
 from tests.fuzz.budget import fuzz
 

@@ -19,10 +19,10 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.ingest import ZSTD_MAGIC, FrameRejected
-from storage import wire
-from storage.eventlog import StoreError
-from storage.events import json_decoder
+from netmon.app.ingest import ZSTD_MAGIC, FrameRejected
+from netmon.storage.contract import wire
+from netmon.storage.contract.events import json_decoder
+from netmon.storage.eventlog import StoreError
 from tests.fuzz.budget import fuzz
 from tests.fuzz.conftest import Rig
 from tests.fuzz.strategies import VALUES, flow_dict, mutated_event

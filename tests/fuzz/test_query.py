@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage.events import FlowObserved, new_event_id
+from netmon.storage.contract.events import FlowObserved, new_event_id
+from netmon.web.query import QueryError, parse_query
 from tests.fuzz.budget import fuzz
-from web.query import QueryError, parse_query
 
 NOW = 1_790_000_000.0
 KEYS = [

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage.eventlog import EventLog
-from storage.log_reader import EventLogReader
-from storage.positions import Position
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import EventLogReader
+from netmon.storage.positions import Position
 from tests.fuzz.budget import fuzz
 from tests.soak.test_disk_full import flows
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent import offline_zip
-from agent.transport import AgentTransport, TransportConfig
-from app.zip_import import ArchiveRejected, open_archive
+from netmon.agent import offline_zip
+from netmon.agent.transport import AgentTransport, TransportConfig
+from netmon.app.zip_import import ArchiveRejected, open_archive
 from tests.fuzz.budget import fuzz
 from tests.fuzz.conftest import Rig
 from tests.fuzz.strategies import flow_dict
@@ -33,7 +33,7 @@ def archive_bytes(rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> bytes:
     )
     import msgspec
 
-    from storage.events import FlowObserved
+    from netmon.storage.contract.events import FlowObserved
 
     for _ in range(3):
         flow = flow_dict(AGENT)

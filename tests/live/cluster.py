@@ -115,7 +115,7 @@ class Cluster:
     def netmon(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run a ``netmon`` CLI command against the cluster's settings."""
         return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
+            [sys.executable, "-m", "netmon.app.cli", *args],
             env={**self.env, "PYTHONPATH": str(REPO_ROOT)},
             cwd=self.root,
             capture_output=True,
@@ -150,7 +150,7 @@ class Cluster:
             [
                 sys.executable,
                 "-m",
-                "app.cli",
+                "netmon.app.cli",
                 "serve",
                 "--host",
                 "127.0.0.1",
@@ -239,7 +239,7 @@ class Cluster:
 
     def enroll_agent(self, name: str, branch: str) -> str:
         """Enrol an agent in the shared registry; its key (what `netmon agents add` prints)."""
-        from storage.agents import AgentRegistry
+        from netmon.storage.agents import AgentRegistry
 
         return AgentRegistry(self.data_dir, self.env["NETMON_SERVER__SECRET_KEY"]).add(name, branch)
 
@@ -275,7 +275,7 @@ class Agent:
     """A real agent transport (agent/transport.py) streaming to the cluster through nginx."""
 
     def __init__(self, cluster: Cluster, name: str, branch: str, spool_dir: Path) -> None:
-        from agent.transport import AgentTransport, TransportConfig
+        from netmon.agent.transport import AgentTransport, TransportConfig
 
         config = TransportConfig(
             key=cluster.enroll_agent(name, branch),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from storage.events import (
+from netmon.storage.contract.events import (
     AgentHeartbeat,
     AlertOpened,
     Detection,

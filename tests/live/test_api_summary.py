@@ -12,12 +12,12 @@ import httpx
 import pytest
 import websockets
 
-from storage.eventlog import EventLog
+from netmon.storage.eventlog import EventLog
 from tests.live.cluster import Cluster, Dashboard, wait_for
 from tests.live.factory import EVIL_DOMAIN, flow, heartbeat
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("app.commands.users")
+pytest.importorskip("netmon.app.commands.users")
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from app.follower import read_to_end
-from app.projections.brief import FlowBrief
-from app.projections.runner import ProjectionSnapshot, apply_all
-from storage.eventlog import EventLog, EventLogReader
-from storage.events import FlowObserved
-from storage.positions import Position
+from netmon.app.follower import read_to_end
+from netmon.app.projections.brief import FlowBrief
+from netmon.app.projections.runner import ProjectionSnapshot, apply_all
+from netmon.storage.contract.events import FlowObserved
+from netmon.storage.eventlog import EventLog, EventLogReader
+from netmon.storage.positions import Position
 from tests.live.factory import flow, mixed_stream
 
 START = 1_800_000_000.0

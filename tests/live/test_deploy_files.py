@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from app.settings import IngestSettings
+from netmon.app.settings import IngestSettings
 from tests.live.cluster import NGINX, NGINX_CONF, REPO_ROOT, free_port, render_nginx_conf
 
 UVICORN_PING_INTERVAL_S = 20  # uvicorn's ws_ping_interval default, used by `netmon serve`

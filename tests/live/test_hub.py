@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app.live import RESYNC, AgentStatusChanged, LiveHub, LiveRenderer
+from netmon.app.live import RESYNC, AgentStatusChanged, LiveHub, LiveRenderer
 from tests.live.factory import EVIL_DOMAIN, alert, flow, heartbeat
 
 START = 1_800_000_000.0
@@ -77,8 +77,8 @@ def test_json_messages_carry_the_event_as_data() -> None:
 
 
 def test_an_acknowledgement_row_shows_its_note_only_when_there_is_one() -> None:
-    from app.live import describe
-    from storage.events import AlertAcknowledged, new_event_id
+    from netmon.app.live import describe
+    from netmon.storage.contract.events import AlertAcknowledged, new_event_id
 
     def acknowledged(note: str) -> AlertAcknowledged:
         return AlertAcknowledged(

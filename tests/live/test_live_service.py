@@ -7,11 +7,11 @@ from pathlib import Path
 
 import anyio
 
-from app.follower import FileFeed
-from app.live import AgentStatusChanged, LiveHub, LiveRenderer
-from app.live_routes import LiveService
-from app.projections.runner import ProjectionRunner, snapshot_path
-from storage.eventlog import EventLog
+from netmon.app.follower import FileFeed
+from netmon.app.live import AgentStatusChanged, LiveHub, LiveRenderer
+from netmon.app.live_routes import LiveService
+from netmon.app.projections.runner import ProjectionRunner, snapshot_path
+from netmon.storage.eventlog import EventLog
 from tests.live.cluster import wait_for
 from tests.live.factory import flow, heartbeat
 

@@ -11,11 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.projections import agents, recent, summary, top
-from app.projections.brief import FlowBrief
-from app.projections.buckets import DAY, HOUR, MINUTE, WEEK
-from app.projections.runner import MAX_TS, MIN_TS, ProjectionRunner, ProjectionSnapshot, apply_all
-from storage.events import FlowObserved
+from netmon.app.projections import agents, recent, summary, top
+from netmon.app.projections.brief import FlowBrief
+from netmon.app.projections.buckets import DAY, HOUR, MINUTE, WEEK
+from netmon.app.projections.runner import (
+    MAX_TS,
+    MIN_TS,
+    ProjectionRunner,
+    ProjectionSnapshot,
+    apply_all,
+)
+from netmon.storage.contract.events import FlowObserved
 from tests.live.factory import flow, heartbeat, mixed_stream
 
 START = 1_800_000_000.0

@@ -14,15 +14,15 @@ import httpx
 import msgspec
 import pytest
 
-from app.projections.runner import ProjectionRunner, snapshot_path
-from app.projector import ProjectorLink
-from app.settings import Settings, StoreSettings
-from storage.eventlog import EventLog
-from storage.events import FlowObserved
+from netmon.app.projections.runner import ProjectionRunner, snapshot_path
+from netmon.app.projector import ProjectorLink
+from netmon.app.settings import Settings, StoreSettings
+from netmon.storage.contract.events import FlowObserved
+from netmon.storage.eventlog import EventLog
 from tests.live.cluster import Agent, Cluster, wait_for, wait_http
 from tests.live.factory import flow
 
-pytest.importorskip("app.commands.users")
+pytest.importorskip("netmon.app.commands.users")
 
 
 @pytest.fixture
@@ -40,11 +40,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def projectors_of(pid: int) -> list[int]:
-    """The replica's projector processes (its children running app.projector)."""
+    """The replica's projector processes (its children running netmon.app.projector)."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
-            if b"app.projector" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"netmon.app.projector" in Path(f"/proc/{child}/cmdline").read_bytes():
                 found.append(int(child))
     return found
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import anyio
 
-from app.follower import FileFeed
-from app.live import LiveHub, LiveRenderer
-from app.live_routes import LiveService
-from app.projections.runner import ProjectionRunner, snapshot_path
-from storage.eventlog import EventLog
+from netmon.app.follower import FileFeed
+from netmon.app.live import LiveHub, LiveRenderer
+from netmon.app.live_routes import LiveService
+from netmon.app.projections.runner import ProjectionRunner, snapshot_path
+from netmon.storage.eventlog import EventLog
 from tests.live.cluster import REPO_ROOT, wait_for
 from tests.live.factory import mixed_stream
 
@@ -72,7 +72,15 @@ async def test_resumed_and_rebuilt_projections_equal_the_incremental_ones(tmp_pa
     result = await anyio.to_thread.run_sync(
         functools.partial(
             subprocess.run,
-            [sys.executable, "-m", "app.cli", "projections", "rebuild", "--output", str(output)],
+            [
+                sys.executable,
+                "-m",
+                "netmon.app.cli",
+                "projections",
+                "rebuild",
+                "--output",
+                str(output),
+            ],
             env={
                 "NETMON_STORE__DATA_DIR": str(data),
                 "PYTHONPATH": str(REPO_ROOT),

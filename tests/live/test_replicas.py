@@ -16,14 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from storage.eventlog import EventLogReader
+from netmon.storage.eventlog import EventLogReader
 from tests.live.cluster import Agent, Cluster, Dashboard, wait_for
 from tests.live.factory import EVIL_DOMAIN, flow, heartbeat
 
 pytestmark = pytest.mark.slow
 # The topology needs the identity (users, tokens) and transport (agent registry) parts.
-pytest.importorskip("app.commands.users")
-pytest.importorskip("storage.agents")
+pytest.importorskip("netmon.app.commands.users")
+pytest.importorskip("netmon.storage.agents")
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ from tests.live.factory import flow
 
 pytestmark = pytest.mark.slow
 # The topology needs the identity (users, tokens) and transport (agent registry) parts.
-pytest.importorskip("app.commands.users")
-pytest.importorskip("storage.agents")
+pytest.importorskip("netmon.app.commands.users")
+pytest.importorskip("netmon.storage.agents")
 
 ROUNDS = 100
 FLOWS_PER_ROUND = 200  # of which CRITICAL_PER_ROUND are critical (pushed to dashboards)

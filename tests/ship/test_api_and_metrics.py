@@ -16,10 +16,10 @@ import pytest
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.factory import create_app
-from app.metrics import record_archive_run
-from app.openapi import OPENAPI_PATH, documented_routes
-from app.settings import ServerSettings, Settings, StoreSettings
+from netmon.app.factory import create_app
+from netmon.app.metrics import record_archive_run
+from netmon.app.openapi import OPENAPI_PATH, documented_routes
+from netmon.app.settings import ServerSettings, Settings, StoreSettings
 from tests.web.harness import NETMON, NetmonServer, wait_until
 
 
@@ -96,7 +96,8 @@ def test_metrics_parse_and_the_ingest_counter_rises_while_an_agent_streams(
         enrolled.stdout.replace(config["transport"]["spool_dir"], str(tmp_path / "spool"))
     )
     agent = subprocess.Popen(
-        [sys.executable, "-m", "app.demo.agent", "--config", str(agent_toml), "--interval", "1"],
+        [sys.executable, "-m", "netmon.app.demo.agent"]
+        + ["--config", str(agent_toml), "--interval", "1"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -139,7 +140,7 @@ def test_archive_runs_recorded_by_the_manager_show_in_metrics(server: NetmonServ
 def test_a_damaged_archive_runs_file_is_logged_and_counts_as_none(
     server: NetmonServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from app.metrics import ARCHIVE_RUNS_FILE, read_archive_runs
+    from netmon.app.metrics import ARCHIVE_RUNS_FILE, read_archive_runs
 
     path = server.data_dir / ARCHIVE_RUNS_FILE
     saved = path.read_bytes() if path.exists() else None

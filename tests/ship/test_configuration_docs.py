@@ -7,7 +7,7 @@ import re
 
 import msgspec
 
-from app.settings import Settings, SettingsError, load_settings
+from netmon.app.settings import Settings, SettingsError, load_settings
 from tests.web.harness import REPO_ROOT
 
 DOC = REPO_ROOT / "docs" / "configuration.md"

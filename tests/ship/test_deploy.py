@@ -14,9 +14,9 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from agent.config import load_agent_config
-from app.cli import build_parser
-from app.commands.agents import agent_toml
+from netmon.agent.config import load_agent_config
+from netmon.app.cli import build_parser
+from netmon.app.commands.agents import agent_toml
 from tests.web.harness import NETMON, REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"

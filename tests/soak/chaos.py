@@ -164,7 +164,7 @@ class Soak:
     def start(self) -> None:
         mount_tmpfs(self.cluster.data_dir, self.config.volume_mb)
         self.cluster.start()
-        cli = [sys.executable, "-m", "app.cli"]
+        cli = [sys.executable, "-m", "netmon.app.cli"]
         env = {**self.cluster.env, "PYTHONPATH": str(REPO_ROOT)}
         for name, argv in (("worker", [*cli, "analyze"]), ("archiver", [*cli, "archive", "run"])):
             child = Child(name, argv, env, self.root / f"{name}.log")

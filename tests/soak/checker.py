@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from tqdm import tqdm
 
-from storage.events import DetectionRaised, FlowClassified, FlowObserved
-from storage.log_reader import EventLogReader
+from netmon.storage.contract.events import DetectionRaised, FlowClassified, FlowObserved
+from netmon.storage.log_reader import EventLogReader
 
 if TYPE_CHECKING:
     from tests.live.cluster import Dashboard

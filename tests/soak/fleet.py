@@ -28,8 +28,8 @@ from typing import Any
 
 import msgspec
 
-from agent.transport import AgentTransport, TransportConfig
-from storage.events import DetectionRaised, FlowObserved, new_event_id
+from netmon.agent.transport import AgentTransport, TransportConfig
+from netmon.storage.contract.events import DetectionRaised, FlowObserved, new_event_id
 from tests.factories import telnet_detection
 
 TICK_S = 0.05  # emission granularity: rate/20 flows per agent per tick

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from storage.eventlog import EventLog, StoreError
-from storage.events import FlowObserved, new_event_id
-from storage.log_reader import EventLogReader
-from storage.segments import parse_manifest_lines
+from netmon.storage.contract.events import FlowObserved, new_event_id
+from netmon.storage.eventlog import EventLog, StoreError
+from netmon.storage.log_reader import EventLogReader
+from netmon.storage.segments import parse_manifest_lines
 from tests.live.cluster import wait_for
 from tests.soak.chaos import fill_up, mount_tmpfs, unmount
 
@@ -94,10 +94,10 @@ async def test_a_snapshot_save_on_a_full_disk_keeps_the_live_service_running(
     batch then failed. A failed save is now logged and retried at the next save."""
     import anyio
 
-    from app.follower import FileFeed
-    from app.live import LiveHub, LiveRenderer
-    from app.live_routes import LiveService
-    from app.projections.runner import ProjectionRunner
+    from netmon.app.follower import FileFeed
+    from netmon.app.live import LiveHub, LiveRenderer
+    from netmon.app.live_routes import LiveService
+    from netmon.app.projections.runner import ProjectionRunner
 
     data = tmp_path / "data"  # the log has room; the snapshot's volume is full
     log = EventLog(data, "w1")

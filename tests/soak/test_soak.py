@@ -49,7 +49,7 @@ def test_chaos_soak(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "app.cli",
+            "netmon.app.cli",
             "model",
             "build-default",
             "--no-real-tools",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.eventlog import EventLogReader
-from storage.events import FlowObserved
-from storage.positions import Position
-from storage.segment_index import read_index
+from netmon.storage.contract.events import FlowObserved
+from netmon.storage.eventlog import EventLogReader
+from netmon.storage.positions import Position
+from netmon.storage.segment_index import read_index
 
 DAY = 86_400.0
 T0 = 1_763_683_200.0  # 2025-11-21T00:00:00Z

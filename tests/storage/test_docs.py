@@ -7,7 +7,7 @@ import re
 import msgspec
 import pytest
 
-from storage.events import EVENT_TYPES, Detection, Event, FlowFeatures, Talker
+from netmon.storage.contract.events import EVENT_TYPES, Detection, Event, FlowFeatures, Talker
 from tests.conftest import REPO_ROOT
 
 DOC = (REPO_ROOT / "docs" / "events.md").read_text(encoding="utf-8")

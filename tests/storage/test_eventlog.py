@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.eventlog import EventLog, EventLogReader, Position, StoreError, WriterBusyError
-from storage.names import InvalidNameError
+from netmon.storage.eventlog import EventLog, EventLogReader, Position, StoreError, WriterBusyError
+from netmon.storage.names import InvalidNameError
 from tests.storage.helpers import DAY, T0, flow
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from storage.eventlog import EventLog, EventLogReader
-from storage.positions import Position
-from storage.segment_index import index_path
+from netmon.storage.eventlog import EventLog, EventLogReader
+from netmon.storage.positions import Position
+from netmon.storage.segment_index import index_path
 from tests.storage.helpers import T0, flow, read_all
 
 WRITERS = ("w1", "w2", "w3")

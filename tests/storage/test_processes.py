@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from storage.eventlog import EventLog, EventLogReader, Position
+from netmon.storage.eventlog import EventLog, EventLogReader, Position
 from tests.conftest import REPO_ROOT
 from tests.storage.writer_child import batch
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.eventlog import EventLog, EventLogReader, Position
-from storage.journal import BatchPart, Journal
+from netmon.storage.eventlog import EventLog, EventLogReader, Position
+from netmon.storage.journal import BatchPart, Journal
 from tests.conftest import REPO_ROOT
 from tests.storage.helpers import assert_postings_match_lines, flow
 

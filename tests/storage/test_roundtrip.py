@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage.eventlog import EventLog, EventLogReader, Position
-from storage.events import EVENT_TYPES, AnyEvent, Event
-from storage.names import NAME_PATTERN
-from storage.segments import MAX_TS
+from netmon.storage.contract.events import EVENT_TYPES, AnyEvent, Event
+from netmon.storage.eventlog import EventLog, EventLogReader, Position
+from netmon.storage.names import NAME_PATTERN
+from netmon.storage.segments import MAX_TS
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 FINITE = st.floats(allow_nan=False, allow_infinity=False)

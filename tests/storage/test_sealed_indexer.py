@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from storage.eventlog import EventLog, EventLogReader
-from storage.events import Detection, DetectionRaised
-from storage.segment_index import SealedSegmentIndexer, index_path, read_index
-from storage.segments import EVENTS_DIR
+from netmon.storage.contract.events import Detection, DetectionRaised
+from netmon.storage.eventlog import EventLog, EventLogReader
+from netmon.storage.segment_index import SealedSegmentIndexer, index_path, read_index
+from netmon.storage.segments import EVENTS_DIR
 from tests.storage.helpers import T0, flow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ def test_a_malformed_line_is_counted_and_the_rest_indexed(tmp_path: Path) -> Non
 def test_a_projector_process_indexes_what_its_replica_sealed(tmp_path: Path) -> None:
     """The real child process a replica starts (app/projector.py), on this test's writer."""
     projector = subprocess.Popen(
-        [sys.executable, "-m", "app.projector", "--data-dir", str(tmp_path),
+        [sys.executable, "-m", "netmon.app.projector", "--data-dir", str(tmp_path),
          "--replica", "w1", "--nice", "0"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -121,7 +121,7 @@ def test_a_failed_sidecar_write_leaves_no_temp_file_and_is_retried(tmp_path: Pat
         [sys.executable, "-c", (
             "import resource, signal, sys\n"
             "from pathlib import Path\n"
-            "from storage.segment_index import SealedSegmentIndexer\n"
+            "from netmon.storage.segment_index import SealedSegmentIndexer\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))\n"
             "print(SealedSegmentIndexer(Path(sys.argv[1]), 'w1').index_new())\n"

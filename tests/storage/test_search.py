@@ -8,9 +8,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from storage.eventlog import EventLog, EventLogReader, Query
-from storage.events import AnyEvent
-from storage.segment_index import read_index, write_index
+from netmon.storage.contract.events import AnyEvent
+from netmon.storage.eventlog import EventLog, EventLogReader, Query
+from netmon.storage.segment_index import read_index, write_index
 from tests.storage.helpers import DAY, T0, assert_postings_match_lines, flow
 
 DAYS = 3

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import msgspec
 
-from storage.eventlog import EventLog, EventLogReader
-from storage.log_reader import AppendTap
-from storage.positions import Position
+from netmon.storage.eventlog import EventLog, EventLogReader
+from netmon.storage.log_reader import AppendTap
+from netmon.storage.positions import Position
 from tests.storage.helpers import T0, flow, read_all
 
 

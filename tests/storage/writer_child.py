@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from storage.eventlog import EventLog, StoreError
+from netmon.storage.eventlog import EventLog, StoreError
 from tests.storage.helpers import DAY, T0, flow
 
 BRANCHES = ("main", "lab")

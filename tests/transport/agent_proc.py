@@ -13,7 +13,7 @@ import asyncio
 import sys
 import time
 
-from agent.transport import AgentTransport, TransportConfig
+from netmon.agent.transport import AgentTransport, TransportConfig
 from tests.transport.conftest import make_flow
 
 CHUNK = 250

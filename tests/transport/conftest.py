@@ -17,8 +17,8 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from storage.agents import AgentRegistry
-from storage.events import FlowObserved, new_event_id
+from netmon.storage.agents import AgentRegistry
+from netmon.storage.contract.events import FlowObserved, new_event_id
 from tests.conftest import REPO_ROOT
 
 
@@ -45,7 +45,7 @@ class PortTaken(Exception):
 
 
 class ServerProcess:
-    """``python -m app.cli serve`` in a subprocess, on its own data dir and port."""
+    """``python -m netmon.app.cli serve`` in a subprocess, on its own data dir and port."""
 
     def __init__(self, root: Path, secret: str, replica: str = "r1", **ingest: object) -> None:
         self.root = root
@@ -94,7 +94,7 @@ class ServerProcess:
                 [
                     sys.executable,
                     "-m",
-                    "app.cli",
+                    "netmon.app.cli",
                     "serve",
                     "--config",
                     str(self.config),
@@ -193,7 +193,7 @@ def flow_index(event: FlowObserved) -> int:
 
 def stored_events(data_dir: Path) -> list:  # type: ignore[type-arg]
     """Every event in the store, in log order."""
-    from storage.log_reader import EventLogReader
+    from netmon.storage.log_reader import EventLogReader
 
     if not (data_dir / "events").exists():
         return []

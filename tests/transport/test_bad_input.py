@@ -19,10 +19,10 @@ from cryptography.fernet import Fernet
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from agent.offline_zip import seal_archive
-from agent.transport import AgentTransport, TransportConfig
-from storage import wire
-from storage.agents import AgentRegistry
+from netmon.agent.offline_zip import seal_archive
+from netmon.agent.transport import AgentTransport, TransportConfig
+from netmon.storage.agents import AgentRegistry
+from netmon.storage.contract import wire
 from tests.transport.conftest import ServerProcess, make_flow, stored_events
 
 MAX_FRAME = 300_000

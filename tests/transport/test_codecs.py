@@ -15,11 +15,11 @@ import pytest
 import zstandard
 from cryptography.fernet import Fernet
 
-from agent.config import AgentConfigError, parse_agent_config
-from agent.transport import AgentTransport, TransportConfig, TransportError
-from app.ingest import ZSTD_MAGIC
-from storage import wire
-from storage.agents import AgentRegistry
+from netmon.agent.config import AgentConfigError, parse_agent_config
+from netmon.agent.transport import AgentTransport, TransportConfig, TransportError
+from netmon.app.ingest import ZSTD_MAGIC
+from netmon.storage.agents import AgentRegistry
+from netmon.storage.contract import wire
 from tests.conftest import REPO_ROOT
 from tests.transport.conftest import ServerProcess, flow_counts, make_flow
 from tests.transport.test_bad_input import Env, expect_ack, refusal, welcomed
@@ -164,7 +164,7 @@ def test_an_unknown_codec_or_level_is_refused_naming_the_setting(tmp_path: Path)
         [
             sys.executable,
             "-m",
-            "app.cli",
+            "netmon.app.cli",
             "agent",
             "run",
             "--config",

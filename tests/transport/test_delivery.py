@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 
-from agent.offline_zip import seal_archive
-from agent.transport import AgentTransport, TransportConfig
-from storage.events import Detection, DetectionRaised, GapReported, new_event_id
+from netmon.agent.offline_zip import seal_archive
+from netmon.agent.transport import AgentTransport, TransportConfig
+from netmon.storage.contract.events import Detection, DetectionRaised, GapReported, new_event_id
 from tests.conftest import REPO_ROOT
 from tests.transport.conftest import (
     flow_counts,
@@ -294,7 +294,7 @@ async def test_replicas_sharing_a_data_dir_store_a_batch_once(make_server, regis
     """The agent fails over from r1 to r2 and resends everything: r2 acknowledges duplicates."""
     from websockets.asyncio.client import connect
 
-    from storage import wire
+    from netmon.storage.contract import wire
 
     key = registry.add("a1", "b1")
     first, second = make_server("r1").start(), make_server("r2").start()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
-from app.cli import main
-from storage.agents import AgentRegistry, AgentRegistryError, SecretKeyError
+from netmon.app.cli import main
+from netmon.storage.agents import AgentRegistry, AgentRegistryError, SecretKeyError
 
 
 def test_each_agent_gets_its_own_key_stored_encrypted(tmp_path: Path, secret: str) -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from storage.events import FlowObserved
+from netmon.storage.contract.events import FlowObserved
 from tests.conftest import REPO_ROOT
 from tests.transport.conftest import stored_events
 
@@ -16,7 +16,7 @@ PCAP = REPO_ROOT / "tests" / "data" / "agent_mixed.pcapng"
 
 def netmon(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "netmon.app.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -7,12 +7,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from agent.spool import Spool, SpooledBatch
-from agent.transport import full_jitter
-from app.ingest import Ingestor, stored_event_ids
-from app.settings import IngestSettings
-from storage.dedup import COMPACT_EVERY, DedupIndex
-from storage.eventlog import EventLog
+from netmon.agent.spool import Spool, SpooledBatch
+from netmon.agent.transport import full_jitter
+from netmon.app.ingest import Ingestor, stored_event_ids
+from netmon.app.settings import IngestSettings
+from netmon.storage.dedup import COMPACT_EVERY, DedupIndex
+from netmon.storage.eventlog import EventLog
 from tests.transport.conftest import make_flow
 
 
@@ -121,7 +121,7 @@ def test_gaps_counted_while_reporting_stay_for_the_next_report(tmp_path: Path) -
 def test_an_oversized_batch_is_split_not_refused(tmp_path: Path) -> None:
     from cryptography.fernet import Fernet
 
-    from agent.transport import AgentTransport, TransportConfig
+    from netmon.agent.transport import AgentTransport, TransportConfig
     from tests.transport.conftest import make_flow
 
     config = TransportConfig(
@@ -147,9 +147,9 @@ def test_heartbeats_carry_the_spool_state(tmp_path: Path) -> None:
     import zstandard
     from cryptography.fernet import Fernet
 
-    from agent.transport import AgentTransport, TransportConfig
-    from storage import wire
-    from storage.events import AgentHeartbeat
+    from netmon.agent.transport import AgentTransport, TransportConfig
+    from netmon.storage.contract import wire
+    from netmon.storage.contract.events import AgentHeartbeat
     from tests.transport.conftest import make_flow
 
     key = Fernet.generate_key().decode()
@@ -179,7 +179,7 @@ def _ingestor(tmp_path: Path, log: EventLog, writer: str) -> Ingestor:
 
 
 def test_a_stopped_replicas_pending_claim_is_settled_from_the_log(tmp_path: Path) -> None:
-    from app.ingest import DecodedBatch, FrameRejected
+    from netmon.app.ingest import DecodedBatch, FrameRejected
 
     stored = [msgspec.structs.replace(make_flow("a1", 1), branch="b1")]
     lost = [msgspec.structs.replace(make_flow("a1", 2), branch="b1")]
@@ -207,7 +207,7 @@ def test_a_batch_being_stored_by_another_connection_waits_and_is_a_duplicate(
 ) -> None:
     import threading
 
-    from app.ingest import DecodedBatch
+    from netmon.app.ingest import DecodedBatch
 
     events = [msgspec.structs.replace(make_flow("a1", 1), branch="b1")]
     with EventLog(tmp_path, "r1") as log:

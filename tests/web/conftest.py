@@ -10,9 +10,9 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from starlette.applications import Starlette
 
-from app.settings import Settings, StoreSettings
+from netmon.app.settings import Settings, StoreSettings
+from netmon.web.routes import install_web, web_exception_handlers, web_routes
 from tests.web.harness import CHROMIUM, CHROMIUM_ARGS, NetmonServer
-from web.routes import install_web, web_exception_handlers, web_routes
 
 
 def build_web_app(data_dir: Path) -> Starlette:
@@ -54,7 +54,7 @@ def default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     crafted corpus trains in ~5 s where the full one takes 15-35 s on the shared machine.
     """
     # Imported here: scikit-learn would otherwise load at collection for every web test.
-    from app.analysis.corpus.build import build_default_model
+    from netmon.app.analysis.corpus.build import build_default_model
 
     path = tmp_path_factory.mktemp("model") / "model.joblib"
     build_default_model(path, real_tools=False, progress=False)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from storage.eventlog import EventLog
-from storage.events import (
+from netmon.storage.contract.events import (
     AlertOpened,
     Detection,
     DetectionRaised,
@@ -14,6 +13,7 @@ from storage.events import (
     max_severity,
     new_event_id,
 )
+from netmon.storage.eventlog import EventLog
 
 XSS_DOMAIN = "<img src=x onerror=alert(1)>.evil"
 _counter = itertools.count()

@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from storage.eventlog import EventLog
-from storage.events import AlertAcknowledged, AlertResolved
-from storage.log_reader import EventLogReader
+from netmon.storage.contract.events import AlertAcknowledged, AlertResolved
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import EventLogReader
+from netmon.web.alerts import fold
 from tests.web.conftest import build_web_app
 from tests.web.flows import XSS_DOMAIN, alert_opened, store
-from web.alerts import fold
 
 NOW = time.time()
 
@@ -78,7 +78,7 @@ async def test_acknowledge_then_resolve_appends_events(
 async def test_bad_alert_actions_are_refused(
     acting_client: httpx.AsyncClient, path: str, status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="web.alerts"):
+    with caplog.at_level(logging.INFO, logger="netmon.web.alerts"):
         response = await acting_client.post(path)
     assert response.status_code == status
     assert "alert action refused" in caplog.text

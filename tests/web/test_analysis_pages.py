@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from app.analysis.training import evaluate, save_model
-from storage.events import WindowSummarized, new_event_id
+from netmon.app.analysis.training import evaluate, save_model
+from netmon.storage.contract.events import WindowSummarized, new_event_id
 from tests.web.flows import XSS_DOMAIN, flow, store
 
 
@@ -83,7 +83,7 @@ async def test_damaged_evaluation_is_reported_and_logged(
     report = data_dir / "analysis" / "model.eval.json"
     report.parent.mkdir(parents=True)
     report.write_text("{not json")
-    with caplog.at_level(logging.ERROR, logger="web.analysis_pages"):
+    with caplog.at_level(logging.ERROR, logger="netmon.web.analysis_pages"):
         page = await client.get("/model")
     assert page.status_code == 200 and "could not be read" in page.text
     assert "model.eval.json" in caplog.text

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from web.assets import STATIC_DIR, VENDOR_FILES, AssetCatalog
+from netmon.web.assets import STATIC_DIR, VENDOR_FILES, AssetCatalog
 
 
 async def test_every_page_asset_is_served_with_a_matching_integrity_hash(
@@ -55,7 +55,7 @@ async def test_only_catalogued_files_are_served(client: httpx.AsyncClient, path:
 def test_missing_front_end_files_are_reported_and_pages_still_render(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="web.assets"):
+    with caplog.at_level(logging.WARNING, logger="netmon.web.assets"):
         catalog = AssetCatalog(STATIC_DIR, tmp_path / "no-node-modules")
     assert sorted(catalog.missing) == sorted(VENDOR_FILES)
     assert "npm ci" in caplog.text

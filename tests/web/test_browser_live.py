@@ -14,9 +14,9 @@ import msgspec
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from storage.eventlog import EventLog
-from storage.events import AlertAcknowledged, AlertOpened, FlowObserved
-from storage.log_reader import EventLogReader
+from netmon.storage.contract.events import AlertAcknowledged, AlertOpened, FlowObserved
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import EventLogReader
 from tests.web.conftest import screenshot
 from tests.web.flows import (
     SSH,
@@ -266,9 +266,11 @@ def test_a_real_ssh_attempt_is_alerted_by_the_worker_and_acknowledged_live(
     note_box.fill(note)
     # While the analyst types, other traffic arrives: every live push re-renders the list,
     # which must neither drop the typed note nor take the focus away from it.
-    with first.expect_response(lambda r: r.url.endswith("/alerts") and r.ok) as refreshed:
-        with EventLog(own_server.data_dir, "other-replica", durability="none") as other:
-            other.append([ssh_detection(time.time(), src="203.0.113.51")])
+    with (
+        first.expect_response(lambda r: r.url.endswith("/alerts") and r.ok) as refreshed,
+        EventLog(own_server.data_dir, "other-replica", durability="none") as other,
+    ):
+        other.append([ssh_detection(time.time(), src="203.0.113.51")])
     assert refreshed.value.request.method == "GET"
     expect(note_box).to_have_value(note)
     expect(note_box).to_be_focused()

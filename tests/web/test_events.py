@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from netmon.web.query import parse_query
+from netmon.web.search import search_all, search_page, store_source
 from tests.web.flows import SSH, XSS_DOMAIN, flow, ssh_detection, store
-from web.query import parse_query
-from web.search import search_all, search_page, store_source
 
 NOW = time.time()
 
@@ -136,7 +136,7 @@ async def test_bad_query_gets_a_400_page_and_a_log_line(
     client: httpx.AsyncClient, data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store(data_dir, [flow(NOW - 10)])
-    with caplog.at_level(logging.INFO, logger="web.views"):
+    with caplog.at_level(logging.INFO, logger="netmon.web.views"):
         response = await client.get("/events", params={"q": "port:99999"})
     assert response.status_code == 400
     assert 'id="query-error"' in response.text and "port:99999" in response.text

@@ -11,8 +11,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.access import SecuredRoute
-from web.errors import exception_handlers
+from netmon.app.access import SecuredRoute
+from netmon.web.errors import exception_handlers
 
 PAGES = ["/", "/analytics", "/admin"]
 EMPTY = [
@@ -83,7 +83,7 @@ async def test_an_unexpected_error_shows_a_reference_never_a_traceback(
     assert "Traceback" not in response.text and "secret internal detail" not in response.text
     ref = re.search(r"<code>([0-9a-f]{8})</code>", response.text)
     assert ref is not None
-    logged = [r for r in caplog.records if r.name == "web.errors"]
+    logged = [r for r in caplog.records if r.name == "netmon.web.errors"]
     assert logged and ref.group(1) in logged[0].getMessage() and logged[0].exc_info
     assert other.status_code == 418 and "short and stout" in other.text
 

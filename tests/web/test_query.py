@@ -7,8 +7,8 @@ import ipaddress
 
 import pytest
 
+from netmon.web.query import QueryError, parse_query
 from tests.web.flows import SSH, XSS_DOMAIN, flow, ssh_detection
-from web.query import QueryError, parse_query
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC).timestamp()
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import msgspec
 from tqdm import tqdm
 
-from app.analysis.corpus import scenarios, tools
-from app.analysis.training import LabelledFlow, load_labelled, save_model, train_model
-from storage.events import FlowObserved, json_decoder
+from netmon.app.analysis.corpus import scenarios, tools
+from netmon.app.analysis.training import LabelledFlow, load_labelled, save_model, train_model
+from netmon.storage.contract.events import FlowObserved, json_decoder
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -40,7 +40,7 @@ def replay(pcap: Path) -> list[FlowObserved]:
         [
             sys.executable,
             "-m",
-            "app.cli",
+            "netmon.app.cli",
             "agent",
             "replay",
             str(pcap),

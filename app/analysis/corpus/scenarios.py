@@ -15,7 +15,7 @@ from pathlib import Path
 
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 
-from app.analysis.corpus.frames import tcp_frame, udp_frame, write_pcap
+from netmon.app.analysis.corpus.frames import tcp_frame, udp_frame, write_pcap
 
 T0 = 1_767_225_600.0  # 2026-01-01 UTC: crafted captures start here
 ACK, PSH, SYN, FIN, RST = "A", "PA", "S", "FA", "R"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from starlette.websockets import WebSocket
 
-from app.access import SecuredWebSocketRoute
+from netmon.app.access import SecuredWebSocketRoute
 from tests.app.auth.live import LiveServer, live_server
 
 

@@ -21,12 +21,12 @@ import uvicorn
 from cryptography.fernet import Fernet
 from starlette.routing import BaseRoute
 
-from app.auth.passwords import Passwords
-from app.auth.tokens import TokenService
-from app.factory import create_app
-from app.settings import Settings, load_settings
-from storage.database import Database, database_path
-from storage.users import Role, User, UserStore
+from netmon.app.auth.passwords import Passwords
+from netmon.app.auth.tokens import TokenService
+from netmon.app.factory import create_app
+from netmon.app.settings import Settings, load_settings
+from netmon.storage.database import Database, database_path
+from netmon.storage.users import Role, User, UserStore
 
 JWT_SECRET = "test-only-jwt-secret-0123456789abcdef"
 PASSWORD = "correct horse battery staple 42"

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from storage.audit import AuditQuery, AuditTrail
-from storage.database import Database, database_path
+from netmon.storage.audit import AuditQuery, AuditTrail
+from netmon.storage.database import Database, database_path
 from tests.app.auth.live import PASSWORD, LiveServer, run, server_settings
 
 
 def _netmon(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NETMON_STORE__DATA_DIR": str(data_dir)}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "--log-level", "WARNING", *args],
+        [sys.executable, "-m", "netmon.app.cli", "--log-level", "WARNING", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -67,7 +67,7 @@ def test_verify_names_an_edited_record(data_dir: Path) -> None:
 
 
 def test_verify_names_a_record_edited_with_its_hash_recomputed(data_dir: Path) -> None:
-    from storage.audit import record_hash
+    from netmon.storage.audit import record_hash
 
     with sqlite3.connect(database_path(data_dir)) as db:
         row = db.execute(
@@ -159,7 +159,7 @@ def test_audit_query_filters_and_pages(tmp_path: Path) -> None:
 def test_first_start_prints_a_one_time_admin_password(tmp_path: Path) -> None:
     import io
 
-    from app.auth.context import open_auth
+    from netmon.app.auth.context import open_auth
 
     settings = server_settings(tmp_path)
     console = io.StringIO()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.audit import AuditTrail
-from storage.database import MIGRATIONS, Database, DatabaseError, Migration, database_path
+from netmon.storage.audit import AuditTrail
+from netmon.storage.database import MIGRATIONS, Database, DatabaseError, Migration, database_path
 from tests.app.auth.live import run
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.auth.passwords import (
+from netmon.app.auth.passwords import (
     MAX_PASSWORD_LENGTH,
     PasswordPolicyError,
     Passwords,

@@ -188,7 +188,7 @@ def test_unreadable_login_forms_get_a_clear_answer_and_a_log_line(
     content_type: str,
     status: int,
 ) -> None:
-    with server.client() as client, caplog.at_level("WARNING", logger="app.auth.forms"):
+    with server.client() as client, caplog.at_level("WARNING", logger="netmon.app.auth.forms"):
         answer = client.post("/login", content=content, headers={"Content-Type": content_type})
     assert answer.status_code == status
     assert "The form could not be read." in answer.text

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.auth.throttle import LoginThrottle, account_key, address_key
-from storage.audit import AuditQuery, AuditTrail
-from storage.database import Database, database_path
+from netmon.app.auth.throttle import LoginThrottle, account_key, address_key
+from netmon.storage.audit import AuditQuery, AuditTrail
+from netmon.storage.database import Database, database_path
 from tests.app.auth.live import PASSWORD, LiveServer, live_server, run, server_settings
 
 

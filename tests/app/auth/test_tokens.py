@@ -12,9 +12,9 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import OctKey, RSAKey
 
-from app.auth.tokens import TokenService
-from storage.database import Database, database_path
-from storage.users import UserStore
+from netmon.app.auth.tokens import TokenService
+from netmon.storage.database import Database, database_path
+from netmon.storage.users import UserStore
 from tests.app.auth.live import JWT_SECRET, PASSWORD, LiveServer, run, server_settings
 
 
@@ -216,7 +216,7 @@ def test_token_service_refuses_a_short_secret(tmp_path) -> None:  # type: ignore
 
 
 def test_generated_secret_is_stored_once_and_reused(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from app.auth.context import signing_secret
+    from netmon.app.auth.context import signing_secret
 
     settings = server_settings(tmp_path, jwt_secret="")
 
@@ -235,8 +235,8 @@ def test_generated_secret_is_stored_once_and_reused(tmp_path) -> None:  # type: 
 
 
 def test_a_short_configured_secret_stops_the_start_with_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from app.auth.context import open_auth
-    from app.settings import SettingsError
+    from netmon.app.auth.context import open_auth
+    from netmon.app.settings import SettingsError
 
     async def start() -> None:
         async with open_auth(server_settings(tmp_path, jwt_secret="too-short")):

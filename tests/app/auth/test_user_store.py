@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.database import Database, database_path
-from storage.users import LastAdminError, Session, UserExistsError, UserStore
+from netmon.storage.database import Database, database_path
+from netmon.storage.users import LastAdminError, Session, UserExistsError, UserStore
 from tests.app.auth.live import run
 
 

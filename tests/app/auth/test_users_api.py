@@ -88,7 +88,7 @@ def test_bad_user_input_is_refused_clearly_and_logged(
 ) -> None:
     with server.client(headers=server.bearer("admin")) as admin:
         before = admin.get("/api/v1/users").json()["users"]
-        with caplog.at_level(logging.WARNING, logger="app.auth.forms"):
+        with caplog.at_level(logging.WARNING, logger="netmon.app.auth.forms"):
             answer = admin.post("/api/v1/users", json=body)
         assert answer.status_code == status
         assert says in answer.json()["detail"]

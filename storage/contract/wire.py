@@ -21,7 +21,12 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from storage.events import AgentHeartbeat, DetectionRaised, FlowObserved, GapReported
+from netmon.storage.contract.events import (
+    AgentHeartbeat,
+    DetectionRaised,
+    FlowObserved,
+    GapReported,
+)
 
 PROTOCOL_VERSION = 1
 
