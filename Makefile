@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+LINT_PATHS := app agent web storage archive tests bench scripts
 
 .PHONY: setup demo test bench soak soak-ci lint clean
 
@@ -31,8 +32,12 @@ soak-ci: setup
 	SOAK_SECONDS=180 SOAK_KILL_EVERY=40 SOAK_RATE=$${SOAK_RATE:-2000} \
 	  $(VENV)/bin/pytest -m soak -p no:cacheprovider -s tests/soak
 
+# ruff (pinned in pyproject's dev extra) and mypy --strict over the installed `netmon` package;
+# .ci/run runs this before the tests, and .pre-commit-config.yaml runs the same on commit.
 lint: setup
-	$(VENV)/bin/ruff check app agent web storage archive tests bench
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	VENV=$(VENV) bash scripts/typecheck.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .netmon-demo
+	rm -rf $(VENV) .pytest_cache .netmon-demo build
