@@ -1,6 +1,6 @@
 """``netmon agent ...``: replay a capture file or capture live, writing events as JSON lines.
 
-``netmon agent run`` (streaming to the server) is registered by the transport module and uses
+``netmon agent run`` (streaming to the server) is registered by netmon.agent.run_command and uses
 the same ``run_pipeline``.
 """
 
@@ -49,6 +49,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
+    # deferred: `netmon --help` imports this module and must stay light (see app/cli.py)
     from netmon.agent.config import AgentConfigError, load_agent_config
 
     try:
@@ -59,6 +60,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _writer(target: str) -> tuple[IO[bytes], Callable[[Any], None]]:
+    # deferred: `netmon --help` imports this module and must stay light (see app/cli.py)
     from netmon.storage.contract.events import AgentHeartbeat, DetectionRaised, encode_json_line
 
     stream = sys.stdout.buffer if target == "-" else open(target, "ab")  # noqa: SIM115
@@ -72,8 +74,9 @@ def _writer(target: str) -> tuple[IO[bytes], Callable[[Any], None]]:
 
 
 def _run(args: argparse.Namespace, source: Any, config: Any, stop: Any = None) -> int:
+    # deferred: `netmon --help` imports this module and must stay light (see app/cli.py)
     from netmon.agent.config import AgentConfigError
-    from netmon.agent.pipeline import run_pipeline
+    from netmon.agent.pipeline import run_pipeline  # deferred, as above
 
     stream, emit = _writer(args.output)
     try:
@@ -116,6 +119,7 @@ def _stop_on_signals() -> threading.Event:
 
 def run_replay(args: argparse.Namespace) -> int:
     """``netmon agent replay FILE``."""
+    # deferred: `netmon --help` imports this module and must stay light (see app/cli.py)
     from netmon.agent.capture import CaptureError, FileSource
 
     config = _load(args)
@@ -136,6 +140,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
 def run_capture(args: argparse.Namespace) -> int:
     """``netmon agent capture``: live capture until Ctrl-C or ``--duration``."""
+    # deferred: `netmon --help` imports this module and must stay light (see app/cli.py)
     from netmon.agent.capture import CaptureError, LiveSource
 
     config = _load(args)

@@ -14,22 +14,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import msgspec
 from cryptography.fernet import MultiFernet
 
-from netmon.agent.spool import Spool, SpoolEntry
+from netmon.agent.spool import MANIFEST_NAME, Spool, SpoolEntry
+from netmon.storage.contract.files import write_atomically
 from netmon.storage.contract.wire import (
     ArchiveBatch,
     ArchiveManifest,
     ArchiveResult,
     archive_result_decoder,
-    manifest_decoder,
     seq_ranges,
 )
 
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 ARCHIVE_PATH = "/api/v1/ingest/archive"
 AGENT_HEADER = "X-Netmon-Agent"
@@ -50,6 +48,10 @@ class UploadError(Exception):
     def __init__(self, message: str, *, permanent: bool) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class _NothingToSeal(Exception):
+    """Every batch of the archive being written was acknowledged meanwhile."""
 
 
 def entry_name(boot_id: str, seq: int) -> str:
@@ -80,56 +82,46 @@ def seal_archive(
         return None
     first = entries[0]
     path = spool.outbox_dir / f"{agent_id}-{int(hour_start)}-{first.boot_id}-{first.seq}.zip"
-    tmp = path.with_name(f".tmp-{path.name}")
     listed: list[ArchiveBatch] = []
     taken: list[SpoolEntry] = []
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
-        for entry in entries:
-            batch = spool.read(entry)
-            if batch is None:
-                continue  # acknowledged meanwhile
-            name = entry_name(entry.boot_id, entry.seq)
-            archive.writestr(name, batch.frame)
-            digest = hashlib.sha256(batch.frame).hexdigest()
-            listed.append(
-                ArchiveBatch(name, entry.boot_id, entry.seq, entry.count, len(batch.frame), digest)
+
+    def write(handle: BinaryIO) -> None:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
+            for entry in entries:
+                batch = spool.read(entry)
+                if batch is None:
+                    continue  # acknowledged meanwhile
+                name = entry_name(entry.boot_id, entry.seq)
+                archive.writestr(name, batch.frame)
+                digest = hashlib.sha256(batch.frame).hexdigest()
+                listed.append(
+                    ArchiveBatch(
+                        name, entry.boot_id, entry.seq, entry.count, len(batch.frame), digest
+                    )
+                )
+                taken.append(entry)
+            if not listed:
+                raise _NothingToSeal
+            manifest_json = msgspec.json.encode(
+                ArchiveManifest(
+                    agent_id=agent_id,
+                    hour_start=hour_start,
+                    hour_end=hour_end,
+                    created=now,
+                    batches=listed,
+                    ranges=seq_ranges([(item.boot_id, item.seq) for item in listed]),
+                )
             )
-            taken.append(entry)
-        manifest_json = msgspec.json.encode(
-            ArchiveManifest(
-                agent_id=agent_id,
-                hour_start=hour_start,
-                hour_end=hour_end,
-                created=now,
-                batches=listed,
-                ranges=seq_ranges([(item.boot_id, item.seq) for item in listed]),
-            )
-        )
-        archive.writestr(MANIFEST_NAME, manifest_json)
-        archive.writestr(SIGNATURE_NAME, manifest_signature(fernet, manifest_json))
-    if not listed:
-        tmp.unlink()
-        return None
-    with tmp.open("rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+            archive.writestr(MANIFEST_NAME, manifest_json)
+            archive.writestr(SIGNATURE_NAME, manifest_signature(fernet, manifest_json))
+
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        write_atomically(path, write)  # the temp file is removed when nothing is left to seal
+    except _NothingToSeal:
+        return None
     spool.take(taken)
     log.info("offline archive %s sealed: %d batches", path.name, len(taken))
     return path
-
-
-def read_manifest(path: Path) -> ArchiveManifest | None:
-    """The manifest of one of our own archives (None if unreadable)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return manifest_decoder.decode(archive.read(MANIFEST_NAME))
-    except (OSError, KeyError, zipfile.BadZipFile, msgspec.DecodeError):
-        return None
 
 
 async def upload_archive(

@@ -21,7 +21,10 @@ import msgspec
 
 from netmon.agent.capture import FileSource, PacketSource, PcapReader
 from netmon.agent.config import AgentConfig
-from netmon.agent.detectors import build_detectors
+from netmon.agent.detectors import Detector
+from netmon.agent.detectors.critical_ports import CriticalPortDetector
+from netmon.agent.detectors.domains import DomainDetector
+from netmon.agent.detectors.suspicious_ips import SuspiciousIpDetector
 from netmon.agent.flowrecord import Flow, flow_event, ip_text
 from netmon.agent.flows import FlowTable
 from netmon.storage.contract.events import (
@@ -31,10 +34,10 @@ from netmon.storage.contract.events import (
     Event,
     new_event_id,
 )
+from netmon.storage.contract.versions import netmon_version
 
 log = logging.getLogger(__name__)
 
-AGENT_VERSION = "0.1.0"
 MALFORMED_LOG_LIMIT = 10  # individual log lines; the rest are counted and summarised
 
 
@@ -93,6 +96,17 @@ class _Emitter:
         self.emit(event)
 
 
+def build_detectors(config: AgentConfig) -> list[Detector]:
+    """The detectors the configuration enables, in a fixed order."""
+    detectors: list[Detector] = [CriticalPortDetector(config.critical_ports)]
+    if config.threat_lists:
+        detectors.append(SuspiciousIpDetector(config.threat_lists, config.list_reload_interval))
+    policy = config.domains
+    if policy.approved or policy.approved_files or policy.denied or policy.denied_files:
+        detectors.append(DomainDetector(policy))
+    return detectors
+
+
 def run_pipeline(
     source: PacketSource,
     config: AgentConfig,
@@ -105,84 +119,78 @@ def run_pipeline(
     is quiet, on every tick and every 4096 frames) or on KeyboardInterrupt; remaining flows
     are flushed.
     """
-    emitter = _Emitter(config, emit)
-    table = FlowTable(config, build_detectors(config), emitter.flow_ended, emitter.finding)
-    stats = PipelineStats()
-    boot_id = uuid.uuid4().hex
-    started = time.monotonic()
-    next_beat = started + config.heartbeat_interval
-    tick_interval = config.tick_interval
-    next_tick = 0.0
-    seen = malformed = not_ip = volume = 0
-    last_ts = 0.0
-    frame = table.frame
+    return Pipeline(source, config, emit, stop).run()
 
-    def heartbeat() -> None:
-        stats.packets_seen, stats.packets_malformed = seen, malformed
-        stats.packets_dropped = source.dropped()
-        elapsed = time.monotonic() - started
-        emitter.events += 1
-        emit(
-            AgentHeartbeat(
-                id=new_event_id(),
-                ts=time.time(),
-                branch=config.branch,
-                agent_id=emitter.agent_id,
-                boot_id=boot_id,
-                version=AGENT_VERSION,
-                uptime_s=elapsed,
-                packets_seen=seen,
-                packets_dropped=stats.packets_dropped,
-                packets_malformed=malformed,
-                flows_active=table.active,
-                flows_evicted=table.evicted,
-                events_per_s=emitter.events / elapsed if elapsed > 0 else 0.0,
-            )
+
+def _never() -> bool:
+    """The ``stop`` of a run nobody stops."""
+    return False
+
+
+class Pipeline:
+    """One run of the pipeline over one source: the counters and timers it keeps as it goes.
+
+    ``run()`` once; each step of the run is one method: ``_step`` (one frame), ``_run_batches``
+    (runs of pcap records), ``_beat``/``_heartbeat`` (health) and ``_finish`` (flush, totals).
+    """
+
+    def __init__(
+        self,
+        source: PacketSource,
+        config: AgentConfig,
+        emit: Callable[[Event], None],
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.source = source
+        self.config = config
+        self.emit = emit
+        self.stop = _never if stop is None else stop
+        self.version = netmon_version()
+        self.emitter = _Emitter(config, emit)
+        self.table = FlowTable(
+            config, build_detectors(config), self.emitter.flow_ended, self.emitter.finding
         )
+        self.frame = self.table.frame
+        self.stats = PipelineStats()
+        self.boot_id = uuid.uuid4().hex
+        self.started = time.monotonic()
+        self.next_beat = self.started + config.heartbeat_interval
+        self.tick_interval = config.tick_interval
+        self.next_tick = 0.0
+        self.seen = self.malformed = self.not_ip = self.volume = 0
+        self.last_ts = 0.0
 
-    def step(ts: float, data: bytes, wirelen: int, linktype: int) -> bool:
-        """Meter one frame, tick when its time has come; True when ``stop()`` says so."""
-        nonlocal seen, malformed, not_ip, volume, next_tick, last_ts
-        seen += 1
-        volume += wirelen
+    def run(self) -> PipelineStats:
+        """Meter the whole source (or until stopped), flush, and return the counters."""
+        source = self.source
         try:
-            metered = frame(ts, data, wirelen, linktype)
-            if metered < 0:
-                malformed += 1
-                if malformed <= MALFORMED_LOG_LIMIT:
-                    log.warning(
-                        "frame %d: truncated or malformed (%d bytes, linktype %d), skipped",
-                        seen,
-                        len(data),
-                        linktype,
-                    )
-            elif not metered:
-                not_ip += 1
-        except (IndexError, ValueError, struct_error) as error:
-            malformed += 1
-            log.warning("frame %d: cannot be decoded (%s), skipped", seen, error)
-        if ts >= next_tick:
-            if ts > last_ts:
-                last_ts = ts
-            next_tick = ts + tick_interval
-            table.tick(ts)
-            beat()
-            if stop is not None and stop():  # slow steady traffic never goes quiet
-                return True
-        elif ts > last_ts:
-            last_ts = ts
-        return not seen & 4095 and stop is not None and stop()
+            if isinstance(source, FileSource) and source.batchable():
+                with source.open_pcap(progress=source.progress) as reader:
+                    self._run_batches(reader)
+            else:
+                self._run_frames()
+        except KeyboardInterrupt:
+            log.info("interrupted: flushing %d active flows", self.table.active)
+        finally:
+            source.close()
+        return self._finish()
 
-    def beat() -> None:
-        nonlocal next_beat
-        if time.monotonic() >= next_beat:
-            heartbeat()
-            next_beat = time.monotonic() + config.heartbeat_interval
+    def _run_frames(self) -> None:
+        """The frame-by-frame path (live captures, pcapng, paced replays)."""
+        step, stop, table = self._step, self.stop, self.table
+        for item in self.source:
+            if item is None:  # a quiet live source: keep timers running on the wall clock
+                table.tick(time.time())
+                self._beat()
+                if stop():
+                    return
+                continue
+            if step(*item):
+                return
 
-    def run_batches(reader: PcapReader) -> None:
-        """The batch path: runs of common frames metered in one call, the rest by ``step``."""
-        nonlocal seen, volume, last_ts
-        meter = table.meter_records
+    def _run_batches(self, reader: PcapReader) -> None:
+        """The batch path: runs of common frames metered in one call, the rest by ``_step``."""
+        meter, stop = self.table.meter_records, self.stop
         unpack, resolution, linktype = reader.unpack, reader.resolution, reader.linktype
         buf = b""
         pos = end = 0
@@ -193,14 +201,16 @@ def run_pipeline(
                     return
                 buf, pos, end = more, 0, len(more)
                 continue
-            budget = 4096 - (seen & 4095)  # stop() is polled every 4096 frames
-            pos, count, size, latest = meter(buf, pos, end, unpack, resolution, next_tick, budget)
-            seen += count
-            volume += size
-            if latest > last_ts:
-                last_ts = latest
+            budget = 4096 - (self.seen & 4095)  # stop() is polled every 4096 frames
+            pos, count, size, latest = meter(
+                buf, pos, end, unpack, resolution, self.next_tick, budget
+            )
+            self.seen += count
+            self.volume += size
+            if latest > self.last_ts:
+                self.last_ts = latest
             if count == budget:
-                if stop is not None and stop():
+                if stop():
                     return
                 continue
             if pos + 16 <= end:
@@ -208,37 +218,85 @@ def run_pipeline(
                 if pos + 16 + caplen <= end:
                     data = buf[pos + 16 : pos + 16 + caplen]
                     pos += 16 + caplen
-                    if step(sec + frac * resolution, data, wirelen, linktype):
+                    if self._step(sec + frac * resolution, data, wirelen, linktype):
                         return
 
-    try:
-        if isinstance(source, FileSource) and source.batchable():
-            with source.open_pcap(progress=source.progress) as reader:
-                run_batches(reader)
-        else:
-            for item in source:
-                if item is None:  # a quiet live source: keep timers running on the wall clock
-                    table.tick(time.time())
-                    beat()
-                    if stop is not None and stop():
-                        break
-                    continue
-                if step(*item):
-                    break
-    except KeyboardInterrupt:
-        log.info("interrupted: flushing %d active flows", table.active)
-    finally:
-        source.close()
-    table.flush(last_ts)
-    if malformed > MALFORMED_LOG_LIMIT:
-        log.warning("%d malformed frames skipped in total", malformed)
-    heartbeat()
-    stats.packets_not_ip = not_ip
-    stats.bytes_seen = volume
-    stats.flows_exported = table.exported
-    stats.flows_evicted = table.evicted
-    stats.flows_active = table.active
-    stats.detections_raised = emitter.raised
-    stats.events_emitted = emitter.events
-    stats.elapsed_s = time.monotonic() - started
-    return stats
+    def _step(self, ts: float, data: bytes, wirelen: int, linktype: int) -> bool:
+        """Meter one frame, tick when its time has come; True when ``stop()`` says so."""
+        self.seen = seen = self.seen + 1
+        self.volume += wirelen
+        try:
+            metered = self.frame(ts, data, wirelen, linktype)
+            if metered < 0:
+                self.malformed += 1
+                if self.malformed <= MALFORMED_LOG_LIMIT:
+                    log.warning(
+                        "frame %d: truncated or malformed (%d bytes, linktype %d), skipped",
+                        seen,
+                        len(data),
+                        linktype,
+                    )
+            elif not metered:
+                self.not_ip += 1
+        except (IndexError, ValueError, struct_error) as error:
+            self.malformed += 1
+            log.warning("frame %d: cannot be decoded (%s), skipped", seen, error)
+        if ts >= self.next_tick:
+            if ts > self.last_ts:
+                self.last_ts = ts
+            self.next_tick = ts + self.tick_interval
+            self.table.tick(ts)
+            self._beat()
+            if self.stop():  # slow steady traffic never goes quiet
+                return True
+        elif ts > self.last_ts:
+            self.last_ts = ts
+        return not seen & 4095 and self.stop()
+
+    def _beat(self) -> None:
+        """A heartbeat when one is due (wall clock)."""
+        if time.monotonic() >= self.next_beat:
+            self._heartbeat()
+            self.next_beat = time.monotonic() + self.config.heartbeat_interval
+
+    def _heartbeat(self) -> None:
+        """Emit an ``AgentHeartbeat`` with the counters as they are now."""
+        stats, emitter, table = self.stats, self.emitter, self.table
+        stats.packets_seen, stats.packets_malformed = self.seen, self.malformed
+        stats.packets_dropped = self.source.dropped()
+        elapsed = time.monotonic() - self.started
+        emitter.events += 1
+        self.emit(
+            AgentHeartbeat(
+                id=new_event_id(),
+                ts=time.time(),
+                branch=self.config.branch,
+                agent_id=emitter.agent_id,
+                boot_id=self.boot_id,
+                version=self.version,
+                uptime_s=elapsed,
+                packets_seen=self.seen,
+                packets_dropped=stats.packets_dropped,
+                packets_malformed=self.malformed,
+                flows_active=table.active,
+                flows_evicted=table.evicted,
+                events_per_s=emitter.events / elapsed if elapsed > 0 else 0.0,
+            )
+        )
+
+    def _finish(self) -> PipelineStats:
+        """Flush the remaining flows, send the last heartbeat and fill in the totals."""
+        table, stats = self.table, self.stats
+        table.flush(self.last_ts)
+        if self.malformed > MALFORMED_LOG_LIMIT:
+            log.warning("%d malformed frames skipped in total", self.malformed)
+        self._heartbeat()
+        stats.packets_not_ip = self.not_ip
+        stats.bytes_seen = self.volume
+        stats.flows_exported = table.exported
+        stats.flows_evicted = table.evicted
+        stats.flows_active = table.active
+        stats.detections_raised = self.emitter.raised
+        stats.events_emitted = self.emitter.events
+        stats.elapsed_s = time.monotonic() - self.started
+        return stats

@@ -40,9 +40,10 @@ def register(subparsers: Any) -> None:
 
 def run_agent(args: argparse.Namespace) -> int:
     """Run the agent until the source ends or SIGINT/SIGTERM."""
+    # deferred: `netmon --help` imports this module and must stay light (see app/cli.py)
     from netmon.agent.capture import CaptureError, FileSource, LiveSource
-    from netmon.agent.config import AgentConfigError, load_agent_config
-    from netmon.agent.transport import AgentTransport, TransportError
+    from netmon.agent.config import AgentConfigError, load_agent_config  # deferred, as above
+    from netmon.agent.transport import AgentTransport, TransportError  # deferred, as above
 
     try:
         config = load_agent_config(args.config)
@@ -62,6 +63,7 @@ def run_agent(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace, config: Any, source: Any, transport: Any) -> int:
+    # deferred: `netmon --help` imports this module and must stay light (see app/cli.py)
     from netmon.agent.pipeline import run_pipeline
 
     stopping = threading.Event()

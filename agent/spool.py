@@ -4,7 +4,8 @@ when the server acknowledges it (or when it moves into an hourly offline ZIP).
 Layout of the spool directory::
 
     batches/<created_us>-<boot_id>-<seq>-<count>.batch   one SpooledBatch (msgpack), fsynced
-    outbox/*.zip                                          sealed hourly archives (offline_zip)
+    outbox/*.zip                                          sealed hourly archives (offline_zip;
+                                                          the cap reads their manifests here)
     rejected/                                             batches the server refused for good
     gaps.msgpack                                          batches dropped by the size cap
     cursor                                                the source position of the last
@@ -13,7 +14,9 @@ Layout of the spool directory::
 The spool has a byte cap (batches and outbox archives together). When a new batch would pass
 it, the oldest batches are dropped first, then the oldest archives; every drop is counted per
 boot and kept in ``gaps.msgpack`` until the transport has reported it as a ``GapReported``.
-File names sort oldest first, so a restart only lists the directory.
+File names sort oldest first, so a restart only lists the directory. Every file is replaced
+through ``write_atomically`` (temp file, fsync, rename, fsync of the directory), readable by its
+owner only; a restart deletes the temp files of writes that a crash cut short.
 """
 
 from __future__ import annotations
@@ -22,9 +25,15 @@ import contextlib
 import logging
 import os
 import threading
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
+
+from netmon.storage.contract.files import write_atomically
+from netmon.storage.contract.wire import ArchiveManifest, manifest_decoder
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +74,27 @@ _batch_decoder = msgspec.msgpack.Decoder(SpooledBatch)
 _gaps_decoder = msgspec.msgpack.Decoder(list[GapRecord])
 _encoder = msgspec.msgpack.Encoder()
 
+MANIFEST_NAME = "manifest.json"  # inside an offline archive (offline_zip writes them)
+TORN_WRITES = ".*.tmp"  # write_atomically's temp files: only a crash leaves one behind
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+def _owner_only(data: bytes) -> Callable[[BinaryIO], None]:
+    """A writer for ``write_atomically`` that makes the file mode 0600 before writing ``data``."""
+
+    def write(handle: BinaryIO) -> None:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(data)
+
+    return write
+
+
+def read_manifest(path: Path) -> ArchiveManifest | None:
+    """The manifest of one of our own offline archives (None if unreadable)."""
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        with zipfile.ZipFile(path) as archive:
+            return manifest_decoder.decode(archive.read(MANIFEST_NAME))
+    except (OSError, KeyError, zipfile.BadZipFile, msgspec.DecodeError):
+        return None
 
 
 def _parse_name(path: Path) -> SpoolEntry | None:
@@ -103,6 +117,9 @@ class Spool:
         self.rejected_dir = self.directory / "rejected"
         for folder in (self.batch_dir, self.outbox_dir, self.rejected_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        for folder in (self.directory, self.batch_dir, self.outbox_dir):
+            for torn in folder.glob(TORN_WRITES):
+                torn.unlink(missing_ok=True)  # a write cut short by a crash: never acknowledged
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, int], SpoolEntry] = {}
@@ -134,7 +151,7 @@ class Spool:
         )
         with self._lock:
             self._make_room(len(data))
-            write_durably(self.batch_dir / name, data)
+            write_atomically(self.batch_dir / name, _owner_only(data))
             entry = SpoolEntry(
                 name, batch.boot_id, batch.seq, batch.count, batch.created, len(data)
             )
@@ -244,8 +261,6 @@ class Spool:
         )
 
     def _drop_archive(self, path: Path) -> None:
-        from netmon.agent.offline_zip import read_manifest  # local: the zip module imports this one
-
         manifest = read_manifest(path)
         if manifest is not None:
             counts: dict[tuple[str, int], int] = {
@@ -272,7 +287,7 @@ class Spool:
                 break
         else:
             self._gaps.append(GapRecord(boot_id, first, last, batches, events))
-        write_durably(self._gaps_path, _encoder.encode(self._gaps))
+        write_atomically(self._gaps_path, _owner_only(_encoder.encode(self._gaps)))
 
     def gaps(self) -> list[GapRecord]:
         """Dropped batches not yet reported to the server."""
@@ -291,7 +306,7 @@ class Spool:
                         if done.last_seq >= gap.first_seq:
                             gap.first_seq = min(done.last_seq + 1, gap.last_seq)
             self._gaps = [gap for gap in self._gaps if gap.batches > 0]
-            write_durably(self._gaps_path, _encoder.encode(self._gaps))
+            write_atomically(self._gaps_path, _owner_only(_encoder.encode(self._gaps)))
 
     def _load_gaps(self) -> list[GapRecord]:
         try:
@@ -324,5 +339,5 @@ class Spool:
         """Before a batch file goes, save the newest cursor: its batch was durably spooled, so
         resuming after it never skips or repeats a spooled event."""
         if self._cursor >= 0 and self._saved_cursor != self._cursor:
-            write_durably(self._cursor_path, str(self._cursor).encode())
+            write_atomically(self._cursor_path, _owner_only(str(self._cursor).encode()))
             self._saved_cursor = self._cursor

@@ -34,15 +34,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.agent_pcapgen import write_flows_pcap  # noqa: E402
+from netmon.agent.capture import FileSource  # noqa: E402
+from netmon.agent.config import AgentConfig, DomainPolicy, ThreatList  # noqa: E402
+from netmon.agent.pipeline import run_pipeline  # noqa: E402
+from netmon.storage.contract.events import FlowObserved  # noqa: E402
 
 FLOWS = 25_000
 PACKETS_PER_FLOW = 40
 CIC_PREFIX = 20_000
 
 
-def _config(workdir: Path):  # type: ignore[no-untyped-def]
-    from netmon.agent.config import AgentConfig, DomainPolicy, ThreatList
-
+def _config(workdir: Path) -> AgentConfig:
     threats = workdir / "threats.txt"
     threats.write_text(
         "\n".join(
@@ -60,10 +62,6 @@ def _config(workdir: Path):  # type: ignore[no-untyped-def]
 
 def measure_agent(pcap: Path, workdir: Path) -> tuple[float, int, int]:
     """(seconds, packets, FlowObserved count) of one full pipeline run."""
-    from netmon.agent.capture import FileSource
-    from netmon.agent.pipeline import run_pipeline
-    from netmon.storage.contract.events import FlowObserved
-
     flows = 0
 
     def emit(event: object) -> None:
@@ -156,9 +154,6 @@ def cic_child(prefix: str, out: str) -> None:
 
 def rss_child(pcap: str) -> None:
     """In a child process: meter ``pcap`` with every flow active at once; print RSS as JSON."""
-    from netmon.agent.capture import FileSource
-    from netmon.agent.config import AgentConfig
-    from netmon.agent.pipeline import run_pipeline
 
     def rss_kib() -> int:
         with open("/proc/self/status") as status:

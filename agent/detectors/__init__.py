@@ -8,18 +8,14 @@ every flow:
 and ``tick(now)`` once per tick (list reloads). Hooks return the findings (``Detection``) to
 add to the flow, or ``None``. They are not called for every packet: per-packet work belongs
 in the flow table, so the hot path stays free of plugin calls. A finding with severity
-"critical" is raised at once (``DetectionRaised``) by the pipeline.
+"critical" is raised at once (``DetectionRaised``) by the pipeline, which also picks the
+detectors a configuration enables (``netmon.agent.pipeline.build_detectors``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from netmon.agent.flowrecord import Flow
 from netmon.storage.contract.events import Detection
-
-if TYPE_CHECKING:
-    from netmon.agent.config import AgentConfig
-    from netmon.agent.flowrecord import Flow
 
 
 class Detector:
@@ -41,18 +37,3 @@ class Detector:
 
     def tick(self, now: float) -> None:
         """Periodic housekeeping (packet time)."""
-
-
-def build_detectors(config: AgentConfig) -> list[Detector]:
-    """The detectors the configuration enables, in a fixed order."""
-    from netmon.agent.detectors.critical_ports import CriticalPortDetector
-    from netmon.agent.detectors.domains import DomainDetector
-    from netmon.agent.detectors.suspicious_ips import SuspiciousIpDetector
-
-    detectors: list[Detector] = [CriticalPortDetector(config.critical_ports)]
-    if config.threat_lists:
-        detectors.append(SuspiciousIpDetector(config.threat_lists, config.list_reload_interval))
-    policy = config.domains
-    if policy.approved or policy.approved_files or policy.denied or policy.denied_files:
-        detectors.append(DomainDetector(policy))
-    return detectors

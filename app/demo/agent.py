@@ -16,6 +16,11 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from netmon.agent.config import AgentConfigError, load_agent_config
+from netmon.agent.pipeline import run_pipeline
+from netmon.agent.transport import AgentTransport, TransportError
+from netmon.app.demo.traffic import DemoSource
+
 log = logging.getLogger("netmon.demo.agent")
 
 
@@ -29,11 +34,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def run(config_path: Path, interval_s: float, seed: int | None) -> int:
     """Stream rounds of generated traffic to the configured server until a signal arrives."""
-    from netmon.agent.config import AgentConfigError, load_agent_config
-    from netmon.agent.pipeline import run_pipeline
-    from netmon.agent.transport import AgentTransport, TransportError
-    from netmon.app.demo.traffic import DemoSource
-
     try:
         config = load_agent_config(config_path)
         transport = AgentTransport(config.resolved_agent_id(), config.server_url, config.transport)

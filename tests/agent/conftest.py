@@ -15,8 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,21 +24,13 @@ from netmon.agent.capture import FileSource
 from netmon.agent.config import AgentConfig
 from netmon.agent.pipeline import PipelineStats, run_pipeline
 from netmon.storage.contract.events import AgentHeartbeat, DetectionRaised, Event, FlowObserved
+from tests.polling import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 DATA_DIR = REPO_ROOT / "tests" / "data"
 NET = f"127.77.{random.randrange(1, 255)}"  # this session's /24 ("127.77.N")
 MARKER_IP = f"{NET}.254"
 MARKER_PORT = 19999
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``condition`` until true or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what or condition}")
-        time.sleep(0.02)
 
 
 def port_open(host: str, port: int) -> bool:
@@ -64,7 +55,7 @@ def server_ready(host: str, port: int) -> bool:
     """
     if not port_open(host, port):
         return False
-    wait_for(lambda: connections_closed(host, port), what=f"probe to {host}:{port} to close")
+    wait_until(lambda: connections_closed(host, port), what=f"probe to {host}:{port} to close")
     return True
 
 
@@ -101,7 +92,7 @@ def tcpdump(
         yield
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(marker, (MARKER_IP, MARKER_PORT))
-        wait_for(lambda: marker in path.read_bytes(), what="tcpdump to write the marker")
+        wait_until(lambda: marker in path.read_bytes(), what="tcpdump to write the marker")
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from netmon.storage.contract.events import AgentHeartbeat, FlowObserved, decode_json_line
+from tests.polling import wait_until
 
-from .conftest import DATA_DIR, REPO_ROOT, wait_for
+from .conftest import DATA_DIR, REPO_ROOT
 
 
 def netmon(*args: str) -> list[str]:
@@ -129,7 +130,7 @@ def test_live_capture_on_loopback_meters_real_traffic(tmp_path: Path) -> None:
             event = decode_json_line(lines[-1])
             return isinstance(event, AgentHeartbeat) and event.packets_seen >= 200
 
-        wait_for(all_seen, timeout=20, what="the agent to meter 200 packets")
+        wait_until(all_seen, timeout=20, what="the agent to meter 200 packets")
         proc.send_signal(signal.SIGINT)
         stdout, _ = proc.communicate(timeout=30)
     finally:

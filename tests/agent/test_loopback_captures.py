@@ -15,6 +15,8 @@ import pytest
 
 from netmon.agent.config import AgentConfig, CriticalPort
 from netmon.storage.contract.events import FlowObserved
+from tests.polling import wait_until
+from tests.ports import free_port
 
 from .conftest import (
     NET,
@@ -28,7 +30,6 @@ from .conftest import (
     tshark_conversations,
     tshark_fields,
     tshark_total_bytes,
-    wait_for,
 )
 
 CURL = ("curl", "-s", "-o", "/dev/null", "--max-time", "10")
@@ -38,12 +39,6 @@ CURL = ("curl", "-s", "-o", "/dev/null", "--max-time", "10")
 def captures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory for this module's captures."""
     return tmp_path_factory.mktemp("captures")
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _get_from_port_3389(host: str, port: int) -> bytes:
@@ -64,7 +59,7 @@ def _get_from_port_3389(host: str, port: int) -> bytes:
 def http_pcap(captures: Path) -> Path:
     """curl against a real HTTP server, captured on "any" (Linux cooked v2 frames)."""
     require_tools("curl")
-    port = _free_port(f"{NET}.1")
+    port = free_port(f"{NET}.1")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -80,7 +75,7 @@ def http_pcap(captures: Path) -> Path:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: server_ready(f"{NET}.1", port), what="http.server")
+        wait_until(lambda: server_ready(f"{NET}.1", port), what="http.server")
         path = captures / "http.pcap"
         with tcpdump(path, f"net {NET}.0/24", interface="any"):
             url = f"http://{NET}.1:{port}/"
@@ -117,7 +112,7 @@ def dns_pcap(captures: Path) -> Path:
     )
     dig = ["dig", f"@{NET}.2", "+tries=1", "+time=2", "+short"]
     try:
-        wait_for(
+        wait_until(
             lambda: (
                 subprocess.run(
                     [*dig, "www.test-dns.netmon"], capture_output=True, text=True
@@ -183,7 +178,7 @@ def tls_pcap(captures: Path) -> Path:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: server_ready(f"{NET}.3", 18443), what="openssl s_server")
+        wait_until(lambda: server_ready(f"{NET}.3", 18443), what="openssl s_server")
         path = captures / "tls.pcap"
         with tcpdump(path, f"net {NET}.0/24"):
             subprocess.run(
@@ -222,8 +217,8 @@ def ssh_pcap(captures: Path) -> Path:
         server = subprocess.Popen([str(sshd), "-D", "-e", "-f", str(config)], stderr=log_file)
     try:
         try:
-            wait_for(lambda: server_ready(f"{NET}.4", 22), what="sshd")
-        except TimeoutError:
+            wait_until(lambda: server_ready(f"{NET}.4", 22), what="sshd")
+        except AssertionError:  # wait_until gave up
             pytest.skip(f"sshd did not start: {log.read_text()[-300:]}")
         path = captures / "ssh.pcap"
         with tcpdump(path, f"net {NET}.0/24"):
