@@ -18,7 +18,8 @@ import anyio
 import msgspec
 
 from netmon.app.projections.brief import FeedEvent, brief_decoder, needs_full
-from netmon.storage.log_reader import AppendTap
+from netmon.storage.log_reader import AppendTap, EventLogReader
+from netmon.storage.positions import Position
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Feed(Protocol):
 
 
 class FileFeed:
-    """A ``Feed`` over the JSONL segments of ``DATA/`` (netmon.storage.eventlog.EventLogReader)."""
+    """A ``Feed`` over the JSONL segments of ``DATA/``, read by ``EventLogReader``."""
 
     # At most ``max_events`` per batch: the batch is applied on the event loop, so this bounds
     # how long ingest and dashboards wait for it (~1,000 events ≈ 10 ms) when catching up.
@@ -62,8 +63,6 @@ class FileFeed:
         max_events: int = 1_000,
         tap: AppendTap | None = None,
     ):
-        from netmon.storage.eventlog import EventLogReader
-
         self.reader = EventLogReader(
             root, tail_decoder=brief_decoder, needs_full=needs_full, tap=tap, follow_forward=True
         )
@@ -72,8 +71,6 @@ class FileFeed:
 
     async def batches(self, offsets: dict[str, int]) -> AsyncIterator[FeedBatch]:
         """Poll the reader off the event loop; sleep ``poll_interval`` only when idle."""
-        from netmon.storage.positions import Position
-
         position = Position(offsets=dict(offsets))
         idle = False
         while True:
@@ -96,9 +93,6 @@ def read_to_end(
     root: Path, offsets: dict[str, int], max_events: int = 50_000
 ) -> Iterator[FeedBatch]:
     """Every batch from ``offsets`` up to the current end of the log, then stop (for rebuilds)."""
-    from netmon.storage.eventlog import EventLogReader
-    from netmon.storage.positions import Position
-
     reader = EventLogReader(
         root, tail_decoder=brief_decoder, needs_full=needs_full, follow_forward=True
     )

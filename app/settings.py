@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from dotenv import dotenv_values
 
+from netmon.archive.settings import ArchiveSettings
+
 ENV_PREFIX = "NETMON_"
 ENV_SEPARATOR = "__"
 
@@ -29,7 +31,10 @@ class SettingsError(Exception):
 
 
 class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base of every settings section: unknown keys are errors, not silently ignored."""
+    """Base of every settings section: unknown keys are errors, not silently ignored.
+
+    (``ArchiveSettings`` is defined by the archive, archive/settings.py, the same way.)
+    """
 
 
 class StoreSettings(Section, frozen=True):
@@ -129,23 +134,6 @@ class AnalysisSettings(Section, frozen=True):
     email_to: str = ""  # comma separated
     notify_retries: int = 4
     notify_backoff_s: float = 1.0  # doubled after each failed attempt
-
-
-class ArchiveSettings(Section, frozen=True):
-    """The archive manager (``netmon archive run``); see docs/archive.md."""
-
-    # A date partition is sealed into a ZIP once its UTC date is more than after_days days old
-    # and each of its segments has gone unmodified for grace_s seconds.
-    after_days: int = 7
-    grace_s: float = 3600.0
-    # Archives whose date is more than retain_days days old are deleted; 0 keeps them forever.
-    retain_days: int = 365
-    # Disk guard: while free space on the data dir's filesystem is under min_free_bytes or under
-    # min_free_percent of the filesystem, the oldest archives are deleted (0 turns a limit off).
-    min_free_bytes: int = 1024 * 1024 * 1024
-    min_free_percent: float = 5.0
-    interval_s: float = 3600.0  # pause between two runs of the service loop
-    compress_level: int = 6  # deflate level of archive members, 0-9
 
 
 class IngestSettings(Section, frozen=True):

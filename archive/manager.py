@@ -34,7 +34,6 @@ from typing import Any, Protocol
 import msgspec
 from tqdm import tqdm
 
-from netmon.app.settings import ArchiveSettings
 from netmon.archive.eligibility import (
     PartitionPlan,
     SegmentFile,
@@ -52,6 +51,7 @@ from netmon.archive.layout import (
     archives_dir,
     live_partitions,
 )
+from netmon.archive.settings import ArchiveSettings
 from netmon.archive.zipfiles import (
     ArchiveError,
     ArchiveWriter,
@@ -60,7 +60,8 @@ from netmon.archive.zipfiles import (
     read_manifest,
     verify_archive,
 )
-from netmon.storage.segments import INDEX_SUFFIX, fsync_dir
+from netmon.storage.contract.files import fsync_directory
+from netmon.storage.segments import INDEX_SUFFIX
 
 log = logging.getLogger("netmon.archive")
 
@@ -367,8 +368,10 @@ class ArchiveManager:
         self._step(f"{plan.key}: written and fsynced")
         verify_archive(temp)  # read every byte back before anything is removed
         self._step(f"{plan.key}: verified")
+        # Not write_atomically: the ZIP is read back between its fsync and the rename, and its
+        # temp name (TEMP_PREFIX) is the one the next run removes after a crash.
         os.replace(temp, final)
-        fsync_dir(final.parent)
+        fsync_directory(final.parent)
         self._step(f"{plan.key}: renamed into place")
         return manifest
 
@@ -388,7 +391,7 @@ class ArchiveManager:
         # The segment first: a sidecar left alone is an orphan the next run removes, while a
         # segment left without its sidecar would look unsealed and be held back.
         segment.path.unlink()
-        fsync_dir(segment.path.parent)
+        fsync_directory(segment.path.parent)
         self._step(f"removed {segment.relpath}")
         for sidecar in segment.sidecars:
             sidecar.path.unlink(missing_ok=True)
@@ -426,7 +429,7 @@ class ArchiveManager:
     def _delete(self, key: PartitionKey, reason: str) -> Deletion:
         deletion = self._deletion(key, reason)
         archive_path(self.data_dir, key).unlink()
-        fsync_dir(archives_dir(self.data_dir))
+        fsync_directory(archives_dir(self.data_dir))
         log.info("deleted archive %s (%d bytes): %s", key.archive_name, deletion.size, reason)
         self._step(f"deleted {key.archive_name}")
         return deletion

@@ -29,14 +29,8 @@ from netmon.archive.layout import (
 )
 from netmon.archive.zipfiles import ZIP_READ_ERRORS, ArchiveCorruptError, is_segment, read_manifest
 from netmon.storage.contract.events import AnyEvent, json_decoder
-from netmon.storage.log_reader import (
-    Query,
-    _dates_between,
-    _index_may_match,
-    _query_needles,
-    _query_predicate,
-)
 from netmon.storage.names import validate_name
+from netmon.storage.queries import Query, dates_between, index_may_match, query_needles
 from netmon.storage.segment_index import index_decoder
 from netmon.storage.segments import INDEX_SUFFIX, SEGMENT_SUFFIX
 
@@ -97,9 +91,9 @@ class LogReader:
 
     def search(self, query: Query) -> Iterator[AnyEvent]:
         """Events matching a store ``Query``; sidecar indexes skip segments that cannot match."""
-        predicate = _query_predicate(query)
-        needles = _query_needles(query)
-        dates = _dates_between(query.start, query.end)
+        predicate = query.matches
+        needles = query_needles(query)
+        dates = dates_between(query.start, query.end)
         try:
             for source in self._sources(dates, query.branches):
                 yield from self._scan_source(source, predicate, needles, query=query)
@@ -216,7 +210,7 @@ class LogReader:
         except _DECODE_ERRORS as error:
             log.error("ignoring unreadable index %s: %s", index_name, error)
             return True
-        return _index_may_match(index, query)
+        return index_may_match(index, query)
 
     def _scan_bytes(
         self, data: bytes, where: str, predicate: Predicate | None, needles: Sequence[bytes]

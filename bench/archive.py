@@ -31,8 +31,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.store import BRANCHES, DATES, Generator  # noqa: E402
-from netmon.app.settings import ArchiveSettings  # noqa: E402
 from netmon.archive.manager import ArchiveManager  # noqa: E402
+from netmon.archive.settings import ArchiveSettings  # noqa: E402
 from netmon.storage.eventlog import EventLog  # noqa: E402
 
 MB = 1024 * 1024

@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from netmon.storage.contract.events import FlowObserved, new_event_id  # noqa: E402
-from netmon.storage.eventlog import EventLog, EventLogReader  # noqa: E402
+from netmon.storage.eventlog import EventLog  # noqa: E402
+from netmon.storage.log_reader import EventLogReader  # noqa: E402
 from netmon.storage.positions import Position  # noqa: E402
 
 WRITERS = ("replica-1", "replica-2", "replica-3")

@@ -29,7 +29,8 @@ import msgspec
 from tqdm import tqdm
 
 from netmon.storage.contract.events import Detection, FlowFeatures, FlowObserved, new_event_id
-from netmon.storage.eventlog import EventLog, EventLogReader
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import EventLogReader
 
 DAY = 86_400.0
 FIRST_DAY = 1_761_955_200.0  # 2025-11-01T00:00:00Z

@@ -14,7 +14,7 @@ the agent sends it again). The log stays the source of truth; this index only re
 
 A claim left pending by a replica that is gone for good (its writer lock in the event log is
 free) is taken over by the replica that receives the batch again: it checks the log itself,
-exactly as a restart would (see ``app/ingest.py``).
+exactly as a restart would (see ``app/ingest/ingestor.py``).
 
 To stay small, claims of a boot that are done without holes are folded into a per-boot
 watermark ("everything up to seq N is stored").

@@ -23,17 +23,15 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 from tqdm import tqdm
 
 from netmon.storage.contract.events import EVENT_TYPES, Event
+from netmon.storage.contract.files import fsync_directory
 from netmon.storage.journal import BatchPart, Journal
-from netmon.storage.log_reader import AppendedPart, EventLogReader
 from netmon.storage.names import InvalidNameError, validate_name
-from netmon.storage.positions import Position
-from netmon.storage.queries import Query
 from netmon.storage.segment_index import IndexBuilder, build_index_from_file, write_index
 from netmon.storage.segments import (
     EVENTS_DIR,
@@ -45,7 +43,6 @@ from netmon.storage.segments import (
     cut_torn_tail,
     day_number,
     day_string,
-    fsync_dir,
     manifest_encoder,
     manifest_path,
     parse_manifest_lines,
@@ -55,11 +52,12 @@ from netmon.storage.segments import (
     write_all,
 )
 
-__all__ = ["EventLog", "EventLogReader", "Position", "Query", "StoreError", "WriterBusyError"]
-
 log = logging.getLogger("netmon.storage")
 
 Durability = Literal["batch", "none"]
+# What a listener hears after each append (``add_listener``), per segment written: the segment,
+# its start and end offsets, and the events.
+AppendedPart = tuple[str, int, int, list[Any]]
 _EVENT_TYPES = frozenset(EVENT_TYPES)
 _TS, _BRANCH = attrgetter("ts"), attrgetter("branch")
 
@@ -316,10 +314,10 @@ class EventLog:
         self._manifest_write(ManifestEntry(op="open", seg=relpath))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if self._fsync:
-            fsync_dir(path.parent)
+            fsync_directory(path.parent)
             if new_dir:
-                fsync_dir(path.parent.parent)
-                fsync_dir(path.parent.parent.parent)
+                fsync_directory(path.parent.parent)
+                fsync_directory(path.parent.parent.parent)
         return _OpenSegment(relpath, path, fd, day)
 
     def _seal(self, segment: _OpenSegment) -> None:
@@ -327,7 +325,9 @@ class EventLog:
         os.close(segment.fd)
         if self._index_on_seal:
             write_index(
-                segment.path, segment.index.build(segment.relpath, segment.size), fsync=self._fsync
+                segment.path,
+                segment.index.build(segment.relpath, segment.size),
+                durable=self._fsync,
             )
         self._manifest_write(ManifestEntry(op="seal", seg=segment.relpath, size=segment.size))
 
@@ -379,7 +379,7 @@ class EventLog:
         if cut:
             log.warning("cut a torn last line (%d bytes) from %s", cut, path)
         index = build_index_from_file(path, relpath)
-        write_index(path, index, fsync=self._fsync)
+        write_index(path, index, durable=self._fsync)
         self._manifest_write(ManifestEntry(op="seal", seg=relpath, size=index.size))
         log.info("sealed %s after an unclean shutdown (%d events)", path, index.events)
 

@@ -23,11 +23,12 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from netmon.storage.contract.events import AnyEvent, json_decoder
+from netmon.storage.eventlog import AppendedPart, EventLog
 from netmon.storage.names import validate_name
 from netmon.storage.positions import Position
 from netmon.storage.queries import Query, dates_between, index_may_match, query_needles
@@ -40,24 +41,9 @@ from netmon.storage.segments import (
     parse_manifest_lines,
 )
 
-if TYPE_CHECKING:
-    from netmon.storage.eventlog import EventLog  # which imports this module
-
 log = logging.getLogger("netmon.storage")
 
-__all__ = [
-    "AppendTap",
-    "EventLogReader",
-    "Query",  # re-exported: web/search.py and archive/reader.py import it from here
-    "ReaderStats",
-    "_dates_between",
-    "_index_may_match",
-    "_query_needles",
-    "_query_predicate",
-]
-
 READ_CHUNK = 4 * 1024 * 1024
-AppendedPart = tuple[str, int, int, list[Any]]  # segment, start and end offsets, the events
 # msgspec reports invalid UTF-8 (a corrupted byte) as UnicodeDecodeError (found by tests/fuzz)
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 
@@ -649,14 +635,3 @@ def _select_dirs(parent: Path, key: str, wanted: set[str] | None) -> list[Path]:
         )
     except FileNotFoundError:
         return []
-
-
-# The names archive/reader.py imported before they moved to storage/queries.py.
-_dates_between = dates_between
-_query_needles = query_needles
-_index_may_match = index_may_match
-
-
-def _query_predicate(query: Query) -> Callable[[AnyEvent], bool]:
-    """``query.matches`` (archive/reader.py searches archives the same way)."""
-    return query.matches

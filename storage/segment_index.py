@@ -15,9 +15,7 @@ segment's size for two IPs per flow).
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import threading
 from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -28,6 +26,7 @@ from typing import Any, Union
 import msgspec
 
 from netmon.storage.contract.events import EVENT_TYPES, DetectionRaised, Event, FlowObserved
+from netmon.storage.contract.files import write_atomically
 from netmon.storage.segments import INDEX_SUFFIX, manifest_path, parse_manifest_lines
 
 log = logging.getLogger("netmon.storage")
@@ -266,12 +265,12 @@ class SealedSegmentIndexer:
         events_dir: Path,
         writer: str,
         *,
-        fsync: bool = True,
+        durable: bool = True,
         wanted: Callable[[str], bool] = lambda segment: True,
     ) -> None:
         self.events_dir = events_dir
         self.manifest = manifest_path(events_dir, writer)
-        self.fsync = fsync
+        self.durable = durable
         self.wanted = wanted  # which sealed segments to look at (all, for a projector)
         self._read = 0  # manifest bytes looked at so far
         self._waiting: list[str] = []  # sealed segments whose sidecar is still to be checked
@@ -296,7 +295,7 @@ class SealedSegmentIndexer:
             path = self.events_dir / segment
             try:
                 if path.exists() and not index_path(path).exists():
-                    write_index(path, build_index_from_file(path, segment), fsync=self.fsync)
+                    write_index(path, build_index_from_file(path, segment), durable=self.durable)
                     indexed.append(segment)
                     log.info("indexed sealed segment %s", segment)
             except OSError as error:  # e.g. disk full: the next call tries again
@@ -306,22 +305,11 @@ class SealedSegmentIndexer:
         return indexed
 
 
-def write_index(segment_path: Path, index: SegmentIndex, *, fsync: bool) -> None:
-    """Write the sidecar atomically (temp file + rename), so a reader never sees half of it.
+def write_index(segment_path: Path, index: SegmentIndex, *, durable: bool) -> None:
+    """Write the sidecar atomically (``write_atomically``), so a reader never sees half of it.
     The temp name is this process's and thread's: a projector and an archive run that index
     the same segment at once each rename a whole file (the same content)."""
-    final = index_path(segment_path)
-    temp = final.with_name(f"{final.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    try:
-        with temp.open("wb") as handle:
-            handle.write(index_encoder.encode(index))
-            handle.flush()
-            if fsync:
-                os.fsync(handle.fileno())
-        os.replace(temp, final)
-    except BaseException:
-        temp.unlink(missing_ok=True)  # e.g. disk full: leave no half-written temp behind
-        raise
+    write_atomically(index_path(segment_path), index_encoder.encode(index), durable=durable)
 
 
 def read_index(segment_path: Path) -> SegmentIndex | None:

@@ -13,16 +13,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import httpx
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken
 
 from netmon.storage.contract.events import WindowSummarized
+from netmon.storage.contract.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -352,10 +354,13 @@ class ProviderKeys:
         tokens = self._load()
         tokens[provider] = self._fernet.encrypt(api_key.strip().encode()).decode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(tokens, indent=1))
-        tmp.chmod(0o600)
-        tmp.replace(self.path)
+        data = json.dumps(tokens, indent=1).encode()
+
+        def write(handle: BinaryIO) -> None:
+            os.fchmod(handle.fileno(), 0o600)  # owner only, before a byte of it is written
+            handle.write(data)
+
+        write_atomically(self.path, write)
 
     def get(self, provider: str) -> str | None:
         """The decrypted key of a provider, or None when none is stored."""

@@ -15,7 +15,6 @@ import csv
 import hashlib
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -32,6 +31,7 @@ from tqdm import tqdm
 
 from netmon.app.analysis.features import FEATURE_NAMES, csv_row_vector, detect_layout, flow_vector
 from netmon.storage.contract.events import FlowObserved
+from netmon.storage.contract.files import write_atomically
 
 log = logging.getLogger(__name__)
 BENIGN = "benign"
@@ -197,9 +197,9 @@ def save_model(
         "source": source,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    joblib.dump({"estimator": model, "meta": meta}, tmp, compress=3)
-    os.replace(tmp, path)
+    write_atomically(
+        path, lambda handle: joblib.dump({"estimator": model, "meta": meta}, handle, compress=3)
+    )
     report = {**report, "model_version": version, "source": source, "rows": dict(Counter(labels))}
     report_path = evaluation_path(path)
     report_path.write_text(json.dumps(report, indent=2) + "\n")

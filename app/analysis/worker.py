@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from netmon.storage.contract.events import (
     FlowObserved,
     WindowSummarized,
 )
+from netmon.storage.contract.files import write_atomically
 from netmon.storage.eventlog import EventLog
 from netmon.storage.log_reader import EventLogReader
 from netmon.storage.positions import Position
@@ -320,11 +320,6 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
-    """Write the checkpoint atomically (temp file, fsync, rename)."""
+    """Write the checkpoint atomically (``write_atomically``: durable once this returns)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        handle.write(msgspec.json.encode(checkpoint))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, msgspec.json.encode(checkpoint))

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from netmon.storage.names import InvalidNameError
+
 
 def register(subparsers: Any) -> None:
     """Add the ``agents`` command group."""
@@ -48,6 +50,7 @@ def register(subparsers: Any) -> None:
 
 
 def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    # Deferred: the registry needs the server's packages, absent from an agent-only install.
     from netmon.app.settings import load_settings
     from netmon.storage.agents import AgentRegistry
 
@@ -56,9 +59,9 @@ def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _run(args: argparse.Namespace, action) -> int:  # type: ignore[no-untyped-def]
+    # Deferred: the registry needs the server's packages, absent from an agent-only install.
     from netmon.app.settings import SettingsError
     from netmon.storage.agents import AgentRegistryError
-    from netmon.storage.names import InvalidNameError
 
     try:
         settings, registry = _registry(args)

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from netmon.app.commands.model import model_path
+
 log = logging.getLogger(__name__)
 
 
@@ -30,6 +32,7 @@ def register(subparsers: Any) -> None:
 
 def run_analyze(args: argparse.Namespace) -> int:
     """Build the worker from the settings and run it until interrupted."""
+    # Deferred: the worker loads numpy and joblib, which `netmon --help` must not wait for.
     from netmon.app.analysis.classifier import Classifier, ModelError
     from netmon.app.analysis.notify import Notifier, NotifyConfigError, channels_from_settings
     from netmon.app.analysis.summaries import (
@@ -39,9 +42,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         provider_from_settings,
     )
     from netmon.app.analysis.worker import AnalysisWorker
-    from netmon.app.commands.model import model_path
     from netmon.app.settings import SettingsError, load_settings
-    from netmon.storage.eventlog import StoreError
+    from netmon.storage.segments import StoreError
 
     try:
         settings = load_settings(args.config)
@@ -66,6 +68,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     path = model_path(settings, args.model)
     if not path.exists():
+        # Only without a model: the corpus builder loads scapy and runs capture tools.
         from netmon.app.analysis.corpus.build import build_default_model
 
         log.warning("no model at %s: building the default model from the generated corpus", path)

@@ -45,6 +45,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _manager(args: argparse.Namespace, crash_at: int = 0) -> Any:
+    # Deferred, as in every handler here: keeps `netmon --help` light (app/cli.py).
     from netmon.app.settings import SettingsError, load_settings
     from netmon.archive.manager import ArchiveManager, ArchiveSettingsError, StepCounter
 
@@ -62,6 +63,7 @@ def run_once(args: argparse.Namespace) -> int:
     """One run; exit code 0 when it finished without errors, 1 otherwise, 2 on bad settings."""
     import msgspec
 
+    # Deferred: keeps `netmon --help` light (app/cli.py).
     from netmon.archive.manager import ArchiveBusyError
 
     manager = _manager(args, args.crash_at_step)
@@ -92,6 +94,7 @@ def _print_dry_run(summary: Any) -> None:
 
 def run_service(args: argparse.Namespace) -> int:
     """Run until SIGTERM or SIGINT."""
+    # Deferred: keeps `netmon --help` light (app/cli.py).
     from netmon.archive.manager import run_service as loop
 
     manager = _manager(args)
@@ -113,6 +116,7 @@ def run_service(args: argparse.Namespace) -> int:
 
 def _count_runs(manager: Any) -> None:
     """Record each service run for /metrics (netmon_archive_runs_total, app/metrics.py)."""
+    # Deferred: app/metrics.py loads Starlette and prometheus_client, for this service only.
     from netmon.app.metrics import record_archive_run
 
     run = manager.run_once
@@ -132,6 +136,7 @@ def _count_runs(manager: Any) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Exit 0 when every archive matches its manifest, 1 (naming the bad ones) otherwise."""
+    # Deferred: keeps `netmon --help` light (app/cli.py).
     from netmon.archive.layout import archive_path, archived_partitions
     from netmon.archive.zipfiles import ArchiveError, verify_archive
 

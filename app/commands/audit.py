@@ -24,6 +24,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run(action: Any, args: argparse.Namespace) -> int:
+    # Deferred: SQLite access needs the server's packages, absent from an agent-only install.
     from netmon.app.settings import SettingsError, load_settings
     from netmon.storage.database import DatabaseError, database_path
 
@@ -47,6 +48,7 @@ def _run(action: Any, args: argparse.Namespace) -> int:
 async def _verify(path: Path, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    # Deferred: SQLite access needs the server's packages, absent from an agent-only install.
     from netmon.storage.audit import AuditTrail
     from netmon.storage.database import Database
 
@@ -71,6 +73,7 @@ async def _verify(path: Path, args: argparse.Namespace) -> int:
 async def _tail(path: Path, args: argparse.Namespace) -> int:
     import datetime
 
+    # Deferred: SQLite access needs the server's packages, absent from an agent-only install.
     from netmon.storage.audit import AuditQuery, AuditTrail
     from netmon.storage.database import Database
 

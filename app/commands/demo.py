@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from netmon.app.demo.supervisor import ChildFailed, Supervisor, wait_for
+
 DEMO_DIR = Path(".netmon-demo")
 DEMO_AGENT = "demo-agent"
 DEMO_BRANCH = "demo"
@@ -102,6 +104,7 @@ def write_agent_config(directory: Path, env: dict[str, str], port: int, live: st
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(key)
+    # Deferred: the demo's traffic generator loads scapy, which `netmon --help` must not wait for.
     from netmon.app.demo.traffic import APPROVED_DOMAINS, THREAT_NETWORK
 
     threats = directory / "threats.txt"
@@ -172,8 +175,6 @@ def banner(url: str, server_output: str, directory: Path, password: str | None =
 
 def run_demo(args: argparse.Namespace) -> int:
     """Start every part, print the URL, and block until Ctrl-C (or a part fails)."""
-    from netmon.app.demo.supervisor import ChildFailed, Supervisor, wait_for
-
     if args.live and os.geteuid() != 0:
         print("netmon demo: --live needs root (raw capture); run it with sudo", file=sys.stderr)
         return 2

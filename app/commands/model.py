@@ -57,6 +57,7 @@ def model_path(settings: Any, override: Path | None) -> Path:
 
 
 def _settings(args: argparse.Namespace) -> Any:
+    # Deferred, as in every handler here: keeps `netmon --help` light (app/cli.py).
     from netmon.app.settings import SettingsError, load_settings
 
     try:
@@ -68,6 +69,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train, evaluate on the held-out quarter, save model and evaluation."""
+    # Deferred: training loads scikit-learn and numpy, which `netmon --help` must not wait for.
     from netmon.app.analysis.training import (
         TrainingError,
         evaluation_path,
@@ -98,6 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_build_default(args: argparse.Namespace) -> int:
     """Build the default model from the generated corpus."""
+    # Deferred: the corpus builder loads scapy and scikit-learn; `netmon --help` must not wait.
     from netmon.app.analysis.corpus.build import build_default_model
     from netmon.app.analysis.training import evaluation_path, format_report
 
@@ -121,6 +124,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Score an existing model on labelled files (all rows are test rows)."""
     import numpy as np
 
+    # Deferred: training loads scikit-learn, which `netmon --help` must not wait for.
     from netmon.app.analysis.classifier import ModelError, load_model
     from netmon.app.analysis.training import TrainingError, evaluate, format_report, load_labelled
 

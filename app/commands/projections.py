@@ -28,10 +28,11 @@ def run_projections(args: argparse.Namespace) -> int:
     """Rebuild from position zero, showing progress in segment bytes read."""
     from tqdm import tqdm
 
+    # Deferred: the server's modules load packages absent from an agent-only install.
     from netmon.app.follower import read_to_end
     from netmon.app.projections.runner import ProjectionRunner, snapshot_path
     from netmon.app.settings import SettingsError, load_settings
-    from netmon.storage.eventlog import EventLogReader
+    from netmon.storage.log_reader import EventLogReader
 
     try:
         settings = load_settings(args.config)
@@ -54,6 +55,7 @@ def run_projections(args: argparse.Namespace) -> int:
 
 
 def _log_bytes(data_dir: Path, segments: list[str]) -> int:
+    # Deferred: keeps `netmon --help` light (app/cli.py).
     from netmon.storage.segments import EVENTS_DIR
 
     total = 0

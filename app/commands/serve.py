@@ -22,8 +22,9 @@ def run_serve(args: argparse.Namespace) -> int:
     import msgspec
     import uvicorn
 
-    from netmon.app.factory import create_app
+    # Deferred: the server's packages are absent from an agent-only install (app/cli.py).
     from netmon.app.settings import SettingsError, load_settings
+    from netmon.web.factory import create_app
 
     try:
         settings = load_settings(args.config)

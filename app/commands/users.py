@@ -39,6 +39,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run(action: Any, args: argparse.Namespace) -> int:
+    # Deferred, as in every handler here: keeps `netmon --help` light (app/cli.py).
     from netmon.app.settings import SettingsError, load_settings
 
     try:
@@ -59,6 +60,7 @@ def _actor() -> str:
 
 def _new_password(username: str, generate: bool, min_length: int) -> tuple[str, bool] | None:
     """(password, was generated), or None after telling the user why not."""
+    # Deferred: argon2 is a server package, absent from an agent-only install.
     from netmon.app.auth.passwords import PasswordPolicyError, check_policy, generate_password
 
     if generate or not sys.stdin.isatty():
@@ -76,6 +78,7 @@ def _new_password(username: str, generate: bool, min_length: int) -> tuple[str, 
 
 
 async def _create_admin(settings: Any, args: argparse.Namespace) -> int:
+    # Deferred: SQLite and argon2 are server packages, absent from an agent-only install.
     from netmon.app.auth.forms import BadInput, check_text
     from netmon.app.auth.passwords import Passwords
     from netmon.storage.audit import AuditTrail
@@ -113,6 +116,7 @@ async def _create_admin(settings: Any, args: argparse.Namespace) -> int:
 
 
 async def _list_users(settings: Any, args: argparse.Namespace) -> int:
+    # Deferred: SQLite access needs the server's packages, absent from an agent-only install.
     from netmon.storage.database import Database, database_path
     from netmon.storage.users import UserStore
 
@@ -126,6 +130,7 @@ async def _list_users(settings: Any, args: argparse.Namespace) -> int:
 
 
 async def _reset_password(settings: Any, args: argparse.Namespace) -> int:
+    # Deferred: SQLite and argon2 are server packages, absent from an agent-only install.
     from netmon.app.auth.passwords import Passwords
     from netmon.storage.audit import AuditTrail
     from netmon.storage.database import Database, database_path

@@ -10,24 +10,18 @@ A brief is never written anywhere: the log, searches and the analysis worker use
 
 from __future__ import annotations
 
+from typing import Union
+
 import msgspec
 
 from netmon.storage.contract.events import (
     AGENT_EVENT_TYPES,
+    EVENT_TYPES,
     SEVERITY_RANK,
-    AgentHeartbeat,
-    AlertAcknowledged,
-    AlertOpened,
-    AlertResolved,
-    AlertSuppressed,
     AnyEvent,
     Detection,
-    DetectionRaised,
-    FlowClassified,
     FlowObserved,
-    GapReported,
     Severity,
-    WindowSummarized,
 )
 
 _HIGH = SEVERITY_RANK["high"]
@@ -37,8 +31,8 @@ class FlowBrief(
     msgspec.Struct,
     frozen=True,
     kw_only=True,
-    tag_field="type",
-    tag="FlowObserved",
+    tag_field=FlowObserved.__struct_config__.tag_field,
+    tag=FlowObserved.__struct_config__.tag,  # decodes the same lines
     gc=False,  # no cycles possible; bulk decoding triggers no GC passes
 ):
     """A non-critical ``FlowObserved`` as the projections see it (unknown fields skipped)."""
@@ -59,24 +53,15 @@ class FlowBrief(
     severity: Severity = "none"
 
 
-_Decoded = (
-    FlowBrief
-    | DetectionRaised
-    | AgentHeartbeat
-    | GapReported
-    | FlowClassified
-    | WindowSummarized
-    | AlertOpened
-    | AlertAcknowledged
-    | AlertResolved
-    | AlertSuppressed
-)
 FeedEvent = AnyEvent | FlowBrief  # what the live feed yields
 FLOW_TYPES: tuple[type, ...] = (FlowObserved, FlowBrief)
 FLOW_TYPE_SET = frozenset(FLOW_TYPES)  # for whole-batch checks: set(map(type, batch)) <= it
 FROM_AGENTS: tuple[type, ...] = (FlowBrief, *AGENT_EVENT_TYPES)  # a brief: a flow an agent sent
 
-brief_decoder: msgspec.json.Decoder[_Decoded] = msgspec.json.Decoder(_Decoded)
+# The contract's event types with FlowObserved swapped for its brief, derived from the one list
+# (EVENT_TYPES): a new event type is decoded here without being named here.
+_DECODED = tuple(FlowBrief if kind is FlowObserved else kind for kind in EVENT_TYPES)
+brief_decoder: msgspec.json.Decoder[FeedEvent] = msgspec.json.Decoder(Union[_DECODED])  # noqa: UP007
 
 
 def needs_full(event: object) -> bool:

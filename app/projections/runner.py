@@ -9,11 +9,9 @@ from the start of the log: the log is the source of truth, nothing is lost.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from operator import attrgetter
 from pathlib import Path
@@ -23,6 +21,7 @@ import msgspec
 
 from netmon.app.projections import agents, recent, summary, top
 from netmon.app.projections.brief import FLOW_TYPE_SET, FeedEvent
+from netmon.storage.contract.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -187,26 +186,9 @@ class ProjectionRunner:
         """Atomically replace the snapshot file (blocking: call from a thread in servers)."""
         data = self.encode() if data is None else data
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # A unique temporary name: a save still running in a thread after its task was
-        # cancelled must not collide with the next one. Each rename is atomic; either wins.
-        fd, name = tempfile.mkstemp(
-            prefix=f"{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(name, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
-            raise
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        # A save still running in a thread after its task was cancelled cannot collide with the
+        # next one: the temp name is per thread. Each rename is atomic; either wins.
+        write_atomically(self.path, data)
 
     def _set_aside(self) -> Path:
         number = 1

@@ -4,7 +4,7 @@ The JSONL event log is the source of truth and these types are its schema. Rules
 logs readable (see docs/events.md):
 - an event type is named in the past tense and never renamed (its tag is written to disk);
 - a new field always gets a default; a field never changes type;
-- ``v`` is the schema version the writer used; readers accept every version up to their own.
+- ``v`` is the schema version the writer used: absent means 1, a later schema sets it explicitly.
 
 Times are UTC Unix seconds as floats (microsecond resolution), so the agent's hot path does no
 datetime work and features are plain arithmetic. Byte counts are frame bytes as captured (what
@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import os
 import time
+import typing
 from typing import Literal
 
 import msgspec
-
-SCHEMA_VERSION = 1
 
 Severity = Literal["none", "low", "medium", "high", "critical"]
 SEVERITY_RANK: dict[str, int] = {"none": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
@@ -286,6 +285,8 @@ class AlertSuppressed(Event, frozen=True, tag="AlertSuppressed"):
     reason: str
 
 
+# Every event type, listed here only: the union types and decodes a log line; EVENT_TYPES (and
+# the live feed's decoder, app/projections/brief.py) derive from it.
 AnyEvent = (
     FlowObserved
     | DetectionRaised
@@ -299,18 +300,8 @@ AnyEvent = (
     | AlertSuppressed
 )
 
-EVENT_TYPES: tuple[type[Event], ...] = (
-    FlowObserved,
-    DetectionRaised,
-    AgentHeartbeat,
-    GapReported,
-    FlowClassified,
-    WindowSummarized,
-    AlertOpened,
-    AlertAcknowledged,
-    AlertResolved,
-    AlertSuppressed,
-)
+# The same types as a tuple, in the same order, for runtime checks (isinstance, iteration).
+EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(AnyEvent)
 AGENT_EVENT_TYPES: tuple[type[Event], ...] = (
     FlowObserved,
     DetectionRaised,

@@ -20,7 +20,6 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from netmon.app.analysis.classifier import Classifier
-from netmon.app.analysis.corpus.tools import free_port
 from netmon.app.analysis.notify import (
     EmailChannel,
     Notifier,
@@ -34,6 +33,7 @@ from netmon.app.analysis.worker import AnalysisWorker
 from netmon.app.settings import AnalysisSettings, load_settings
 from netmon.storage.contract.events import AlertOpened, Detection, DetectionRaised, new_event_id
 from netmon.storage.eventlog import EventLog
+from tests.ports import free_port
 
 SECRET = "test-webhook-secret-0123456789"
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from netmon.storage.contract.events import (
 from netmon.storage.eventlog import EventLog
 from netmon.storage.log_reader import EventLogReader
 from netmon.storage.positions import Position
+from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_790_000_100.0  # a window boundary (divisible by 300)
@@ -148,15 +148,6 @@ def _count_verdicts(data_dir: Path) -> Counter[str]:
     return Counter(e.flow_id for e in all_events(data_dir) if isinstance(e, FlowClassified))
 
 
-def _wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _start_worker(environ: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, **environ, "PYTHONPATH": str(REPO)}
     with log_path.open("ab") as log:
@@ -184,14 +175,14 @@ def test_kill_9_mid_stream_leaves_no_duplicate_and_no_gap(
         try:
             for batch in batches[1:4]:
                 writer.append(batch)
-            _wait_for(lambda: sum(_count_verdicts(data).values()) >= 2000, 60, "first verdicts")
+            wait_until(lambda: sum(_count_verdicts(data).values()) >= 2000, 60, "first verdicts")
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)
             killed_at = sum(_count_verdicts(data).values())
             for batch in batches[4:]:
                 writer.append(batch)
             worker = _start_worker(environ, log_path)
-            _wait_for(
+            wait_until(
                 lambda: sum(_count_verdicts(data).values()) >= len(expected), 120, "all verdicts"
             )
         finally:

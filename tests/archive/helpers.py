@@ -8,9 +8,10 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from netmon.app.settings import ArchiveSettings
+from netmon.archive.settings import ArchiveSettings
 from netmon.storage.contract.events import Detection, FlowObserved, decode_json_line
-from netmon.storage.eventlog import EventLog, EventLogReader
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import EventLogReader
 
 DAY = 86_400.0
 # Archive everything older than 2 days at once; nothing else gets in the way unless a test asks.

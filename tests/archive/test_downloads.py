@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from netmon.archive.downloads import archive_routes
 from netmon.archive.manager import ArchiveManager
+from netmon.web.archives import archive_listing, archive_routes
 from tests.app.auth.live import LiveServer, live_server
 from tests.archive.helpers import SETTINGS, day_ago, populate
 
@@ -154,8 +154,6 @@ def test_a_missing_archive_is_404_and_audited(server: LiveServer) -> None:
 def test_a_damaged_archive_is_listed_with_its_error(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from netmon.archive.downloads import archive_listing
-
     populate(tmp_path, days_ago=[4, 5], branches=["north"])
     ArchiveManager(tmp_path, SETTINGS).run_once()
     damaged = tmp_path / "archives" / NORTH

@@ -12,8 +12,9 @@ from netmon.archive.manager import ArchiveManager
 from netmon.archive.reader import ArchiveReader, LogReader
 from netmon.archive.zipfiles import ArchiveCorruptError
 from netmon.storage.contract.events import AnyEvent, FlowObserved
-from netmon.storage.eventlog import EventLogReader, Query
+from netmon.storage.log_reader import EventLogReader
 from netmon.storage.names import InvalidNameError
+from netmon.storage.queries import Query
 from tests.archive.helpers import SETTINGS, day_ago, midnight, populate
 
 

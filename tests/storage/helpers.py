@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from netmon.storage.contract.events import FlowObserved
-from netmon.storage.eventlog import EventLogReader
+from netmon.storage.log_reader import EventLogReader
 from netmon.storage.positions import Position
 from netmon.storage.segment_index import read_index
 

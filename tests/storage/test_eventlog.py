@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from netmon.storage.eventlog import EventLog, EventLogReader, Position, StoreError, WriterBusyError
+from netmon.storage.eventlog import EventLog, WriterBusyError
+from netmon.storage.log_reader import EventLogReader
 from netmon.storage.names import InvalidNameError
+from netmon.storage.positions import Position
+from netmon.storage.segments import StoreError
 from tests.storage.helpers import DAY, T0, flow
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from netmon.storage.eventlog import EventLog, EventLogReader
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import EventLogReader
 from netmon.storage.positions import Position
 from netmon.storage.segment_index import index_path
 from tests.storage.helpers import T0, flow, read_all

@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from netmon.storage.eventlog import EventLog, EventLogReader, Position
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import EventLogReader
+from netmon.storage.positions import Position
 from tests.conftest import REPO_ROOT
 from tests.storage.writer_child import batch
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from netmon.storage.eventlog import EventLog, EventLogReader, Position
+from netmon.storage.eventlog import EventLog
 from netmon.storage.journal import BatchPart, Journal
+from netmon.storage.log_reader import EventLogReader
+from netmon.storage.positions import Position
 from tests.conftest import REPO_ROOT
 from tests.storage.helpers import assert_postings_match_lines, flow
 

@@ -13,8 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netmon.storage.contract.events import EVENT_TYPES, AnyEvent, Event
-from netmon.storage.eventlog import EventLog, EventLogReader, Position
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import EventLogReader
 from netmon.storage.names import NAME_PATTERN
+from netmon.storage.positions import Position
 from netmon.storage.segments import MAX_TS
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)

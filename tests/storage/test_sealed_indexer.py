@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from netmon.storage.contract.events import Detection, DetectionRaised
-from netmon.storage.eventlog import EventLog, EventLogReader
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import EventLogReader
 from netmon.storage.segment_index import SealedSegmentIndexer, index_path, read_index
 from netmon.storage.segments import EVENTS_DIR
 from tests.storage.helpers import T0, flow

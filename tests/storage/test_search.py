@@ -9,7 +9,9 @@ import msgspec
 import pytest
 
 from netmon.storage.contract.events import AnyEvent
-from netmon.storage.eventlog import EventLog, EventLogReader, Query
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import EventLogReader
+from netmon.storage.queries import Query
 from netmon.storage.segment_index import read_index, write_index
 from tests.storage.helpers import DAY, T0, assert_postings_match_lines, flow
 
@@ -128,6 +130,6 @@ def test_sidecars_without_line_offsets_fall_back_to_scanning(store: Path) -> Non
         index = read_index(segment)
         assert index is not None
         old = msgspec.structs.replace(index, version=1, ip_lines=msgspec.Raw(b"{}"))
-        write_index(segment, old, fsync=False)
+        write_index(segment, old, durable=False)
     query = Query(ip="192.0.2.10")
     assert ids(list(EventLogReader(store).search(query))) == full_scan(store, query)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import msgspec
 
-from netmon.storage.eventlog import EventLog, EventLogReader
-from netmon.storage.log_reader import AppendTap
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import AppendTap, EventLogReader
 from netmon.storage.positions import Position
 from tests.storage.helpers import T0, flow, read_all
 

@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from netmon.storage.eventlog import EventLog, StoreError
+from netmon.storage.eventlog import EventLog
+from netmon.storage.segments import StoreError
 from tests.storage.helpers import DAY, T0, flow
 
 BRANCHES = ("main", "lab")
