@@ -199,18 +199,21 @@ def ingest_only_server(config: str, port: int) -> None:
     import uvicorn
     from starlette.applications import Starlette
 
-    from netmon.app.ingest import ingest_routes, open_ingest
+    from netmon.app.ingest.wiring import ingest_routes, open_ingest
     from netmon.app.settings import load_settings
+    from netmon.app.state import ServerState
 
     settings = load_settings(Path(config), environ={}, dotenv_file=None)
+    server = ServerState(settings=settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):  # type: ignore[no-untyped-def]
-        app.state.settings = settings
-        async with open_ingest(app, settings):
+        async with open_ingest(settings) as ingestor:
+            server.event_log, server.ingestor = ingestor.event_log, ingestor
             yield
 
     app = Starlette(routes=ingest_routes(), lifespan=lifespan)
+    app.state.server = server
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws_per_message_deflate=False)
 
 
@@ -264,7 +267,7 @@ def projector_catch_up(data: Path, events: int, timeout_s: float = 120.0) -> flo
     import msgspec
 
     from netmon.app.projections.runner import snapshot_path
-    from netmon.app.projector import TopSnapshot
+    from netmon.app.projector_link import TopSnapshot
 
     path = snapshot_path(data, "bench")
     started = time.monotonic()

@@ -10,7 +10,8 @@ import msgspec
 import pytest
 from cryptography.fernet import Fernet, MultiFernet
 
-from netmon.app.ingest import AgentSession, Ingestor
+from netmon.app.ingest.ingestor import Ingestor
+from netmon.app.ingest.sessions import AgentSession
 from netmon.app.settings import IngestSettings
 from netmon.storage.agents import AgentRegistry
 from netmon.storage.dedup import DedupIndex

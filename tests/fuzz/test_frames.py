@@ -1,4 +1,4 @@
-"""Fuzz the agent-facing decoders: storage/wire.py message decoders and app/ingest.py's
+"""Fuzz the agent-facing decoders: storage/contract/wire.py decoders and app/ingest/frames.py's
 ``decode_frame`` (the bytes of one WebSocket frame from an authenticated agent).
 
 Whatever arrives, decoding ends in a ``DecodedBatch`` or a ``FrameRejected`` (the agent gets a
@@ -19,10 +19,11 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netmon.app.ingest import ZSTD_MAGIC, FrameRejected
+from netmon.app.ingest.frames import ZSTD_MAGIC
+from netmon.app.ingest.refusals import FrameRejected
 from netmon.storage.contract import wire
 from netmon.storage.contract.events import json_decoder
-from netmon.storage.eventlog import StoreError
+from netmon.storage.segments import StoreError
 from tests.fuzz.budget import fuzz
 from tests.fuzz.conftest import Rig
 from tests.fuzz.strategies import VALUES, flow_dict, mutated_event

@@ -1,4 +1,4 @@
-"""Fuzz the offline-archive importer (app/zip_import.py ``open_archive``): a real hourly ZIP
+"""Fuzz the offline-archive importer (app/ingest/uploads.py ``open_archive``): a real hourly ZIP
 made by the agent's own code (agent/offline_zip.py), then damaged at random — bytes flipped,
 cut short, spliced — and arbitrary bytes. The importer answers with the batches or an
 ``ArchiveRejected`` (a coded 4xx and a log line), never another exception."""
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from netmon.agent import offline_zip
 from netmon.agent.transport import AgentTransport, TransportConfig
-from netmon.app.zip_import import ArchiveRejected, open_archive
+from netmon.app.ingest.uploads import ArchiveRejected, open_archive
 from tests.fuzz.budget import fuzz
 from tests.fuzz.conftest import Rig
 from tests.fuzz.strategies import flow_dict

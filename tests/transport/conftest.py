@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,24 +19,8 @@ from cryptography.fernet import Fernet
 from netmon.storage.agents import AgentRegistry
 from netmon.storage.contract.events import FlowObserved, new_event_id
 from tests.conftest import REPO_ROOT
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(
-    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02
-) -> None:
-    """Poll a real condition until it holds; fail the test naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+from tests.polling import wait_until
+from tests.ports import free_port
 
 
 class PortTaken(Exception):
@@ -72,7 +55,7 @@ class ServerProcess:
         for _attempt in range(3):
             self._spawn()
             try:
-                wait_for(
+                wait_until(
                     self._healthy, 60, f"server on port {self.port} (log {self.log_path})", 0.05
                 )
                 self.started = True

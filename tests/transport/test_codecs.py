@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet
 
 from netmon.agent.config import AgentConfigError, parse_agent_config
 from netmon.agent.transport import AgentTransport, TransportConfig, TransportError
-from netmon.app.ingest import ZSTD_MAGIC
+from netmon.app.ingest.frames import ZSTD_MAGIC
 from netmon.storage.agents import AgentRegistry
 from netmon.storage.contract import wire
 from tests.conftest import REPO_ROOT

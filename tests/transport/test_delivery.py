@@ -14,12 +14,8 @@ from netmon.agent.offline_zip import seal_archive
 from netmon.agent.transport import AgentTransport, TransportConfig
 from netmon.storage.contract.events import Detection, DetectionRaised, GapReported, new_event_id
 from tests.conftest import REPO_ROOT
-from tests.transport.conftest import (
-    flow_counts,
-    make_flow,
-    stored_events,
-    wait_for,
-)
+from tests.polling import wait_until
+from tests.transport.conftest import flow_counts, make_flow, stored_events
 
 
 def transport_for(
@@ -186,7 +182,7 @@ def test_agent_killed_mid_stream_loses_and_doubles_nothing(make_server, registry
     ]
     first = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
     try:
-        wait_for(
+        wait_until(
             lambda: len(stored_events(server.data_dir)) >= 3000,
             60,
             "the agent to be mid-stream",

@@ -6,10 +6,14 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from cryptography.fernet import Fernet, MultiFernet
 
+from netmon.agent.offline_zip import seal_archive
 from netmon.agent.spool import Spool, SpooledBatch
 from netmon.agent.transport import full_jitter
-from netmon.app.ingest import Ingestor, stored_event_ids
+from netmon.app.ingest.frames import DecodedBatch
+from netmon.app.ingest.ingestor import Ingestor, stored_event_ids
+from netmon.app.ingest.refusals import FrameRejected
 from netmon.app.settings import IngestSettings
 from netmon.storage.dedup import COMPACT_EVERY, DedupIndex
 from netmon.storage.eventlog import EventLog
@@ -25,12 +29,22 @@ def test_spool_survives_a_restart_in_order(tmp_path: Path) -> None:
     for seq in range(5):
         spool.put(batch(seq, cursor=seq * 10))
     spool.remove("boot1", 1)
-    (tmp_path / "batches" / ".tmp-torn.batch").write_bytes(b"half")  # a crash mid-write
+    torn = [  # crashes mid-write: write_atomically's temp names, and the spool's earlier one
+        tmp_path / "batches" / ".0000001000000004-boot1-0000000005-10.batch.41.42.tmp",
+        tmp_path / ".cursor.41.42.tmp",
+        tmp_path / "outbox" / ".a1-0-boot1-0.zip.41.42.tmp",
+        tmp_path / "batches" / ".tmp-torn.batch",
+    ]
+    for path in torn:
+        path.write_bytes(b"half")
     again = Spool(tmp_path, 10**6)
     assert [entry.seq for entry in again.entries()] == [0, 2, 3, 4]
     assert again.read(again.entries()[0]).frame == b"f" * 1000  # type: ignore[union-attr]
     assert again.cursor() == 40
-    assert not (tmp_path / "batches" / ".tmp-torn.batch").exists()
+    assert not any(path.exists() for path in torn)
+    assert not again.outbox()
+    written = [*(tmp_path / "batches").iterdir(), tmp_path / "cursor"]
+    assert {path.stat().st_mode & 0o777 for path in written} == {0o600}  # events stay private
 
 
 def test_cursor_outlives_the_acknowledged_batches(tmp_path: Path) -> None:
@@ -52,6 +66,48 @@ def test_cap_drops_the_oldest_and_remembers_the_gap(tmp_path: Path) -> None:
     ]
     spool.clear_gaps(gaps)
     assert Spool(tmp_path, 5_500).gaps() == []
+
+
+def seal(spool: Spool) -> Path | None:
+    fernet = MultiFernet([Fernet(Fernet.generate_key())])
+    entries = spool.entries()
+    return seal_archive(
+        spool, entries, agent_id="a1", fernet=fernet, hour_start=0.0, hour_end=3600.0, now=1.0
+    )
+
+
+def test_cap_drops_a_sealed_archive_and_counts_its_batches_as_a_gap(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 10**6)
+    for seq in range(3):
+        spool.put(batch(seq))
+    archive = seal(spool)
+    assert archive is not None and spool.outbox() == [archive] and len(spool) == 0
+    spool.max_bytes = archive.stat().st_size + 500  # the next batch does not fit beside it
+    spool.put(batch(3))
+    assert not archive.exists() and [entry.seq for entry in spool.entries()] == [3]
+    assert [(g.boot_id, g.first_seq, g.last_seq, g.batches, g.events) for g in spool.gaps()] == [
+        ("boot1", 0, 2, 3, 30)
+    ]
+
+
+def test_sealing_batches_acknowledged_meanwhile_leaves_no_file(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 10**6)
+    spool.put(batch(0))
+    entries = spool.entries()
+    spool.remove("boot1", 0)
+    assert (
+        seal_archive(
+            spool,
+            entries,
+            agent_id="a1",
+            fernet=MultiFernet([Fernet(Fernet.generate_key())]),
+            hour_start=0.0,
+            hour_end=3600.0,
+            now=1.0,
+        )
+        is None
+    )
+    assert list((tmp_path / "outbox").iterdir()) == []
 
 
 def test_full_jitter_stays_within_the_capped_exponential() -> None:
@@ -179,8 +235,6 @@ def _ingestor(tmp_path: Path, log: EventLog, writer: str) -> Ingestor:
 
 
 def test_a_stopped_replicas_pending_claim_is_settled_from_the_log(tmp_path: Path) -> None:
-    from netmon.app.ingest import DecodedBatch, FrameRejected
-
     stored = [msgspec.structs.replace(make_flow("a1", 1), branch="b1")]
     lost = [msgspec.structs.replace(make_flow("a1", 2), branch="b1")]
     gone = DedupIndex(tmp_path, "r9")  # r9 claimed two batches, appended one, then died
@@ -206,8 +260,6 @@ def test_a_batch_being_stored_by_another_connection_waits_and_is_a_duplicate(
     tmp_path: Path,
 ) -> None:
     import threading
-
-    from netmon.app.ingest import DecodedBatch
 
     events = [msgspec.structs.replace(make_flow("a1", 1), branch="b1")]
     with EventLog(tmp_path, "r1") as log:

@@ -30,8 +30,12 @@ from cryptography.fernet import InvalidToken
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from netmon.app.ingest import AgentSession, DecodedBatch, FrameRejected, Ingestor
+from netmon.app.ingest.frames import DecodedBatch
+from netmon.app.ingest.ingestor import Ingestor
+from netmon.app.ingest.refusals import FrameRejected
+from netmon.app.ingest.sessions import AgentSession
 from netmon.app.settings import IngestSettings
+from netmon.app.state import opened, server_state
 from netmon.storage.contract import wire
 
 log = logging.getLogger("netmon.ingest")
@@ -267,20 +271,26 @@ async def _receive_body(request: Request, limit: int, folder: Path) -> tuple[IO[
     return upload, size
 
 
+async def _session_of(ingestor: Ingestor, agent_id: str) -> AgentSession:
+    """The uploading agent's keys; the archive's signature is what authenticates it."""
+    record = await anyio.to_thread.run_sync(ingestor.registry.get, agent_id)
+    if record is None:
+        raise ArchiveRejected("auth_failed", f"unknown agent {agent_id!r}", status=401)
+    if not record.enabled:
+        raise ArchiveRejected("agent_disabled", f"agent {agent_id!r} is disabled", status=403)
+    fernet = await anyio.to_thread.run_sync(ingestor.registry.fernet, agent_id)
+    return AgentSession(record, fernet, "")
+
+
 async def archive_upload(request: Request) -> Response:
     """Import one archive; 200 with counts, or a JSON error naming the reason."""
-    ingestor: Ingestor = request.app.state.ingestor
+    state = server_state(request)
+    ingestor = opened(state.ingestor, "the ingestor")
     agent_id = request.headers.get(AGENT_HEADER, "")
     peer = request.client.host if request.client else "?"
     try:
-        record = await anyio.to_thread.run_sync(ingestor.registry.get, agent_id)
-        if record is None:
-            raise ArchiveRejected("auth_failed", f"unknown agent {agent_id!r}", status=401)
-        if not record.enabled:
-            raise ArchiveRejected("agent_disabled", f"agent {agent_id!r} is disabled", status=403)
-        fernet = await anyio.to_thread.run_sync(ingestor.registry.fernet, agent_id)
-        session = AgentSession(record, fernet, "")
-        folder = Path(request.app.state.settings.store.data_dir) / "ingest" / "uploads"
+        session = await _session_of(ingestor, agent_id)
+        folder = Path(state.settings.store.data_dir) / "ingest" / "uploads"
         upload, size = await _receive_body(request, ingestor.settings.max_archive_bytes, folder)
         with upload:
             result = await anyio.to_thread.run_sync(import_archive, ingestor, session, upload, size)
