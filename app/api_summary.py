@@ -15,8 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from netmon.app.access import SecuredRoute
-from netmon.app.live_routes import LiveService
+from netmon.app.auth.principals import principal_of
+from netmon.app.live_service import LiveService
 from netmon.app.projections import agents, summary, top
+from netmon.app.state import opened, server_state
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,14 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 def _branches(request: Request, known: Iterable[str]) -> list[str]:
     """The requested branches (all known when none) cut down to the principal's."""
     asked = request.query_params.getlist("branch") or None
-    principal = getattr(request.state, "principal", None)
+    principal = principal_of(request)
     allowed = asked if principal is None else principal.allowed_branches(asked)
     names = set(known) if allowed is None else set(allowed)
     return sorted(names)
+
+
+def _live(request: Request) -> LiveService:
+    return opened(server_state(request).live, "the live service")
 
 
 def _answer(
@@ -54,7 +60,7 @@ def _answer(
 ) -> JSONResponse:
     """``events``: how many events of the log the answer reflects."""
     counted = service.runner.state.events if events is None else events
-    meta = {"replica": request.app.state.settings.server.replica, "events": counted}
+    meta = {"replica": server_state(request).settings.server.replica, "events": counted}
     return JSONResponse({**meta, **body})
 
 
@@ -65,7 +71,7 @@ def _bad(request: Request, error: BadParameter) -> JSONResponse:
 
 async def summary_endpoint(request: Request) -> JSONResponse:
     """GET /api/v1/summary?branch=B: 24 h per minute and 7 days per hour."""
-    service: LiveService = request.app.state.live
+    service = _live(request)
     state = service.runner.state
     branches = _branches(request, state.summary.branches)
     body = summary.view(state.summary, branches, service.clock())
@@ -74,7 +80,7 @@ async def summary_endpoint(request: Request) -> JSONResponse:
 
 async def top_endpoint(request: Request) -> JSONResponse:
     """GET /api/v1/summary/top?hours=24&k=10&branch=B: top IPs, domains, ports, detections."""
-    service: LiveService = request.app.state.live
+    service = _live(request)
     try:
         hours = _int_param(request, "hours", 24, 1, 24 * 7)
         k = _int_param(request, "k", 10, 1, MAX_TOP_K)
@@ -88,7 +94,7 @@ async def top_endpoint(request: Request) -> JSONResponse:
 
 async def agents_endpoint(request: Request) -> JSONResponse:
     """GET /api/v1/summary/agents?branch=B: last seen, rate, backlog, lag, connected."""
-    service: LiveService = request.app.state.live
+    service = _live(request)
     state = service.runner.state
     known = {agent.branch for agent in state.agents.agents.values()}
     branches = set(_branches(request, known))

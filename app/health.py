@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from netmon.app.access import SecuredRoute
+from netmon.app.state import ServerState, server_state
 
 log = logging.getLogger(__name__)
 
 
 async def healthz(request: Request) -> JSONResponse:
     """Liveness: the process answers."""
-    return JSONResponse({"status": "ok", "replica": request.app.state.settings.server.replica})
+    return JSONResponse({"status": "ok", "replica": server_state(request).settings.server.replica})
 
 
-def _store_problem(state: Any) -> str | None:
-    if getattr(state, "event_log", None) is None:
+def _store_problem(state: ServerState) -> str | None:
+    if state.event_log is None:
         return "the event log is not open"
     events = state.settings.data_dir / "events"
     if not os.access(events, os.W_OK | os.X_OK):
@@ -36,12 +36,11 @@ def _store_problem(state: Any) -> str | None:
     return None
 
 
-async def _sqlite_problem(state: Any) -> str | None:
-    db = getattr(state, "db", None)
-    if db is None:
+async def _sqlite_problem(state: ServerState) -> str | None:
+    if state.auth is None:
         return "the database is not open"
     try:
-        row = await db.fetch_one("SELECT 1")
+        row = await state.auth.db.fetch_one("SELECT 1")
     except Exception as error:  # any driver error means "not ready", reported below
         return f"the database does not answer: {error}"
     return None if row is not None and row[0] == 1 else "the database gave no answer"
@@ -49,7 +48,7 @@ async def _sqlite_problem(state: Any) -> str | None:
 
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: the store and SQLite are usable; 503 names the failed checks."""
-    state = request.app.state
+    state = server_state(request)
     checks = {"store": _store_problem(state), "sqlite": await _sqlite_problem(state)}
     failed = {name: problem for name, problem in checks.items() if problem is not None}
     replica = state.settings.server.replica

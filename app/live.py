@@ -6,21 +6,20 @@ When its sender reaches the marker it sends "N events missed" and a fresh snapsh
 instant from the projections, which already hold every event published so far; so the client
 ends up exactly current, and ingest and other clients never notice it.
 
-Fragments are rendered with jinja2 from web/templates/_*.html with autoescape on: a domain such
-as ``<img src=x onerror=alert(1)>.evil`` reaches the browser as text.
+Fragments are rendered from the dashboard's partials (web/templates/_*.html) by the
+``FragmentRenderer`` the server's composition root passes in (web/templating.py: the one Jinja
+environment, autoescape on), so a domain such as ``<img src=x onerror=alert(1)>.evil`` reaches
+the browser as text.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-import jinja2
 import msgspec
 
 from netmon.app.projections.brief import FeedEvent
@@ -37,7 +36,6 @@ from netmon.storage.contract.events import (
 
 log = logging.getLogger(__name__)
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "web" / "templates"
 RENDER_CACHE = 4096  # rendered events kept for the other clients of this replica
 
 
@@ -138,15 +136,11 @@ class LiveHub:
                 client.offer(change)
 
 
-def _when(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def describe(event: AnyEvent) -> dict[str, Any]:
-    """The row fields of a critical event (plain text; escaping happens in the template)."""
+    """The row fields of a critical event (plain text; escaping and the time's format happen in
+    the template)."""
     row: dict[str, Any] = {
         "event": event,
-        "when": _when(event.ts),
         "kind": type(event).__name__,
         "severity": "",
         "what": "",
@@ -175,19 +169,21 @@ def describe(event: AnyEvent) -> dict[str, Any]:
     return row
 
 
+class FragmentRenderer(Protocol):
+    """Renders one of the dashboard's partial templates to a string (web/templating.py's
+    ``Renderer``; app/ never imports web/, so the composition root hands one in)."""
+
+    def fragment(self, name: str, **context: Any) -> str:
+        """The template ``name`` rendered with ``context``, escaped."""
+        ...
+
+
 class LiveRenderer:
     """HTML fragments (htmx out-of-band swaps) and JSON messages for the live feed."""
 
-    def __init__(self, replica: str, templates: Path = TEMPLATES_DIR) -> None:
+    def __init__(self, replica: str, fragments: FragmentRenderer) -> None:
         self.replica = replica
-        self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(templates),
-            autoescape=True,  # every value is attacker-controlled text (domains, details)
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.env.filters["when"] = lambda ts: _when(ts) if ts else ""
+        self.fragments = fragments
         self._encoder = msgspec.json.Encoder()
         # Every client of this replica gets the same text for an event: render it once.
         self._rendered: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -206,7 +202,7 @@ class LiveRenderer:
         return self._once(event, "html", self._event_html)
 
     def _event_html(self, event: AnyEvent) -> str:
-        return self.env.get_template("_live_event.html").render(**describe(event))
+        return self.fragments.fragment("_live_event.html", **describe(event))
 
     def snapshot_html(
         self, events: list[AnyEvent], missed: int, agents: list[dict[str, Any]] | None = None
@@ -214,17 +210,18 @@ class LiveRenderer:
         """The whole table (newest first), the agents' rows (as ``agents.view`` gives them)
         and the status line."""
         rows = [describe(event) for event in reversed(events)]
-        return self.env.get_template("_live_snapshot.html").render(
-            rows=rows, missed=missed, replica=self.replica, agents=agents
+        return self.fragments.fragment(
+            "_live_snapshot.html", rows=rows, missed=missed, replica=self.replica, agents=agents
         )
 
     def status_html(self, change: AgentStatusChanged) -> str:
         """An agent row replaced in #agent-rows."""
-        return self.env.get_template("_agent_row.html").render(
+        return self.fragments.fragment(
+            "_agent_row.html",
             agent_id=change.agent_id,
             branch=change.branch,
             status=change.status,
-            when=_when(change.ts),
+            ts=change.ts,
         )
 
     def event_json(self, event: AnyEvent) -> str:

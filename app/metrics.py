@@ -3,7 +3,7 @@
 Every figure is read at scrape time from where it already lives, so nothing on the hot path
 pays for metrics beyond a counter increment:
 
-- ingest (this replica): ``Ingestor.counts`` / ``Ingestor.rejected`` (app/ingest.py);
+- ingest (this replica): ``Ingestor.counts`` / ``Ingestor.rejected`` (app/ingest/ingestor.py);
 - live feed (this replica): ``LiveHub`` clients and dropped items (app/live.py);
 - projections: the follower's offsets against the log's segment sizes (bytes not yet applied);
 - agents (all replicas, from the log): connected agents and the spool backlog their last
@@ -20,14 +20,13 @@ The route is "public" in the access matrix because this guard, not a user sessio
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -37,6 +36,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from netmon.app.access import SecuredRoute
+from netmon.app.projections.agents import is_connected
+from netmon.app.state import ServerState, server_state
+from netmon.storage.contract.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +62,9 @@ def record_archive_run(data_dir: Path, ok: bool, events_archived: int = 0) -> No
     runs.failed += 0 if ok else 1
     runs.last_run = time.time()
     runs.events_archived += events_archived
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(msgspec.json.encode(runs))
-        os.replace(tmp, path)
+        write_atomically(path, msgspec.json.encode(runs))
     except OSError as error:  # a metrics file must never stop archiving
         log.warning("metrics: cannot record the archive run in %s: %s", path, error)
 
@@ -97,7 +97,7 @@ def log_lag_bytes(data_dir: Path, offsets: dict[str, int]) -> int:
 class NetmonCollector(Collector):
     """Reads the app's state at scrape time and turns it into metric families."""
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: ServerState) -> None:
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
@@ -107,7 +107,7 @@ class NetmonCollector(Collector):
         yield from self._archive()
 
     def _ingest(self) -> Iterator[Metric]:
-        ingestor = getattr(self.state, "ingestor", None)
+        ingestor = self.state.ingestor
         counts = dict(ingestor.counts) if ingestor is not None else {}
         rejected = dict(ingestor.rejected) if ingestor is not None else {}
         for name, key, text in (
@@ -125,8 +125,8 @@ class NetmonCollector(Collector):
         yield family
 
     def _live(self) -> Iterator[Metric]:
-        service = getattr(self.state, "live", None)
-        hub = getattr(service, "hub", None)
+        service = self.state.live
+        hub = service.hub if service is not None else None
         clients = list(hub.clients) if hub is not None else []
         yield GaugeMetricFamily(
             "netmon_live_clients", "Dashboard connections to this replica's live feed",
@@ -139,11 +139,9 @@ class NetmonCollector(Collector):
         )  # fmt: skip
 
     def _agents_and_lag(self) -> Iterator[Metric]:
-        from netmon.app.projections.agents import is_connected
-
         settings = self.state.settings
-        service = getattr(self.state, "live", None)
-        runner = getattr(service, "runner", None)
+        service = self.state.live
+        runner = service.runner if service is not None else None
         connected = GaugeMetricFamily(
             "netmon_agents_connected", "Agents heard from within live.agent_timeout_s"
         )
@@ -169,7 +167,7 @@ class NetmonCollector(Collector):
                 "netmon_projection_lag_bytes", "Log bytes this replica's projections lack",
                 value=log_lag_bytes(data_dir, runner.state.offsets),
             )  # fmt: skip
-        projector = getattr(service, "projector", None)
+        projector = service.projector if service is not None else None
         if projector is not None:
             yield GaugeMetricFamily(
                 "netmon_projector_lag_bytes",
@@ -201,6 +199,7 @@ class NetmonCollector(Collector):
 
 def _analysis_offsets(data_dir: Path, writer: str) -> dict[str, int] | None:
     """The analysis worker's checkpointed offsets; None before its first checkpoint."""
+    # Deferred: the worker's module loads numpy and joblib, which the server never needs else.
     from netmon.app.analysis.worker import load_checkpoint
 
     path = data_dir / "analysis" / f"{writer}.checkpoint.json"
@@ -213,7 +212,7 @@ def _analysis_offsets(data_dir: Path, writer: str) -> dict[str, int] | None:
         return None
 
 
-def build_registry(state: Any) -> CollectorRegistry:
+def build_registry(state: ServerState) -> CollectorRegistry:
     """The app's own registry: netmon figures plus this process's CPU/memory/fds."""
     from prometheus_client import ProcessCollector
 
@@ -236,14 +235,14 @@ def _loopback(request: Request) -> bool:
 
 
 def _authorized(request: Request) -> bool:
-    token = request.app.state.settings.server.metrics_token
+    token = server_state(request).settings.server.metrics_token
     if not token:
         return _loopback(request)
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
 
 
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, *, registry: CollectorRegistry) -> Response:
     """Prometheus scrape: bearer token when server.metrics_token is set, else loopback only."""
     if not _authorized(request):
         host = request.client.host if request.client else "?"
@@ -252,10 +251,11 @@ async def metrics(request: Request) -> Response:
             {"error": "metrics need the bearer token (server.metrics_token) or a loopback client"},
             status_code=403,
         )
-    registry = request.app.state.metrics
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def metrics_routes() -> list[SecuredRoute]:
-    """``/metrics`` (guarded by token or loopback in the handler; see the module docstring)."""
-    return [SecuredRoute("/metrics", metrics, access="public", methods=["GET"])]
+def metrics_routes(registry: CollectorRegistry) -> list[SecuredRoute]:
+    """``/metrics`` over ``registry`` (guarded by token or loopback in the handler; see the
+    module docstring)."""
+    scrape = functools.partial(metrics, registry=registry)
+    return [SecuredRoute("/metrics", scrape, access="public", methods=["GET"])]

@@ -15,9 +15,10 @@ through npm in web/package.json and served from /static with an SRI hash like ev
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 from starlette.requests import Request
@@ -27,6 +28,8 @@ from starlette.routing import BaseRoute
 from netmon.app.access import SecuredRoute
 from netmon.app.auth.admin import NewUser, PasswordReset, UserChange
 from netmon.app.auth.routes import PasswordChange
+from netmon.app.state import server_state
+from netmon.storage.contract.versions import netmon_version
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 PROBES = ("/healthz", "/readyz", "/metrics")
@@ -367,17 +370,10 @@ def _error(text: str, ref_of: dict[type, Any]) -> dict[str, Any]:
 
 async def openapi_document(request: Request) -> JSONResponse:
     """GET /api/v1/openapi.json: built once per app from its router."""
-    state = request.app.state
-    document = getattr(state, "openapi", None)
-    if document is None:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            release = version("netmon")
-        except PackageNotFoundError:
-            release = "0+unknown"
-        document = state.openapi = build_document(request.app.routes, release)
-    return JSONResponse(document)
+    state = server_state(request)
+    if state.openapi is None:
+        state.openapi = build_document(request.app.routes, netmon_version())
+    return JSONResponse(state.openapi)
 
 
 DOCS_INIT = (
@@ -393,9 +389,20 @@ DOCS_CSP = (
 )
 
 
-async def docs_page(request: Request) -> HTMLResponse:
+class AssetTags(Protocol):
+    """The tags that load web's hashed static files (web/assets.py's ``AssetCatalog``)."""
+
+    def script(self, name: str) -> str:
+        """A ``<script>`` tag with the file's SRI hash."""
+        ...
+
+    def stylesheet(self, name: str) -> str:
+        """A stylesheet ``<link>`` tag with the file's SRI hash."""
+        ...
+
+
+async def docs_page(request: Request, *, assets: AssetTags) -> HTMLResponse:
     """GET /docs: Swagger UI over the OpenAPI document (pinned via web/package.json, SRI)."""
-    assets = request.app.state.assets
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Netmon API</title>'
         f"{assets.stylesheet('swagger-ui.css')}{assets.script('swagger-ui.js')}"
@@ -405,9 +412,11 @@ async def docs_page(request: Request) -> HTMLResponse:
     return HTMLResponse(page, headers=headers)
 
 
-def openapi_routes() -> list[SecuredRoute]:
-    """The document and the docs page (both public; see the module docstring)."""
+def openapi_routes(assets: AssetTags) -> list[SecuredRoute]:
+    """The document and the docs page (both public; see the module docstring); ``assets`` are
+    the dashboard's static files, which hold Swagger UI."""
+    docs = functools.partial(docs_page, assets=assets)
     return [
         SecuredRoute(OPENAPI_PATH, openapi_document, access="public", methods=["GET"]),
-        SecuredRoute("/docs", docs_page, access="public", methods=["GET"]),
+        SecuredRoute("/docs", docs, access="public", methods=["GET"]),
     ]

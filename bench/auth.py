@@ -31,11 +31,11 @@ import uvicorn  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
 from netmon.app.auth.passwords import Passwords  # noqa: E402
-from netmon.app.factory import create_app  # noqa: E402
 from netmon.app.settings import Settings, load_settings  # noqa: E402
 from netmon.storage.audit import AuditTrail  # noqa: E402
 from netmon.storage.database import Database, database_path  # noqa: E402
 from netmon.storage.users import UserStore  # noqa: E402
+from netmon.web.factory import create_app  # noqa: E402
 
 PASSWORD = "bench passphrase 4711"
 

@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from netmon.app.auth.principals import principal_of
+from netmon.app.state import server_state
 from netmon.storage.contract.events import (
     SEVERITY_RANK,
     AlertAcknowledged,
@@ -28,7 +30,7 @@ from netmon.storage.contract.events import (
 )
 from netmon.storage.queries import Query
 from netmon.web.principals import allowed_branches, audit
-from netmon.web.templating import renderer
+from netmon.web.state import web_state
 
 log = logging.getLogger(__name__)
 
@@ -100,32 +102,23 @@ def load_alerts(reader: Any, now: float, branches: Sequence[str] | None) -> list
     return alerts
 
 
-def _reader(request: Request) -> Any:
-    source = getattr(request.app.state, "event_source", None)
-    if source is None:
-        from netmon.web.views import event_source
-
-        source = event_source(request)
-    return None if source is None else source.new_reader()
-
-
 async def alerts_page(request: Request) -> Response:
     """GET /alerts: open, acknowledged and recently resolved alerts."""
-    reader = _reader(request)
-    alerts: list[AlertView] = []
-    if reader is not None:
-        branches = await allowed_branches(request)
-        alerts = await anyio.to_thread.run_sync(load_alerts, reader, time.time(), branches)
-    return renderer(request).page(
+    web = web_state(request)
+    branches = await allowed_branches(request)
+    reader = web.events.new_reader()
+    alerts = await anyio.to_thread.run_sync(load_alerts, reader, time.time(), branches)
+    return web.renderer.page(
         request,
         "alerts.html",
         active="alerts",
-        available=reader is not None,
+        available=True,
         alerts=alerts,
         can_act=_can_act(request),
         max_note=MAX_NOTE,
         keep_typed_note=True,
-        live=getattr(request.app.state, "live", None) is not None,
+        # Live pushes refresh the list, where this app has a live service (not web's test app).
+        live=server_state(request).live is not None,
     )
 
 
@@ -136,10 +129,10 @@ async def alert_action(request: Request) -> Response:
     if action not in ("ack", "resolve"):
         log.info("alert action refused: unknown action %r on %r", action[:40], alert_id[:64])
         raise HTTPException(404, "No such action.")
-    event_log = getattr(request.app.state, "event_log", None)
-    reader = _reader(request)
-    if event_log is None or reader is None:
+    event_log = server_state(request).event_log
+    if event_log is None:
         raise HTTPException(503, "The event store is not available on this server yet.")
+    reader = web_state(request).events.new_reader()
     form = await request.form()
     note = str(form.get("note", ""))[:MAX_NOTE]
     branches = await allowed_branches(request)
@@ -151,8 +144,8 @@ async def alert_action(request: Request) -> Response:
     if view.state == "resolved":
         log.info("alert action refused: %s is already resolved", alert_id)
         raise HTTPException(409, "This alert is already resolved.")
-    principal = getattr(request.state, "principal", None)
-    by = getattr(principal, "username", "") or "anonymous"
+    principal = principal_of(request)
+    by = principal.username if principal is not None else "anonymous"
     kind = AlertResolved if action == "resolve" else AlertAcknowledged
     now = time.time()
     event = kind(
@@ -163,7 +156,7 @@ async def alert_action(request: Request) -> Response:
     log.info("alert %s %s by %s", alert_id, action, by)
     view.state = "resolved" if action == "resolve" else "acknowledged"
     view.by, view.note, view.updated = by, note, now
-    return renderer(request).page(
+    return web_state(request).renderer.page(
         request,
         "_alert_item.html",
         alert=view,
@@ -175,5 +168,5 @@ async def alert_action(request: Request) -> Response:
 
 def _can_act(request: Request) -> bool:
     """Analysts and admins act on alerts; viewers only look."""
-    principal = getattr(request.state, "principal", None)
-    return principal is None or bool(getattr(principal, "has_role", lambda _: True)("analyst"))
+    principal = principal_of(request)
+    return principal is None or principal.has_role("analyst")

@@ -18,10 +18,11 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from netmon.app.state import server_state
 from netmon.storage.contract.events import WindowSummarized
 from netmon.storage.queries import Query
 from netmon.web.principals import allowed_branches
-from netmon.web.templating import renderer
+from netmon.web.state import web_state
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +44,20 @@ def recent_windows(reader: Any, now: float, branches: list[str] | None) -> list[
 
 async def windows_page(request: Request) -> Response:
     """GET /windows: what each branch's last 5-minute windows held, and their summaries."""
-    from netmon.web.views import event_source
-
-    source = event_source(request)
-    windows: list[WindowSummarized] = []
-    if source is not None:
-        branches = await allowed_branches(request)
-        windows = await anyio.to_thread.run_sync(
-            recent_windows, source.new_reader(), time.time(), branches
-        )
-    return renderer(request).page(
-        request, "windows.html", active="windows", available=source is not None, windows=windows
+    web = web_state(request)
+    branches = await allowed_branches(request)
+    windows = await anyio.to_thread.run_sync(
+        recent_windows, web.events.new_reader(), time.time(), branches
+    )
+    return web.renderer.page(
+        request, "windows.html", active="windows", available=True, windows=windows
     )
 
 
 def model_file(request: Request) -> Path:
     """The classifier's model file (the analysis settings' path, or its default)."""
-    settings = request.app.state.settings
-    analysis = getattr(settings, "analysis", None)
-    configured = getattr(analysis, "model_path", "") if analysis is not None else ""
+    settings = server_state(request).settings
+    configured = settings.analysis.model_path
     return Path(configured) if configured else settings.data_dir / "analysis" / "model.joblib"
 
 
@@ -87,7 +83,7 @@ async def model_page(request: Request) -> Response:
         for level, title in (("coarse", "Benign vs attack"), ("fine", "Per class")):
             if isinstance(report.get(level), dict):
                 levels.append((level, title, report[level]))
-    return renderer(request).page(
+    return web_state(request).renderer.page(
         request,
         "model.html",
         active="model",

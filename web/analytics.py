@@ -13,8 +13,11 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from netmon.app.live_service import LiveService
+from netmon.app.projections import summary, top
+from netmon.app.state import server_state
 from netmon.web.principals import allowed_branches
-from netmon.web.templating import renderer
+from netmon.web.state import TopLists, web_state
 
 TOP_K = 10
 TOP_CACHE_S = 2.0
@@ -27,9 +30,9 @@ TOP_LISTS = (
 )
 
 
-def live_service(request: Request) -> Any:
-    """The live part's service (projections), or None when this server has none."""
-    return getattr(request.app.state, "live", None)
+def live_service(request: Request) -> LiveService | None:
+    """The live service (projections), or None in an app built without one (web's test app)."""
+    return server_state(request).live
 
 
 async def visible_branches(request: Request, known: list[str]) -> list[str]:
@@ -40,8 +43,6 @@ async def visible_branches(request: Request, known: list[str]) -> list[str]:
 
 async def analytics_view(request: Request) -> dict[str, Any] | None:
     """Totals for the page (the top lists come as a fragment), or None without projections."""
-    from netmon.app.projections import summary
-
     service = live_service(request)
     if service is None:
         return None
@@ -67,7 +68,7 @@ async def analytics_view(request: Request) -> dict[str, Any] | None:
 async def analytics_page(request: Request) -> Response:
     """GET /analytics: totals, top lists and charts (``?branch=`` narrows)."""
     view = await analytics_view(request)
-    return renderer(request).page(
+    return web_state(request).renderer.page(
         request, "analytics.html", active="analytics", available=view is not None, view=view
     )
 
@@ -79,24 +80,24 @@ async def analytics_top(request: Request) -> Response:
     kept out of the page's own response and shared between viewers for TOP_CACHE_S seconds.
     """
     view = await analytics_view(request)
-    tops: list[tuple[str, str, list[dict[str, Any]]]] = []
-    if view is not None:
+    web = web_state(request)
+    tops: TopLists = []
+    service = live_service(request)
+    if view is not None and service is not None:
         branches = tuple(view["branches"])
-        tops = await anyio.to_thread.run_sync(_cached_tops, request.app.state, branches)
-    return renderer(request).page(request, "_analytics_top.html", tops=tops)
+        tops = await anyio.to_thread.run_sync(_cached_tops, web.top_lists, service, branches)
+    return web.renderer.page(request, "_analytics_top.html", tops=tops)
 
 
-def _cached_tops(state: Any, branches: tuple[str, ...]) -> list[Any]:
-    from netmon.app.projections import top
-
-    cache: dict[tuple[str, ...], tuple[float, list[Any]]] = state.__dict__.setdefault(
-        "_web_top_cache", {}
-    )
+def _cached_tops(
+    cache: dict[tuple[str, ...], tuple[float, TopLists]],
+    service: LiveService,
+    branches: tuple[str, ...],
+) -> TopLists:
     now = time.monotonic()
     hit = cache.get(branches)
     if hit is not None and now - hit[0] < TOP_CACHE_S:
         return hit[1]
-    service = state.live
     lists = top.view(service.runner.state.top, branches, service.clock(), hours=24, k=TOP_K)
     result = [(key, title, lists[key]["by_bytes"]) for key, title in TOP_LISTS]
     if len(cache) > 64:
@@ -111,10 +112,7 @@ async def agent_rows(request: Request) -> list[dict[str, Any]]:
     if service is None:
         return []
     allowed = await allowed_branches(request)
-    rows: list[dict[str, Any]] = service.snapshot_agents(
-        None if allowed is None else frozenset(allowed)
-    )
-    return rows
+    return service.snapshot_agents(None if allowed is None else frozenset(allowed))
 
 
 async def live_cards(request: Request) -> Response:
@@ -122,6 +120,6 @@ async def live_cards(request: Request) -> Response:
     view = await analytics_view(request)
     agents = await agent_rows(request)
     up = sum(1 for agent in agents if agent["connected"])
-    return renderer(request).page(
+    return web_state(request).renderer.page(
         request, "_live_cards.html", view=view, agents_up=up, agents_total=len(agents)
     )

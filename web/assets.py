@@ -20,8 +20,6 @@ from pathlib import Path
 
 import msgspec
 from markupsafe import Markup, escape
-from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +101,3 @@ class AssetCatalog:
         return Markup(
             '<link rel="stylesheet" href="{}" integrity="{}" crossorigin="anonymous">'
         ).format(self.url(name), escape(asset.integrity))
-
-
-async def serve_asset(request: Request) -> Response:
-    """GET /static/{name}: a catalogued file, or 404 for anything else."""
-    catalog: AssetCatalog = request.app.state.assets
-    asset = catalog.assets.get(request.path_params["name"])
-    if asset is None:
-        return PlainTextResponse("not found", status_code=404)
-    headers = {"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff"}
-    return FileResponse(asset.path, media_type=asset.media_type, headers=headers)

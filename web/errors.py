@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from netmon.web.templating import renderer
+from netmon.web.state import web_state
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def error_page(request: Request, status: int, title: str, message: str, ref: str
         if ref:
             body["ref"] = ref
         return JSONResponse(body, status_code=status)
-    return renderer(request).page(
+    return web_state(request).renderer.page(
         request, "error.html", status=status, title=title, message=message, ref=ref, code=status
     )
 

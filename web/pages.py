@@ -14,9 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from netmon.app.auth.principals import principal_of
+from netmon.app.state import server_state
 from netmon.web.analytics import agent_rows
+from netmon.web.archives import archive_listing
 from netmon.web.principals import allowed_branches
-from netmon.web.templating import renderer
+from netmon.web.state import web_state
 
 DEFAULT_LIVE_ROWS = 100
 MAX_LIVE_ROWS = 1000
@@ -45,7 +48,7 @@ def live_rows(request: Request) -> int:
 
 async def live_page(request: Request) -> Response:
     """GET /: the live ticker (``?kiosk=1`` for a wall screen: no chrome, large type)."""
-    return renderer(request).page(
+    return web_state(request).renderer.page(
         request,
         "live.html",
         active="live",
@@ -58,15 +61,13 @@ async def live_page(request: Request) -> Response:
 
 async def archives_page(request: Request) -> Response:
     """GET /archives: sealed ZIPs per date and branch, with downloads for analysts."""
-    from netmon.archive.downloads import archive_listing
-
     allowed = await allowed_branches(request)
     branches = None if allowed is None else frozenset(allowed)
-    data_dir = request.app.state.settings.data_dir
+    data_dir = server_state(request).settings.data_dir
     entries = await anyio.to_thread.run_sync(archive_listing, data_dir, branches)
     entries.reverse()  # newest first
-    principal = getattr(request.state, "principal", None)
-    return renderer(request).page(
+    principal = principal_of(request)
+    return web_state(request).renderer.page(
         request,
         "archives.html",
         active="archives",
@@ -79,10 +80,10 @@ async def archives_page(request: Request) -> Response:
 async def admin_view(request: Request) -> dict[str, Any]:
     """Users (identity's store) and enrolled agents (the ingest registry), when present."""
     view: dict[str, Any] = {"users": None, "agents": None}
-    auth = getattr(request.app.state, "auth", None)
-    if auth is not None:
-        view["users"] = await auth.users.all()
-    ingestor = getattr(request.app.state, "ingestor", None)
+    state = server_state(request)
+    if state.auth is not None:
+        view["users"] = await state.auth.users.all()
+    ingestor = state.ingestor
     if ingestor is not None:
         view["agents"] = await anyio.to_thread.run_sync(ingestor.registry.agents)
     return view
@@ -91,7 +92,7 @@ async def admin_view(request: Request) -> dict[str, Any]:
 async def admin_page(request: Request) -> Response:
     """GET /admin: users and agents (admins only; changes go through the CLI and JSON API)."""
     view = await admin_view(request)
-    return renderer(request).page(
+    return web_state(request).renderer.page(
         request,
         "admin.html",
         active="admin",

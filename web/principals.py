@@ -11,6 +11,9 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
+from netmon.app.auth.principals import principal_of
+from netmon.app.state import server_state
+
 log = logging.getLogger(__name__)
 
 
@@ -18,27 +21,22 @@ async def allowed_branches(
     request: HTTPConnection, requested: list[str] | None = None
 ) -> list[str] | None:
     """The branches this principal may see among ``requested`` (None = every branch)."""
-    principal = getattr(request.state, "principal", None)
+    principal = principal_of(request)
     if principal is None:
         return requested  # no identity middleware in this app (unit-test apps)
-    method = getattr(principal, "allowed_branches", None)
-    if method is None:
-        return requested
-    result = method(requested)
-    if hasattr(result, "__await__"):
-        result = await result
-    return None if result is None else list(result)
+    allowed = principal.allowed_branches(requested)
+    return None if allowed is None else list(allowed)
 
 
 async def audit(
     request: HTTPConnection, action: str, details: dict[str, Any], target: str = ""
 ) -> None:
     """Record an audited action (exports, downloads) when the audit trail exists."""
-    trail = getattr(request.app.state, "audit", None)
-    principal = getattr(request.state, "principal", None)
-    who = getattr(principal, "username", "") or "anonymous"
-    if trail is None or not hasattr(trail, "record"):
+    auth = server_state(request).auth
+    principal = principal_of(request)
+    who = principal.username if principal is not None else "anonymous"
+    if auth is None:  # an app built without the identity store (web's test app)
         log.info("audit (no trail yet): %s by %s %s", action, who, details)
         return
     source = request.client.host if request.client else ""
-    await trail.record(action, actor=who, target=target, source=source, detail=details)
+    await auth.audit.record(action, actor=who, target=target, source=source, detail=details)

@@ -1,18 +1,29 @@
-"""The dashboard's routes, each with its access level, and what ``create_app`` needs from web/."""
+"""The dashboard's routes, each with its access level, and its error handlers: what
+``create_app`` needs from web/ besides its ``WebState`` (web/state.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute
 
 from netmon.app.access import SecuredRoute
 from netmon.web import alerts, analysis_pages, analytics, pages, views
-from netmon.web.assets import AssetCatalog, serve_asset
+from netmon.web.assets import IMMUTABLE
 from netmon.web.errors import exception_handlers
-from netmon.web.templating import Renderer
+from netmon.web.state import web_state
+
+
+async def serve_asset(request: Request) -> Response:
+    """GET /static/{name}: a catalogued file (web/assets.py), or 404 for anything else."""
+    asset = web_state(request).assets.assets.get(request.path_params["name"])
+    if asset is None:
+        return PlainTextResponse("not found", status_code=404)
+    headers = {"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff"}
+    return FileResponse(asset.path, media_type=asset.media_type, headers=headers)
 
 
 def web_routes() -> list[BaseRoute]:
@@ -45,9 +56,3 @@ def web_routes() -> list[BaseRoute]:
 def web_exception_handlers() -> Mapping[Any, Callable[..., Any]]:
     """Friendly error pages for the whole app."""
     return exception_handlers()
-
-
-def install_web(app: Starlette) -> None:
-    """Hash the static files once, at startup, and make the renderer."""
-    app.state.assets = AssetCatalog()
-    app.state.renderer = Renderer(app.state.assets)

@@ -20,7 +20,9 @@ from typing import Any, Protocol
 
 import msgspec
 
+from netmon.archive.reader import LogReader
 from netmon.storage.contract.events import FlowObserved
+from netmon.storage.queries import Query
 from netmon.web.query import EventQuery, QueryError, Searchable, detection_kinds
 
 log = logging.getLogger(__name__)
@@ -100,10 +102,6 @@ def _store_query(
     span: tuple[float, float] | None,
 ) -> Any:
     """The store's indexed Query for the most selective exact term, or None (plain scan)."""
-    try:
-        from netmon.storage.queries import Query
-    except ImportError:
-        return None
     ips = query.any_ip + query.src_ip + query.dst_ip
     single_ip = len(ips) == 1 and ips[0].num_addresses == 1
     if not single_ip and len(query.ports) != 1:
@@ -342,18 +340,7 @@ def _defuse(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def store_source(data_dir: Path) -> EventSource | None:
-    """Search over live segments and archives alike (the archive part's merged reader, when this
-    build has it: results are the same before and after a date is archived); None without a store.
-    """
-    try:
-        from netmon.archive.reader import LogReader
-
-        return EventSource(lambda: LogReader(data_dir))
-    except ImportError:
-        pass
-    try:
-        from netmon.storage.log_reader import EventLogReader
-    except ImportError:
-        return None
-    return EventSource(lambda: EventLogReader(data_dir))
+def store_source(data_dir: Path) -> EventSource:
+    """Search over live segments and archives alike (the archive's merged reader: results are the
+    same before and after a date is archived)."""
+    return EventSource(lambda: LogReader(data_dir))

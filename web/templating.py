@@ -1,5 +1,9 @@
 """Jinja2 for the dashboard: one environment, autoescape always on, and the filters pages share.
 
+It renders every template of the server: the pages, the login page (web/login.py) and the live
+feed's fragments (app/live.py gets a ``Renderer`` as its ``FragmentRenderer`` from
+web/factory.py).
+
 Everything a flow carries (domains, details, user names) is attacker-controlled text, so no
 template marks any of it ``|safe``; escaping is the default for every extension, including
 partials rendered for WebSocket pushes.
@@ -15,6 +19,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from netmon.app.auth.principals import principal_of
 from netmon.web.assets import AssetCatalog
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -79,13 +84,10 @@ def build_environment() -> jinja2.Environment:
 
 
 def csrf_token(request: Request) -> str:
-    """The session's CSRF token for ``hx-headers`` (empty until the user is logged in)."""
-    for holder in (request.state, getattr(request.state, "session", None)):
-        token = getattr(holder, "csrf_token", "") if holder is not None else ""
-        if token:
-            return str(token)
-    principal = getattr(request.state, "principal", None)
-    return str(getattr(principal, "csrf_token", "") or "")
+    """The session's CSRF token for ``hx-headers`` (empty until the user is logged in, and for
+    a bearer token, which needs none)."""
+    principal = principal_of(request)
+    return principal.csrf_token if principal is not None else ""
 
 
 class Renderer:
@@ -105,17 +107,17 @@ class Renderer:
         self, request: Request, name: str, *, status: int = 200, **context: Any
     ) -> HTMLResponse:
         """A full page (or, for an htmx request, the same template; blocks decide)."""
-        principal = getattr(request.state, "principal", None)
+        principal = principal_of(request)
         base = {
             "request": request,
             "principal": principal,
-            "username": getattr(principal, "username", "") or getattr(principal, "name", ""),
+            "username": principal.username if principal is not None else "",
             "csrf_token": csrf_token(request),
             "kiosk": request.query_params.get("kiosk") == "1",
             "htmx": request.headers.get("HX-Request") == "true",
             "active": context.pop("active", ""),
         }
-        html = self.env.get_template(name).render(**base, **context)
+        html = self.env.get_template(name).render({**base, **context})  # a page's own values win
         headers = {
             "Content-Security-Policy": CONTENT_SECURITY_POLICY,
             "X-Content-Type-Options": "nosniff",
@@ -123,14 +125,3 @@ class Renderer:
             "Cache-Control": "no-store",
         }
         return HTMLResponse(html, status_code=status, headers=headers)
-
-
-def renderer(request: Request) -> Renderer:
-    """The app's renderer (created in the lifespan, or lazily for apps built without it)."""
-    state = request.app.state
-    if not hasattr(state, "renderer"):
-        if not hasattr(state, "assets"):
-            state.assets = AssetCatalog()
-        state.renderer = Renderer(state.assets)
-    result: Renderer = state.renderer
-    return result

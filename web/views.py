@@ -20,26 +20,15 @@ from starlette.responses import Response, StreamingResponse
 from netmon.web.principals import allowed_branches, audit
 from netmon.web.query import EventQuery, QueryError, parse_query
 from netmon.web.search import (
-    EventSource,
     csv_lines,
     json_chunks,
     search_all,
     search_page,
-    store_source,
     to_row,
 )
-from netmon.web.templating import renderer
+from netmon.web.state import web_state
 
 log = logging.getLogger(__name__)
-
-
-def event_source(request: Request) -> EventSource | None:
-    """The app's event search, made once (None while the store is not part of this build)."""
-    state = request.app.state
-    if not hasattr(state, "event_source"):
-        state.event_source = store_source(state.settings.data_dir)
-    result: EventSource | None = state.event_source
-    return result
 
 
 async def events_page(request: Request) -> Response:
@@ -47,29 +36,23 @@ async def events_page(request: Request) -> Response:
     text = request.query_params.get("q", "").strip()
     cursor = request.query_params.get("cursor", "")
     target = request.headers.get("HX-Target", "")
-    source = event_source(request)
-    context: dict[str, Any] = {
-        "q": text,
-        "page": None,
-        "error": "",
-        "available": source is not None,
-    }
+    state = web_state(request)
+    context: dict[str, Any] = {"q": text, "page": None, "error": "", "available": True}
     status = 200
-    if source is not None:
-        try:
-            query = parse_query(text, time.time())
-            branches = await allowed_branches(request)
-            context["page"] = await anyio.to_thread.run_sync(
-                search_page, source, query, branches, cursor
-            )
-        except QueryError as error:
-            log.info("events search refused: %s (q=%r)", error, text[:200])
-            context["error"] = str(error)
-            status = 400
+    try:
+        query = parse_query(text, time.time())
+        branches = await allowed_branches(request)
+        context["page"] = await anyio.to_thread.run_sync(
+            search_page, state.events, query, branches, cursor
+        )
+    except QueryError as error:
+        log.info("events search refused: %s (q=%r)", error, text[:200])
+        context["error"] = str(error)
+        status = 400
     template = {"results": "_events_results.html", "more": "_events_rows.html"}.get(
         target, "events.html"
     )
-    return renderer(request).page(request, template, status=status, active="events", **context)
+    return state.renderer.page(request, template, status=status, active="events", **context)
 
 
 async def event_detail(request: Request) -> Response:
@@ -77,16 +60,14 @@ async def event_detail(request: Request) -> Response:
     event_id = request.path_params["event_id"]
     if not (event_id.isalnum() and 12 <= len(event_id) <= 64):
         raise HTTPException(404, "No such event.")
-    source = event_source(request)
-    if source is None:
-        raise HTTPException(404, "The event store is not available yet.")
+    state = web_state(request)
     branches = await allowed_branches(request)
-    event = await anyio.to_thread.run_sync(source.find, event_id, branches)
+    event = await anyio.to_thread.run_sync(state.events.find, event_id, branches)
     if event is None:
         raise HTTPException(404, "No such event (or not in a branch you may see).")
     fields = sorted(_flatten(msgspec_to_builtins(event)).items())
     template = "_event_detail.html" if request.headers.get("HX-Request") else "event.html"
-    return renderer(request).page(
+    return state.renderer.page(
         request, template, active="events", event=event, row=to_row(event), fields=fields
     )
 
@@ -118,9 +99,6 @@ async def events_export(request: Request) -> Response:
     """GET /events.csv or /events.json?q=...: every match, streamed, audited."""
     fmt = request.path_params["fmt"]
     text = request.query_params.get("q", "").strip()
-    source = event_source(request)
-    if source is None:
-        raise HTTPException(404, "The event store is not available yet.")
     try:
         query: EventQuery = parse_query(text, time.time())
     except QueryError as error:
@@ -128,7 +106,7 @@ async def events_export(request: Request) -> Response:
         raise HTTPException(400, str(error)) from None
     branches = await allowed_branches(request)
     await audit(request, "events.export", {"format": fmt, "query": text})
-    rows = search_all(source, query, branches)
+    rows = search_all(web_state(request).events, query, branches)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     disposition = f'attachment; filename="netmon-events-{stamp}.{fmt}"'
     if fmt == "csv":

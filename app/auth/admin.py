@@ -14,6 +14,7 @@ from netmon.app.auth.context import AuthContext
 from netmon.app.auth.forms import BadInput, bad_input_response, check_text, json_error, read_json
 from netmon.app.auth.passwords import MAX_PASSWORD_LENGTH, PasswordPolicyError, generate_password
 from netmon.app.auth.principals import audit_request
+from netmon.app.state import opened, server_state
 from netmon.storage.audit import AuditQuery
 from netmon.storage.names import InvalidNameError, validate_name
 from netmon.storage.users import LastAdminError, Role, User, UserExistsError
@@ -74,8 +75,7 @@ def _user_id(request: Request) -> int:
 
 
 def _auth(request: Request) -> AuthContext:
-    context: AuthContext = request.app.state.auth
-    return context
+    return opened(server_state(request).auth, "the identity store")
 
 
 async def list_users(request: Request) -> Response:

@@ -1,4 +1,4 @@
-"""The identity resources of one process, opened in the lifespan: ``app.state.auth``.
+"""The identity resources of one process, opened in the lifespan: ``ServerState.auth``.
 
 Opening them also bootstraps what a first start needs: the database schema, the token signing
 key (from ``auth.jwt_secret`` or generated once and kept in the database) and, when there is

@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 from starlette.requests import Request
 
-from netmon.app.auth.context import AuthContext
 from netmon.app.auth.principals import client_address
 from netmon.app.auth.throttle import account_key, address_key
+from netmon.app.state import opened, server_state
 from netmon.storage.users import User
 
 
@@ -21,7 +21,7 @@ async def attempt_login(
     request: Request, username: str, password: str, channel: str
 ) -> User | Throttled | None:
     """The user if the password is right, Throttled when too many failed, else None."""
-    auth: AuthContext = request.app.state.auth
+    auth = opened(server_state(request).auth, "the identity store")
     source = client_address(request)
     keys = (account_key(username), address_key(source))
     wait = await auth.throttle.retry_after(keys)

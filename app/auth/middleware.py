@@ -33,6 +33,7 @@ from netmon.app.auth.sessions import (
     same_token,
 )
 from netmon.app.auth.tokens import TokenError
+from netmon.app.state import server_state
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def route_access(routes: list[BaseRoute], scope: Scope) -> str | None:
 
 
 class AccessMiddleware:
-    """ASGI middleware; needs ``app.state.auth`` (an AuthContext) set by the lifespan."""
+    """ASGI middleware; needs the identity store (``ServerState.auth``) opened by the lifespan."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -74,7 +75,8 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         access = route_access(scope["app"].router.routes, scope)
-        auth: AuthContext | None = getattr(scope["app"].state, "auth", None)
+        connection = HTTPConnection(scope)
+        auth = server_state(connection).auth
         if auth is None:
             # Lifespan not run (yet): public routes still answer, nothing else does.
             if access in (None, "public"):
@@ -82,7 +84,6 @@ class AccessMiddleware:
             else:
                 await _deny(scope, receive, send, 503, "not_ready", "identity store not open")
             return
-        connection = HTTPConnection(scope)
         if scope["type"] == "websocket" and not _origin_ok(auth, connection):
             log.warning(
                 "websocket %s refused: foreign Origin %r",

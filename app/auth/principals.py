@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from netmon.app.access import ROLE_RANK
+from netmon.app.state import opened, server_state
 from netmon.storage.users import Role, User
 
 ANONYMOUS = "anonymous"
@@ -69,8 +70,9 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def principal_of(connection: HTTPConnection) -> Principal | None:
-    """The principal of a request or WebSocket (None when anonymous)."""
-    principal: Principal | None = getattr(connection.state, "principal", None)
+    """The principal of a request or WebSocket (None when anonymous, and in apps built without
+    the access middleware, which sets it in the request's state)."""
+    principal: Principal | None = connection.scope.get("state", {}).get("principal")
     return principal
 
 
@@ -94,7 +96,8 @@ async def audit_request(
     """
     principal = principal_of(connection)
     who = actor if actor is not None else (principal.username if principal else ANONYMOUS)
-    await connection.app.state.audit.record(
+    auth = opened(server_state(connection).auth, "the identity store")
+    await auth.audit.record(
         action,
         actor=who,
         target=target,

@@ -1,22 +1,19 @@
-"""Auth endpoints: the OAuth2 token endpoint, login/logout pages, "me", password change.
+"""Auth endpoints: the OAuth2 token endpoint, API logout, "me", password change.
 
 ``auth_routes()`` returns these and the admin API (netmon.app.auth.admin) for ``create_app``.
+The browser's login and logout pages are HTML views: web/login.py.
 """
 
 from __future__ import annotations
 
 import math
-import secrets
-from pathlib import Path
 from typing import Annotated
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
-from starlette.templating import Jinja2Templates
 
-import netmon.web
 from netmon.app.access import SecuredRoute
 from netmon.app.auth import admin
 from netmon.app.auth.context import AuthContext
@@ -24,15 +21,13 @@ from netmon.app.auth.forms import BadInput, bad_input_response, json_error, read
 from netmon.app.auth.logins import Throttled, attempt_login
 from netmon.app.auth.passwords import MAX_PASSWORD_LENGTH, PasswordPolicyError
 from netmon.app.auth.principals import Principal, audit_request, client_address, principal_of
-from netmon.app.auth.sessions import CSRF_FIELD, LOGIN_CSRF_COOKIE, same_token
+from netmon.app.state import opened, server_state
 
-TEMPLATES = Jinja2Templates(directory=str(Path(netmon.web.__file__).parent / "templates"))
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def _auth(request: Request) -> AuthContext:
-    context: AuthContext = request.app.state.auth
-    return context
+    return opened(server_state(request).auth, "the identity store")
 
 
 def _principal(request: Request) -> Principal:
@@ -84,95 +79,11 @@ async def token_endpoint(request: Request) -> Response:
     )
 
 
-# --- Browser login / logout ---------------------------------------------------------------------
+# --- Logout ------------------------------------------------------------------------------------
 
 
-def _safe_next(target: str | None) -> str:
-    """Only local paths: "//evil.example" or "https://..." would make an open redirect."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/"
-    return target
-
-
-def _login_page(
-    request: Request,
-    status: int = 200,
-    error: str = "",
-    username: str = "",
-    next_path: str = "/",
-    retry_after: str | None = None,
-) -> Response:
-    csrf = secrets.token_urlsafe(32)
-    response = TEMPLATES.TemplateResponse(
-        request,
-        "login.html",
-        {
-            "csrf_token": csrf,
-            "csrf_field": CSRF_FIELD,
-            "error": error,
-            "username": username,
-            "next": next_path,
-        },
-        status_code=status,
-        headers={
-            "Cache-Control": "no-store",
-            **({"Retry-After": retry_after} if retry_after else {}),
-        },
-    )
-    # Double-submit token for the login form: there is no session yet to bind one to.
-    response.set_cookie(
-        LOGIN_CSRF_COOKIE,
-        csrf,
-        max_age=3600,
-        path="/login",
-        httponly=True,
-        samesite="strict",
-        secure=_auth(request).sessions.secure(request),
-    )
-    return response
-
-
-async def login_page(request: Request) -> Response:
-    """GET /login: the form."""
-    return _login_page(request, next_path=_safe_next(request.query_params.get("next")))
-
-
-async def login_submit(request: Request) -> Response:
-    """POST /login: check the form's CSRF token, the password, then start a session."""
-    try:
-        form = await read_form(request)
-    except BadInput as error:
-        bad_input_response(request, error)
-        return _login_page(request, error.status, "The form could not be read.")
-    username, password = form.get("username", ""), form.get("password", "")
-    next_path = _safe_next(form.get("next"))
-    if not same_token(request.cookies.get(LOGIN_CSRF_COOKIE, ""), form.get(CSRF_FIELD)):
-        bad_input_response(request, BadInput("login form without a matching CSRF token"))
-        return _login_page(request, 403, "The form expired; please try again.", username, next_path)
-    if not username or not password or len(password) > MAX_PASSWORD_LENGTH:
-        return _login_page(request, 400, "Enter your username and password.", username, next_path)
-    outcome = await attempt_login(request, username, password, channel="page")
-    if isinstance(outcome, Throttled):
-        seconds = str(math.ceil(outcome.retry_after))
-        return _login_page(
-            request,
-            429,
-            f"Too many failed logins. Try again in {seconds} seconds.",
-            username,
-            next_path,
-            retry_after=seconds,
-        )
-    if outcome is None:
-        return _login_page(request, 401, "Invalid username or password.", username, next_path)
-    auth = _auth(request)
-    token, _ = await auth.sessions.start(outcome, client_address(request))
-    response = RedirectResponse(next_path, 303)
-    auth.sessions.set_cookie(response, request, token)
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
-    return response
-
-
-async def _end_credential(request: Request) -> Principal:
+async def end_credential(request: Request) -> Principal:
+    """End the caller's session or revoke their token, audited (both logouts use this)."""
     principal = _principal(request)
     auth = _auth(request)
     if principal.via == "session":
@@ -183,17 +94,9 @@ async def _end_credential(request: Request) -> Principal:
     return principal
 
 
-async def logout_page(request: Request) -> Response:
-    """POST /logout (form with csrf_token): end the session, back to the login page."""
-    await _end_credential(request)
-    response = RedirectResponse("/login", 303)
-    _auth(request).sessions.clear_cookie(response, request)
-    return response
-
-
 async def logout_api(request: Request) -> Response:
     """POST /api/v1/auth/logout: revoke the presented token (or end the session)."""
-    principal = await _end_credential(request)
+    principal = await end_credential(request)
     response = Response(status_code=204)
     if principal.via == "session":
         _auth(request).sessions.clear_cookie(response, request)
@@ -267,9 +170,6 @@ def auth_routes() -> list[BaseRoute]:
     """Every route of the auth package, each with its access level."""
     return [
         SecuredRoute("/api/v1/auth/token", token_endpoint, methods=["POST"], access="public"),
-        SecuredRoute("/login", login_page, methods=["GET"], access="public"),
-        SecuredRoute("/login", login_submit, methods=["POST"], access="public"),
-        SecuredRoute("/logout", logout_page, methods=["POST"], access="viewer"),
         SecuredRoute("/api/v1/auth/logout", logout_api, methods=["POST"], access="viewer"),
         SecuredRoute("/api/v1/auth/me", me, methods=["GET"], access="viewer"),
         SecuredRoute("/api/v1/auth/password", change_password, methods=["POST"], access="viewer"),

@@ -27,7 +27,7 @@ from websockets.sync.client import connect
 
 from netmon.app.access import ROLE_RANK
 from netmon.app.auth.tokens import TokenService
-from netmon.app.factory import create_app
+from netmon.web.factory import create_app
 from tests.app.auth.live import JWT_SECRET, LiveServer, live_server, server_settings
 
 PRINCIPALS = ("anonymous", "viewer", "analyst", "admin", "analyst_south")

@@ -15,7 +15,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,17 +26,11 @@ import httpx
 import websockets
 from cryptography.fernet import Fernet
 
+from tests.ports import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NGINX_CONF = REPO_ROOT / "nginx.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (loopback)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _sub(text: str, pattern: str, replacement: str, count: int) -> str:
@@ -380,13 +373,3 @@ class Dashboard:
             self.received.setdefault(message["event"]["id"], now)
         elif message["type"] == "missed":
             self.missed_markers.append(message["count"])
-
-
-async def wait_for(condition: Callable[[], bool], within: float, what: str) -> float:
-    """Await a real condition (checked every 10 ms) for at most ``within`` s; the time taken."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > within:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - start

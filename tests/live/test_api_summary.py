@@ -13,8 +13,9 @@ import pytest
 import websockets
 
 from netmon.storage.eventlog import EventLog
-from tests.live.cluster import Cluster, Dashboard, wait_for
+from tests.live.cluster import Cluster, Dashboard
 from tests.live.factory import EVIL_DOMAIN, flow, heartbeat
+from tests.polling import wait_until_async
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("netmon.app.commands.users")
@@ -51,7 +52,7 @@ def caught_up(cluster: Cluster, headers: dict[str, str], events: int) -> bool:
 
 async def test_a_viewer_sees_only_their_branch(cluster: Cluster) -> None:
     admin = cluster.login()
-    await wait_for(lambda: caught_up(cluster, admin, 52), 10, "the projections")
+    await wait_until_async(lambda: caught_up(cluster, admin, 52), 10, "the projections")
     viewer = cluster.create_user("lab-viewer", "viewer", ["lab"])
 
     everything = get(cluster, "/api/v1/summary", admin).json()
@@ -77,7 +78,7 @@ async def test_a_viewer_sees_only_their_branch(cluster: Cluster) -> None:
         with EventLog(cluster.data_dir, "test-writer") as writer:
             writer.append([hq_alarm])
             writer.append([lab_alarm])
-        await wait_for(lambda: lab_alarm.id in dashboard.received, 5, "the lab alarm")
+        await wait_until_async(lambda: lab_alarm.id in dashboard.received, 5, "the lab alarm")
         # Pushes keep their order per client: had hq been sent, it would have come first.
         assert hq_alarm.id not in dashboard.received
     finally:

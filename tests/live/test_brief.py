@@ -11,7 +11,8 @@ from netmon.app.follower import read_to_end
 from netmon.app.projections.brief import FlowBrief
 from netmon.app.projections.runner import ProjectionSnapshot, apply_all
 from netmon.storage.contract.events import FlowObserved
-from netmon.storage.eventlog import EventLog, EventLogReader
+from netmon.storage.eventlog import EventLog
+from netmon.storage.log_reader import EventLogReader
 from netmon.storage.positions import Position
 from tests.live.factory import flow, mixed_stream
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import yaml
 
 from netmon.app.settings import IngestSettings
-from tests.live.cluster import NGINX, NGINX_CONF, REPO_ROOT, free_port, render_nginx_conf
+from tests.live.cluster import NGINX, NGINX_CONF, REPO_ROOT, render_nginx_conf
+from tests.ports import free_port
 
 UVICORN_PING_INTERVAL_S = 20  # uvicorn's ws_ping_interval default, used by `netmon serve`
 

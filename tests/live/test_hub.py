@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 
 from netmon.app.live import RESYNC, AgentStatusChanged, LiveHub, LiveRenderer
+from netmon.web.assets import AssetCatalog
+from netmon.web.templating import Renderer
 from tests.live.factory import EVIL_DOMAIN, alert, flow, heartbeat
 
 START = 1_800_000_000.0
+
+
+def live_renderer(replica: str) -> LiveRenderer:
+    """The live renderer as the server wires it: fragments from the dashboard's renderer."""
+    return LiveRenderer(replica, Renderer(AssetCatalog()))
 
 
 async def test_a_stalled_client_gets_the_missed_count_then_live_events_again() -> None:
@@ -43,7 +50,7 @@ async def test_clients_see_only_their_branches_and_only_critical_events() -> Non
 
 
 def test_html_fragments_escape_attacker_text() -> None:
-    renderer = LiveRenderer("r1")
+    renderer = live_renderer("r1")
     event = flow(START, critical=True, domain=EVIL_DOMAIN)
     for html in (renderer.event_html(event), renderer.snapshot_html([event], missed=3)):
         assert "<img" not in html and "onerror=alert(1)&gt;" in html
@@ -57,7 +64,7 @@ def test_html_fragments_escape_attacker_text() -> None:
 
 
 def test_json_messages_carry_the_event_as_data() -> None:
-    renderer = LiveRenderer("r2")
+    renderer = live_renderer("r2")
     event = flow(START, critical=True, domain=EVIL_DOMAIN)
     message = json.loads(renderer.event_json(event))
     assert message["type"] == "event" and message["event"]["domain"] == EVIL_DOMAIN
@@ -90,7 +97,7 @@ def test_an_acknowledgement_row_shows_its_note_only_when_there_is_one() -> None:
 
 
 def test_a_snapshot_replaces_the_agents_rows_escaped() -> None:
-    renderer = LiveRenderer("r1")
+    renderer = live_renderer("r1")
     rows = [
         {"agent_id": "sensor-1", "branch": "hq", "connected": True, "last_seen": START},
         {"agent_id": "<b>x</b>", "branch": "lab", "connected": False, "last_seen": START},

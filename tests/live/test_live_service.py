@@ -8,12 +8,12 @@ from pathlib import Path
 import anyio
 
 from netmon.app.follower import FileFeed
-from netmon.app.live import AgentStatusChanged, LiveHub, LiveRenderer
-from netmon.app.live_routes import LiveService
+from netmon.app.live import AgentStatusChanged, LiveHub
+from netmon.app.live_service import LiveService
 from netmon.app.projections.runner import ProjectionRunner, snapshot_path
 from netmon.storage.eventlog import EventLog
-from tests.live.cluster import wait_for
 from tests.live.factory import flow, heartbeat
+from tests.polling import wait_until_async
 
 START = 1_800_000_000.0
 
@@ -35,7 +35,7 @@ def make_service(data: Path, clock: Clock) -> LiveService:
         FileFeed(data, poll_interval=0.005),
         runner,
         LiveHub(queue_size=64),
-        LiveRenderer("r1"),
+        None,  # no dashboards: nothing to render
         agent_timeout_s=60.0,
         clock=clock,
     )
@@ -55,7 +55,7 @@ async def test_history_is_in_the_snapshot_and_new_events_are_pushed(tmp_path: Pa
             assert client.queue.empty()  # history is not replayed live
             new = flow(START, critical=True)
             await anyio.to_thread.run_sync(writer.append, [new])
-            await wait_for(lambda: not client.queue.empty(), 5, "the push")
+            await wait_until_async(lambda: not client.queue.empty(), 5, "the push")
             assert (await client.next())[0] == new
             assert [e.id for e in service.snapshot_events(frozenset({"lab"}))] == []
             group.cancel_scope.cancel()
@@ -71,18 +71,18 @@ async def test_agents_are_announced_up_then_down(tmp_path: Path) -> None:
             group.start_soon(service.watch_agents, 0.01)
             await service.caught_up.wait()
             await anyio.to_thread.run_sync(writer.append, [heartbeat(START, "hq", "agent-7")])
-            await wait_for(lambda: not client.queue.empty(), 5, "agent up")
+            await wait_until_async(lambda: not client.queue.empty(), 5, "agent up")
             item, _ = await client.next()
             assert item == AgentStatusChanged("agent-7", "hq", "up", START)
             await anyio.to_thread.run_sync(writer.append, [heartbeat(START + 5, "hq", "agent-7")])
             agents = service.runner.state.agents.agents
-            await wait_for(lambda: agents["agent-7"].events == 2, 5, "the second heartbeat")
+            await wait_until_async(lambda: agents["agent-7"].events == 2, 5, "the second heartbeat")
             assert client.queue.empty()  # still up: nothing to announce
             clock.now = START + 120  # silent for longer than the 60 s timeout
-            await wait_for(lambda: not client.queue.empty(), 5, "agent down")
+            await wait_until_async(lambda: not client.queue.empty(), 5, "agent down")
             item, _ = await client.next()
             assert isinstance(item, AgentStatusChanged) and item.status == "down"
             await anyio.to_thread.run_sync(writer.append, [heartbeat(START + 121, "hq", "agent-7")])
-            await wait_for(lambda: not client.queue.empty(), 5, "agent up again")
+            await wait_until_async(lambda: not client.queue.empty(), 5, "agent up again")
             assert (await client.next())[0].status == "up"  # type: ignore[union-attr]
             group.cancel_scope.cancel()

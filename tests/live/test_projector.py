@@ -15,12 +15,13 @@ import msgspec
 import pytest
 
 from netmon.app.projections.runner import ProjectionRunner, snapshot_path
-from netmon.app.projector import ProjectorLink
+from netmon.app.projector_link import ProjectorLink
 from netmon.app.settings import Settings, StoreSettings
 from netmon.storage.contract.events import FlowObserved
 from netmon.storage.eventlog import EventLog
-from tests.live.cluster import Agent, Cluster, wait_for, wait_http
+from tests.live.cluster import Agent, Cluster, wait_http
 from tests.live.factory import flow
+from tests.polling import wait_until_async
 
 pytest.importorskip("netmon.app.commands.users")
 
@@ -76,20 +77,26 @@ async def test_the_projector_folds_the_top_lists_restarts_and_stops_with_its_rep
     headers = cluster.login()
     replica = cluster.replicas[0]
     assert replica.process is not None
-    await wait_for(lambda: len(projectors_of(replica.process.pid)) == 1, 10, "the projector")
+    await wait_until_async(
+        lambda: len(projectors_of(replica.process.pid)) == 1, 10, "the projector"
+    )
     first = projectors_of(replica.process.pid)[0]
 
     with EventLog(cluster.data_dir, "test-writer") as writer:
         writer.append([flow_from("10.66.0.1", time.time() - 5 + i * 0.01) for i in range(40)])
-        await wait_for(lambda: "10.66.0.1" in top_sources(cluster, headers)[1], 10, "top lists")
+        await wait_until_async(
+            lambda: "10.66.0.1" in top_sources(cluster, headers)[1], 10, "top lists"
+        )
 
         # Killed: the replica logs it and starts another; folding resumes from the snapshot.
         os.kill(first, signal.SIGKILL)
-        await wait_for(
+        await wait_until_async(
             lambda: projectors_of(replica.process.pid) not in ([], [first]), 10, "a new projector"
         )
         writer.append([flow_from("10.66.0.2", time.time() - 5 + i * 0.01) for i in range(40)])
-        await wait_for(lambda: "10.66.0.2" in top_sources(cluster, headers)[1], 10, "top lists")
+        await wait_until_async(
+            lambda: "10.66.0.2" in top_sources(cluster, headers)[1], 10, "top lists"
+        )
     events, sources = top_sources(cluster, headers)
     assert events == 80 and {"10.66.0.1", "10.66.0.2"} <= sources
     assert "projector exited with -9" in replica.log_path.read_text()
@@ -97,7 +104,7 @@ async def test_the_projector_folds_the_top_lists_restarts_and_stops_with_its_rep
     # The replica killed with -9: its projector notices and stops by itself.
     second = projectors_of(replica.process.pid)[0]
     cluster.kill_replica(replica)
-    await wait_for(lambda: not running(second), 5, "the orphaned projector to stop")
+    await wait_until_async(lambda: not running(second), 5, "the orphaned projector to stop")
 
     # Restarted, the replica serves the saved top lists at once.
     cluster.start_replica(replica)
@@ -133,8 +140,8 @@ async def test_the_replica_seals_its_segments_and_its_projector_indexes_them(
                     cluster.data_dir / "events" / e["seg"] for e in entries if e["op"] == "seal"
                 ]
 
-            await wait_for(lambda: len(sealed()) >= 3, 30, "the replica to seal segments")
-            await wait_for(
+            await wait_until_async(lambda: len(sealed()) >= 3, 30, "the replica to seal segments")
+            await wait_until_async(
                 lambda: all(path.with_name(path.name + ".idx").exists() for path in sealed()),
                 10,
                 "the projector to index them",

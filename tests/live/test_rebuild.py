@@ -11,12 +11,13 @@ from pathlib import Path
 import anyio
 
 from netmon.app.follower import FileFeed
-from netmon.app.live import LiveHub, LiveRenderer
-from netmon.app.live_routes import LiveService
+from netmon.app.live import LiveHub
+from netmon.app.live_service import LiveService
 from netmon.app.projections.runner import ProjectionRunner, snapshot_path
 from netmon.storage.eventlog import EventLog
-from tests.live.cluster import REPO_ROOT, wait_for
+from tests.live.cluster import REPO_ROOT
 from tests.live.factory import mixed_stream
+from tests.polling import wait_until_async
 
 START = 1_800_000_000.0
 
@@ -26,7 +27,7 @@ def make_service(data: Path) -> LiveService:
     runner.load()
     # Small reads so one batch holds events of several writers and read order != time order.
     feed = FileFeed(data, poll_interval=0.005, max_events=250)
-    return LiveService(feed, runner, LiveHub(), LiveRenderer("r1"), save_interval_s=0.0)
+    return LiveService(feed, runner, LiveHub(), None, save_interval_s=0.0)
 
 
 async def follow_while_appending(
@@ -37,7 +38,7 @@ async def follow_while_appending(
         for number, chunk in enumerate(chunks):
             await anyio.to_thread.run_sync(writers[number % len(writers)].append, chunk)
         total = sum(len(chunk) for chunk in chunks)
-        await wait_for(lambda: service.runner.state.events == total, 20, "the feed")
+        await wait_until_async(lambda: service.runner.state.events == total, 20, "the feed")
         await service.save()
         group.cancel_scope.cancel()
 
@@ -62,7 +63,9 @@ async def test_resumed_and_rebuilt_projections_equal_the_incremental_ones(tmp_pa
             group.start_soon(service.run)
             for number, chunk in enumerate(chunks):
                 await anyio.to_thread.run_sync([one, two][number % 2].append, chunk)
-            await wait_for(lambda: service.runner.state.events == len(events), 20, "the feed")
+            await wait_until_async(
+                lambda: service.runner.state.events == len(events), 20, "the feed"
+            )
             await service.save()
             group.cancel_scope.cancel()
     incremental = ProjectionRunner(snapshot_path(data, "r1")).load()

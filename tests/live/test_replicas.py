@@ -16,9 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from netmon.storage.eventlog import EventLogReader
-from tests.live.cluster import Agent, Cluster, Dashboard, wait_for
+from netmon.storage.log_reader import EventLogReader
+from tests.live.cluster import Agent, Cluster, Dashboard
 from tests.live.factory import EVIL_DOMAIN, flow, heartbeat
+from tests.polling import wait_until_async
 
 pytestmark = pytest.mark.slow
 # The topology needs the identity (users, tokens) and transport (agent registry) parts.
@@ -74,13 +75,13 @@ async def test_agent_and_dashboards_survive_a_killed_replica_with_nothing_lost(
         background = [flow(now - 60 + i * 0.01) for i in range(2000)] + [heartbeat(now)]
         critical = flow(now, critical=True, domain=EVIL_DOMAIN)
         agent.emit(background + [critical])
-        await wait_for(
+        await wait_until_async(
             lambda: all(critical.id in d.received for d in dashboards), 10, "the critical flow"
         )
 
         # Every replica answers the same from its own projections.
         total = len(background) + 1
-        await wait_for(
+        await wait_until_async(
             lambda: [a["events"] for a in projection_answers(cluster, headers)] == [total] * 3,
             5,
             "every replica's projections",
@@ -100,12 +101,12 @@ async def test_agent_and_dashboards_survive_a_killed_replica_with_nothing_lost(
         cluster.kill_replica(victim)
         during = [flow(time.time() + i * 0.001, critical=True) for i in range(5)]
         agent.emit(during)
-        await wait_for(
+        await wait_until_async(
             lambda: agent.transport.stats.connects > connects, 10, "the agent to reconnect"
         )
         agent_reconnect = time.monotonic() - killed_at
         wanted = {critical.id, *(event.id for event in during)}
-        await wait_for(
+        await wait_until_async(
             lambda: all(wanted <= d.received.keys() for d in dashboards),
             10,
             "every event everywhere",
@@ -121,7 +122,7 @@ async def test_agent_and_dashboards_survive_a_killed_replica_with_nothing_lost(
         )
         # Stored exactly once, whichever replica took each batch.
         sent = {event.id for event in [*background, critical, *during]}
-        await wait_for(lambda: _stored(cluster, sent) == sent, 10, "the store")
+        await wait_until_async(lambda: _stored(cluster, sent) == sent, 10, "the store")
         counts: dict[str, int] = {}
         for event in EventLogReader(cluster.data_dir).scan(None, None):
             counts[event.id] = counts.get(event.id, 0) + 1

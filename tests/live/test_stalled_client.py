@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 import websockets
 
-from tests.live.cluster import Agent, Cluster, Dashboard, wait_for
+from tests.live.cluster import Agent, Cluster, Dashboard
 from tests.live.factory import flow
+from tests.polling import wait_until_async
 
 pytestmark = pytest.mark.slow
 # The topology needs the identity (users, tokens) and transport (agent registry) parts.
@@ -59,9 +60,13 @@ async def run_load(agent: Agent, dashboard: Dashboard) -> tuple[float, list[floa
         sent_at.update((e.id, emitted) for e in events[:CRITICAL_PER_ROUND])
         await asyncio.sleep(0.02)  # a steady pace, like an agent's batches
     total = ROUNDS * FLOWS_PER_ROUND
-    await wait_for(lambda: agent.transport.stats.events_acked - acked_before >= total, 30, "acks")
+    await wait_until_async(
+        lambda: agent.transport.stats.events_acked - acked_before >= total, 30, "acks"
+    )
     rate = total / (time.monotonic() - started)
-    await wait_for(lambda: sent_at.keys() <= dashboard.received.keys(), 30, "the fast dashboard")
+    await wait_until_async(
+        lambda: sent_at.keys() <= dashboard.received.keys(), 30, "the fast dashboard"
+    )
     return rate, [dashboard.received[i] - sent_at[i] for i in sent_at]
 
 

@@ -16,11 +16,12 @@ import pytest
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
-from netmon.app.factory import create_app
 from netmon.app.metrics import record_archive_run
 from netmon.app.openapi import OPENAPI_PATH, documented_routes
 from netmon.app.settings import ServerSettings, Settings, StoreSettings
-from tests.web.harness import NETMON, NetmonServer, wait_until
+from netmon.web.factory import create_app
+from tests.polling import wait_until
+from tests.web.harness import NETMON, NetmonServer
 
 
 @pytest.fixture(scope="module")

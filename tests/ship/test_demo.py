@@ -15,7 +15,9 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.web.harness import CHROMIUM, CHROMIUM_ARGS, NETMON, PASSWORD_LINE, free_port, wait_until
+from tests.polling import wait_until
+from tests.ports import free_port
+from tests.web.harness import CHROMIUM, CHROMIUM_ARGS, NETMON, PASSWORD_LINE
 
 STARTED = re.compile(r"started (\w+) \(pid (\d+)\)")
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from netmon.storage.contract.events import FlowObserved, new_event_id
-from netmon.storage.eventlog import EventLog, StoreError
+from netmon.storage.eventlog import EventLog
 from netmon.storage.log_reader import EventLogReader
-from netmon.storage.segments import parse_manifest_lines
-from tests.live.cluster import wait_for
+from netmon.storage.segments import StoreError, parse_manifest_lines
+from tests.polling import wait_until_async
 from tests.soak.chaos import fill_up, mount_tmpfs, unmount
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: run as root")
@@ -95,8 +95,8 @@ async def test_a_snapshot_save_on_a_full_disk_keeps_the_live_service_running(
     import anyio
 
     from netmon.app.follower import FileFeed
-    from netmon.app.live import LiveHub, LiveRenderer
-    from netmon.app.live_routes import LiveService
+    from netmon.app.live import LiveHub
+    from netmon.app.live_service import LiveService
     from netmon.app.projections.runner import ProjectionRunner
 
     data = tmp_path / "data"  # the log has room; the snapshot's volume is full
@@ -107,7 +107,7 @@ async def test_a_snapshot_save_on_a_full_disk_keeps_the_live_service_running(
         FileFeed(data, poll_interval=0.005),
         runner,
         LiveHub(queue_size=64),
-        LiveRenderer("r1"),
+        None,  # no dashboards: nothing to render
         save_interval_s=0.0,
     )
     async with anyio.create_task_group() as group:
@@ -115,7 +115,9 @@ async def test_a_snapshot_save_on_a_full_disk_keeps_the_live_service_running(
         for round_ in range(3):
             log.append(flows(10, "hq"))
             wanted = 10 * (round_ + 1)
-            await wait_for(lambda n=wanted: runner.state.events >= n, 30, "events applied")
-        await wait_for(lambda: "projection snapshot not saved" in caplog.text, 30, "the log line")
+            await wait_until_async(lambda n=wanted: runner.state.events >= n, 30, "events applied")
+        await wait_until_async(
+            lambda: "projection snapshot not saved" in caplog.text, 30, "the log line"
+        )
         group.cancel_scope.cancel()
     log.close()

@@ -11,15 +11,18 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from starlette.applications import Starlette
 
 from netmon.app.settings import Settings, StoreSettings
-from netmon.web.routes import install_web, web_exception_handlers, web_routes
+from netmon.app.state import ServerState
+from netmon.web.routes import web_exception_handlers, web_routes
+from netmon.web.state import build_web_state
 from tests.web.harness import CHROMIUM, CHROMIUM_ARGS, NetmonServer
 
 
 def build_web_app(data_dir: Path) -> Starlette:
-    """web/'s routes and error handlers alone (no auth middleware: tested by identity)."""
+    """web/'s routes and error handlers alone (no auth middleware: tested by identity; no
+    lifespan: no identity store, event log or live service unless a test sets one)."""
     app = Starlette(routes=web_routes(), exception_handlers=web_exception_handlers())
-    app.state.settings = Settings(store=StoreSettings(data_dir=str(data_dir)))
-    install_web(app)
+    app.state.server = ServerState(settings=Settings(store=StoreSettings(data_dir=str(data_dir))))
+    app.state.web = build_web_state(data_dir)
     return app
 
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 from cryptography.fernet import Fernet
+
+from tests.polling import wait_until
+from tests.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NETMON = Path(sys.executable).parent / "netmon"
@@ -33,25 +34,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PASSWORD_LINE = re.compile(r"one-time password:\s*\n\s*\n\s*(\S+)")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (on 127.0.0.1)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(condition, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    """Poll ``condition`` until it is truthy (returned); fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 class NetmonServer:

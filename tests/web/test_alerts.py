@@ -24,7 +24,7 @@ NOW = time.time()
 async def acting_client(data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = build_web_app(data_dir)
     with EventLog(data_dir, "web-test", durability="none") as event_log:
-        app.state.event_log = event_log
+        app.state.server.event_log = event_log
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://t", headers={"accept": "text/html"}

@@ -17,6 +17,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 from netmon.storage.contract.events import AlertAcknowledged, AlertOpened, FlowObserved
 from netmon.storage.eventlog import EventLog
 from netmon.storage.log_reader import EventLogReader
+from tests.polling import wait_until
 from tests.web.conftest import screenshot
 from tests.web.flows import (
     SSH,
@@ -25,7 +26,7 @@ from tests.web.flows import (
     ssh_detection,
     write_ssh_attempt_pcap,
 )
-from tests.web.harness import NETMON, NetmonServer, login, wait_until
+from tests.web.harness import NETMON, NetmonServer, login
 
 KIOSK_ROWS = 5
 T = TypeVar("T")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from starlette.responses import Response
 
 from netmon.app.access import SecuredRoute
 from netmon.web.errors import exception_handlers
+from netmon.web.state import build_web_state
 
 PAGES = ["/", "/analytics", "/admin"]
 EMPTY = [
@@ -58,7 +60,7 @@ async def test_errors_are_pages_for_browsers_and_json_for_scripts(
     assert api.status_code == 404 and api.json()["error"] == "Page not found"
 
 
-def _failing_app() -> Starlette:
+def _failing_app(data_dir: Path) -> Starlette:
     async def boom(request: Request) -> Response:
         raise RuntimeError("secret internal detail /srv/netmon/app.py line 42")
 
@@ -69,13 +71,15 @@ def _failing_app() -> Starlette:
         SecuredRoute("/boom", boom, access="public"),
         SecuredRoute("/teapot", teapot, access="public"),
     ]
-    return Starlette(routes=routes, exception_handlers=exception_handlers())
+    app = Starlette(routes=routes, exception_handlers=exception_handlers())
+    app.state.web = build_web_state(data_dir)  # the error pages' renderer
+    return app
 
 
 async def test_an_unexpected_error_shows_a_reference_never_a_traceback(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, data_dir: Path
 ) -> None:
-    transport = httpx.ASGITransport(app=_failing_app(), raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=_failing_app(data_dir), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         response = await http.get("/boom", headers={"accept": "text/html"})
         other = await http.get("/teapot", headers={"accept": "text/html"})

@@ -23,10 +23,10 @@ from starlette.routing import BaseRoute
 
 from netmon.app.auth.passwords import Passwords
 from netmon.app.auth.tokens import TokenService
-from netmon.app.factory import create_app
 from netmon.app.settings import Settings, load_settings
 from netmon.storage.database import Database, database_path
 from netmon.storage.users import Role, User, UserStore
+from netmon.web.factory import create_app
 
 JWT_SECRET = "test-only-jwt-secret-0123456789abcdef"
 PASSWORD = "correct horse battery staple 42"

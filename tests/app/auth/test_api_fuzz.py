@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.routing import Route
 
-from netmon.app.factory import create_app
+from netmon.web.factory import create_app
 from tests.app.auth.live import LiveServer, live_server, server_settings
 
 KNOWN_FIELDS = [

@@ -1,5 +1,6 @@
 """Archives in the product: ``GET /api/v1/archives`` lists them, ``GET /api/v1/archives/NAME``
-streams one (HTTP Range supported, for resumed downloads).
+streams one (HTTP Range supported, for resumed downloads); the Archives page lists them too
+(web/pages.py). The archives themselves are archive/'s (layout, ZIP files, manager).
 
 Access: listing needs "viewer" (it shows only sizes, dates and counts), downloading "analyst"
 (an archive holds every raw event of its branch and date). Both are branch scoped: a non-admin
@@ -25,6 +26,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from netmon.app.access import SecuredRoute
 from netmon.app.auth.principals import audit_request, principal_of
+from netmon.app.state import server_state
 from netmon.archive.layout import (
     InvalidArchiveNameError,
     PartitionKey,
@@ -34,7 +36,7 @@ from netmon.archive.layout import (
 )
 from netmon.archive.zipfiles import ArchiveError, Manifest, read_manifest
 
-log = logging.getLogger("netmon.archive")
+log = logging.getLogger("netmon.archive")  # one logger for every archive line (archive/ too)
 
 AUDIT_ACTION = "archive.download"
 
@@ -103,7 +105,7 @@ async def list_archives(request: Request) -> JSONResponse:
     assert principal is not None  # the access middleware admits only viewers and above
     requested = request.query_params.getlist("branch") or None
     branches = principal.allowed_branches(requested)
-    data_dir = request.app.state.settings.data_dir
+    data_dir = server_state(request).settings.data_dir
     entries = await anyio.to_thread.run_sync(archive_listing, data_dir, branches)
     return JSONResponse({"archives": entries})
 
@@ -130,7 +132,7 @@ async def download_archive(request: Request) -> Response:
             detail={**detail, "reason": f"no access to branch {key.branch}"},
         )  # fmt: skip
         return JSONResponse({"error": "forbidden", "detail": "no access to branch"}, 403)
-    path = archive_path(request.app.state.settings.data_dir, key)
+    path = archive_path(server_state(request).settings.data_dir, key)
     if not path.is_file():
         await audit_request(
             request, AUDIT_ACTION, target=name, outcome="refused",
