@@ -40,8 +40,9 @@ from netmon.app.follower import read_to_end  # noqa: E402
 from netmon.app.projections.runner import ProjectionRunner, snapshot_path  # noqa: E402
 from netmon.storage.contract.events import FlowObserved, new_event_id  # noqa: E402
 from netmon.storage.eventlog import EventLog  # noqa: E402
-from tests.live.cluster import Cluster, Dashboard, wait_for, wait_http  # noqa: E402
+from tests.live.cluster import Cluster, Dashboard, wait_http  # noqa: E402
 from tests.live.factory import detection, flow  # noqa: E402
+from tests.polling import wait_until_async
 
 BRANCHES = ("hq", "branch-a", "branch-b", "branch-c")
 WEEK = 7 * 86_400.0
@@ -78,7 +79,7 @@ async def agent_child(url: str, key: str, spool: str, seconds: float, rate: int)
     transport = AgentTransport(AGENT, url, config)
     stop = asyncio.Event()
     task = asyncio.create_task(transport.run(stop))
-    await wait_for(lambda: transport.connected, 20, "the agent to connect")
+    await wait_until_async(lambda: transport.connected, 20, "the agent to connect")
     pool, replace = templates(5000), msgspec.structs.replace
     sent: dict[str, float] = {}
     per_tick, emitted = rate // 100, 0
@@ -100,7 +101,7 @@ async def agent_child(url: str, key: str, spool: str, seconds: float, rate: int)
             next_probe += 0.05
         next_tick += 0.01
         await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
-    await wait_for(lambda: transport.stats.events_acked >= emitted, 120, "acks")
+    await wait_until_async(lambda: transport.stats.events_acked >= emitted, 120, "acks")
     rate_achieved = emitted / (time.monotonic() - started)
     acks = sorted(transport.stats.ack_latencies)
     stop.set()
@@ -135,7 +136,9 @@ async def feed_phase(
     usage["agent"] = report["cpu"]
     usage["agent ack p99 ms"] = 1000 * report["ack_p99"]
     sent: dict[str, float] = report["sent"]
-    await wait_for(lambda: all(sent.keys() <= d.received.keys() for d in dashboards), 60, "probes")
+    await wait_until_async(
+        lambda: all(sent.keys() <= d.received.keys() for d in dashboards), 60, "probes"
+    )
     latencies = [d.received[i] - sent[i] for d in dashboards for i in sent]
     for dashboard in dashboards:
         usage[f"p99 ms {dashboard.replica}"] = 1000 * percentile(

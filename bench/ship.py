@@ -34,8 +34,9 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from netmon.storage.eventlog import EventLog  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 from tests.web.flows import flow  # noqa: E402
-from tests.web.harness import NETMON, NetmonServer, free_port  # noqa: E402
+from tests.web.harness import NETMON, NetmonServer  # noqa: E402
 
 ENDPOINTS = ("/healthz", "/readyz", "/metrics", "/api/v1/openapi.json")
 
