@@ -10,10 +10,9 @@ RUN python -m venv /opt/netmon
 WORKDIR /src
 # Dependencies first (a layer that changes only when pyproject.toml does).
 COPY pyproject.toml README.md ./
-RUN mkdir -p app agent storage web archive \
-    && touch app/__init__.py agent/__init__.py storage/__init__.py web/__init__.py archive/__init__.py \
-    && /opt/netmon/bin/pip install '.[server]' \
-    && /opt/netmon/bin/pip uninstall -y netmon
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['server']))" > /tmp/requirements.txt \
+    && /opt/netmon/bin/pip install -r /tmp/requirements.txt
 COPY app ./app
 COPY agent ./agent
 COPY storage ./storage
@@ -33,7 +32,7 @@ FROM python:3.11-slim-bookworm AS runtime
 RUN useradd --system --uid 10001 --home-dir /data netmon \
     && mkdir -p /data && chown netmon:netmon /data
 COPY --from=python-build /opt/netmon /opt/netmon
-COPY --from=web-build /web/node_modules /opt/netmon/lib/python3.11/site-packages/web/node_modules
+COPY --from=web-build /web/node_modules /opt/netmon/lib/python3.11/site-packages/netmon/web/node_modules
 ENV PATH=/opt/netmon/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     NETMON_STORE__DATA_DIR=/data \
