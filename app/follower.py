@@ -18,8 +18,9 @@ import anyio
 import msgspec
 
 from netmon.app.projections.brief import FeedEvent, brief_decoder, needs_full
-from netmon.storage.log_reader import AppendTap, EventLogReader
+from netmon.storage.log_reader import EventLogReader
 from netmon.storage.positions import Position
+from netmon.storage.tap import AppendTap
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from netmon.app.projector_link import ProjectorLink
 from netmon.app.settings import Settings
 from netmon.storage.contract.events import AnyEvent
 from netmon.storage.eventlog import EventLog
-from netmon.storage.log_reader import AppendTap
+from netmon.storage.tap import AppendTap
 
 log = logging.getLogger(__name__)
 _AGENT_ID = attrgetter("agent_id")

@@ -8,8 +8,9 @@ from pathlib import Path
 import msgspec
 
 from netmon.storage.eventlog import EventLog
-from netmon.storage.log_reader import AppendTap, EventLogReader
+from netmon.storage.log_reader import EventLogReader
 from netmon.storage.positions import Position
+from netmon.storage.tap import AppendTap
 from tests.storage.helpers import T0, flow, read_all
 
 
