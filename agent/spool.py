@@ -26,9 +26,7 @@ import logging
 import os
 import threading
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import msgspec
 
@@ -76,16 +74,6 @@ _encoder = msgspec.msgpack.Encoder()
 
 MANIFEST_NAME = "manifest.json"  # inside an offline archive (offline_zip writes them)
 TORN_WRITES = ".*.tmp"  # write_atomically's temp files: only a crash leaves one behind
-
-
-def _owner_only(data: bytes) -> Callable[[BinaryIO], None]:
-    """A writer for ``write_atomically`` that makes the file mode 0600 before writing ``data``."""
-
-    def write(handle: BinaryIO) -> None:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(data)
-
-    return write
 
 
 def read_manifest(path: Path) -> ArchiveManifest | None:
@@ -151,7 +139,7 @@ class Spool:
         )
         with self._lock:
             self._make_room(len(data))
-            write_atomically(self.batch_dir / name, _owner_only(data))
+            write_atomically(self.batch_dir / name, data, mode=0o600)
             entry = SpoolEntry(
                 name, batch.boot_id, batch.seq, batch.count, batch.created, len(data)
             )
@@ -287,7 +275,7 @@ class Spool:
                 break
         else:
             self._gaps.append(GapRecord(boot_id, first, last, batches, events))
-        write_atomically(self._gaps_path, _owner_only(_encoder.encode(self._gaps)))
+        write_atomically(self._gaps_path, _encoder.encode(self._gaps), mode=0o600)
 
     def gaps(self) -> list[GapRecord]:
         """Dropped batches not yet reported to the server."""
@@ -306,7 +294,7 @@ class Spool:
                         if done.last_seq >= gap.first_seq:
                             gap.first_seq = min(done.last_seq + 1, gap.last_seq)
             self._gaps = [gap for gap in self._gaps if gap.batches > 0]
-            write_atomically(self._gaps_path, _owner_only(_encoder.encode(self._gaps)))
+            write_atomically(self._gaps_path, _encoder.encode(self._gaps), mode=0o600)
 
     def _load_gaps(self) -> list[GapRecord]:
         try:
@@ -339,5 +327,5 @@ class Spool:
         """Before a batch file goes, save the newest cursor: its batch was durably spooled, so
         resuming after it never skips or repeats a spooled event."""
         if self._cursor >= 0 and self._saved_cursor != self._cursor:
-            write_atomically(self._cursor_path, _owner_only(str(self._cursor).encode()))
+            write_atomically(self._cursor_path, str(self._cursor).encode(), mode=0o600)
             self._saved_cursor = self._cursor

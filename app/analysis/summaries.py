@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 import httpx
 import msgspec
@@ -354,13 +353,7 @@ class ProviderKeys:
         tokens = self._load()
         tokens[provider] = self._fernet.encrypt(api_key.strip().encode()).decode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(tokens, indent=1).encode()
-
-        def write(handle: BinaryIO) -> None:
-            os.fchmod(handle.fileno(), 0o600)  # owner only, before a byte of it is written
-            handle.write(data)
-
-        write_atomically(self.path, write)
+        write_atomically(self.path, json.dumps(tokens, indent=1).encode(), mode=0o600)
 
     def get(self, provider: str) -> str | None:
         """The decrypted key of a provider, or None when none is stored."""

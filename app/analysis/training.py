@@ -202,7 +202,7 @@ def save_model(
     )
     report = {**report, "model_version": version, "source": source, "rows": dict(Counter(labels))}
     report_path = evaluation_path(path)
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    write_atomically(report_path, (json.dumps(report, indent=2) + "\n").encode())
     return version
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from netmon.app.demo.supervisor import ChildFailed, Supervisor, wait_for
+from netmon.storage.contract.files import write_atomically
 
 DEMO_DIR = Path(".netmon-demo")
 DEMO_AGENT = "demo-agent"
@@ -108,7 +109,7 @@ def write_agent_config(directory: Path, env: dict[str, str], port: int, live: st
     from netmon.app.demo.traffic import APPROVED_DOMAINS, THREAT_NETWORK
 
     threats = directory / "threats.txt"
-    threats.write_text(f"# demo threat list\n{THREAT_NETWORK}\n")
+    write_atomically(threats, f"# demo threat list\n{THREAT_NETWORK}\n".encode())
     approved = ", ".join(f'"{name}"' for name in APPROVED_DOMAINS)
     text = (
         "# Written by `netmon demo` on every start; the key is in agent.key.\n"
@@ -129,9 +130,7 @@ def write_agent_config(directory: Path, env: dict[str, str], port: int, live: st
         f'key = "{key_file.read_text().strip()}"\n'
         f'spool_dir = "{directory / "agent-spool"}"\n'
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
+    write_atomically(path, text.encode(), mode=0o600)  # it holds the agent's key
     return path
 
 

@@ -18,16 +18,22 @@ from typing import BinaryIO
 Writer = Callable[[BinaryIO], object]
 
 
-def write_atomically(path: Path, content: bytes | Writer, *, durable: bool = True) -> None:
+def write_atomically(
+    path: Path, content: bytes | Writer, *, durable: bool = True, mode: int | None = None
+) -> None:
     """Replace ``path`` with ``content`` (bytes, or a function writing into the open file).
 
     ``durable=False`` skips both fsyncs (an event log opened with ``durability="none"``); the
-    rename is still atomic. The temp name is per process and thread, so two writers of the same
-    path never share one, and it is removed when anything fails.
+    rename is still atomic. ``mode`` (0o600 for anything holding a key) is set on the temp file
+    before a byte is written, so the content is never readable by others, not even briefly. The
+    temp name is per process and thread, so two writers of the same path never share one, and it
+    is removed when anything fails.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as handle:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)  # a leftover temp file may have another mode
             if isinstance(content, bytes):
                 handle.write(content)
             else:
