@@ -113,7 +113,8 @@ class Spool:
         self._entries: dict[tuple[str, int], SpoolEntry] = {}
         for path in sorted(self.batch_dir.glob("*.batch")):
             if path.name.startswith(".tmp-"):
-                path.unlink(missing_ok=True)  # a write cut short by a crash: never acknowledged
+                # The temp name of spools written before write_atomically (upgrades only).
+                path.unlink(missing_ok=True)
                 continue
             entry = _parse_name(path)
             if entry is None:

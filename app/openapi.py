@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document (``/api/v1/openapi.json``) and the API docs page (``/docs``).
+"""The OpenAPI 3.1 document (``/api/v1/openapi.json``); web/api_docs.py shows it at ``/docs``.
 
 Paths come from the router itself: every HTTP route of the JSON API (``/api/...``), the health
 probes, ``/metrics`` and the event exports is walked, and each (path, method) must have an entry
@@ -8,21 +8,17 @@ walks the router fails. Body and answer schemas are msgspec Structs turned into 
 
 Access: both the document and /docs are "public". They describe the API, not its data, and
 every operation lists the role it needs (``x-netmon-access``), which is what a client author
-wants to read before having an account. The docs page is Swagger UI (swagger-ui-dist), pinned
-through npm in web/package.json and served from /static with an SRI hash like every asset.
+wants to read before having an account.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
-import hashlib
 import re
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute
 
 from netmon.app.access import SecuredRoute
@@ -376,47 +372,7 @@ async def openapi_document(request: Request) -> JSONResponse:
     return JSONResponse(state.openapi)
 
 
-DOCS_INIT = (
-    'window.addEventListener("DOMContentLoaded", function () {'
-    f' SwaggerUIBundle({{url: "{OPENAPI_PATH}", dom_id: "#api"}}); }});'
-)
-# The one inline script is allowed by its hash; Swagger UI sets inline styles.
-DOCS_CSP = (
-    "default-src 'none'; script-src 'self' 'sha256-"
-    + base64.b64encode(hashlib.sha256(DOCS_INIT.encode()).digest()).decode()
-    + "'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
-    "font-src 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-
-
-class AssetTags(Protocol):
-    """The tags that load web's hashed static files (web/assets.py's ``AssetCatalog``)."""
-
-    def script(self, name: str) -> str:
-        """A ``<script>`` tag with the file's SRI hash."""
-        ...
-
-    def stylesheet(self, name: str) -> str:
-        """A stylesheet ``<link>`` tag with the file's SRI hash."""
-        ...
-
-
-async def docs_page(request: Request, *, assets: AssetTags) -> HTMLResponse:
-    """GET /docs: Swagger UI over the OpenAPI document (pinned via web/package.json, SRI)."""
-    page = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Netmon API</title>'
-        f"{assets.stylesheet('swagger-ui.css')}{assets.script('swagger-ui.js')}"
-        f'<script>{DOCS_INIT}</script></head><body><div id="api"></div></body></html>'
-    )
-    headers = {"Content-Security-Policy": DOCS_CSP, "X-Content-Type-Options": "nosniff"}
-    return HTMLResponse(page, headers=headers)
-
-
-def openapi_routes(assets: AssetTags) -> list[SecuredRoute]:
-    """The document and the docs page (both public; see the module docstring); ``assets`` are
-    the dashboard's static files, which hold Swagger UI."""
-    docs = functools.partial(docs_page, assets=assets)
-    return [
-        SecuredRoute(OPENAPI_PATH, openapi_document, access="public", methods=["GET"]),
-        SecuredRoute("/docs", docs, access="public", methods=["GET"]),
-    ]
+def openapi_routes() -> list[SecuredRoute]:
+    """The document (public; see the module docstring). Its page, /docs, is web's
+    (web/api_docs.py)."""
+    return [SecuredRoute(OPENAPI_PATH, openapi_document, access="public", methods=["GET"])]

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from tests.ports import free_port  # noqa: E402  (the repository root is on the path now)
 
 POOL = 20_000
 TARGET_RATE = 100_000
@@ -155,12 +156,6 @@ async def agent_main(
 
 
 # --- the driver --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def process_cpu(pid: int) -> float:

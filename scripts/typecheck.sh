@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 tree=build/typecheck
-rm -rf "$tree"
 mkdir -p "$tree/netmon"
 for package in app agent web storage archive; do
-  ln -s "../../../$package" "$tree/netmon/$package"
+  ln -sfn "../../../$package" "$tree/netmon/$package"
 done
 cd "$tree"
-exec "../../$VENV/bin/mypy" --config-file ../../pyproject.toml -p netmon
+# The cache stays in the checkout's .mypy_cache, so a second run checks only what changed.
+exec "../../$VENV/bin/mypy" --config-file ../../pyproject.toml --cache-dir ../../.mypy_cache -p netmon

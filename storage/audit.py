@@ -85,7 +85,8 @@ def _record(row: tuple[Any, ...]) -> AuditRecord:
 
 
 class AuditTrail:
-    """Appends to and reads the audit trail; one instance per process (``app.state.audit``)."""
+    """Appends to and reads the audit trail; one instance per process (the server's is
+    ``ServerState.auth.audit``)."""
 
     def __init__(self, database: Database) -> None:
         self._db = database

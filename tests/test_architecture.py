@@ -63,6 +63,12 @@ def layer_of(module: str) -> str | None:
     return None
 
 
+# A comment for a tool, not for a reader: it says nothing about why.
+PRAGMA = re.compile(
+    r"#\s*(noqa\b|type:|fmt:|pragma\b|pyright:|mypy:|TODO\b|FIXME\b)", re.IGNORECASE
+)
+
+
 @dataclass(frozen=True)
 class Import:
     """One import of one of our modules: where it is, and whether it sits inside a function."""
@@ -95,7 +101,12 @@ def imports_of(
     tree = ast.parse(source)
     lines = source.splitlines()
     tokens = tokenize.generate_tokens(io.StringIO(source).readline)
-    commented = {token.start[0] for token in tokens if token.type == tokenize.COMMENT}
+    # Lines with a comment that says something: a pragma for a tool is no reason.
+    commented = {
+        token.start[0]
+        for token in tokens
+        if token.type == tokenize.COMMENT and not PRAGMA.match(token.string)
+    }
     import_nodes = [
         node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
     ]
@@ -131,7 +142,9 @@ def imports_of(
             elif (name := called_import(child)) is not None:
                 found = (name,)
             for target in found:
-                if target == "netmon" or target.startswith("netmon."):
+                # Un-prefixed names (`from app.settings import ...`) count too: they would import
+                # from the checkout, never from an install, and load a module under two names.
+                if target.split(".")[0] in ("netmon", *FOLDERS):
                     yield Import(target, child.lineno, in_function, has_reason(child))
             inside = isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
             yield from walk(child, in_function or inside)
@@ -211,6 +224,12 @@ def _path_round(graph: Mapping[str, Collection[str]], members: set[str]) -> list
     raise AssertionError(f"no path round {sorted(members)}")
 
 
+def parents(module: str) -> list[str]:
+    """The packages above ``module``: netmon.app.ingest.frames -> netmon.app.ingest, netmon.app."""
+    parts = module.split(".")
+    return [".".join(parts[:end]) for end in range(len(parts) - 1, 1, -1)]
+
+
 def sources() -> Iterator[tuple[str, str, bool]]:
     for module, path in MODULES.items():
         yield module, path.read_text(encoding="utf-8"), path.name == "__init__.py"
@@ -234,11 +253,15 @@ def test_imports_follow_the_arrows() -> None:
 
 
 def test_no_import_circles() -> None:
+    # Importing netmon.app.ingest.frames also runs netmon/app/ingest/__init__.py and
+    # netmon/app/__init__.py: an import reaches the target's parent packages too (but for the
+    # importer's own, which Python has already begun to import).
     graph = {
         module: {
-            found.target
+            reached
             for found in imports_of(module, text, MODULES, package)
-            if found.target in MODULES and found.target != module
+            for reached in (found.target, *parents(found.target))
+            if reached in MODULES and reached != module and reached not in parents(module)
         }
         for module, text, package in sources()
     }
@@ -328,6 +351,33 @@ def run():
     return Classifier, vector, Settings
 """
     assert unexplained_imports("netmon.app.commands.model", source) == []
+
+
+def test_an_unprefixed_import_of_our_folders_is_reported() -> None:
+    source = "def load():\n    from app.settings import Settings  # old name\n    return Settings\n"
+    assert wrong_arrows("netmon.agent.spool", source) == [
+        "netmon.agent.spool:2 (agent) imports app.settings (None)"
+    ]
+
+
+def test_a_tool_pragma_is_no_reason() -> None:
+    source = """\
+def run():
+    # noqa: PLC0415
+    from netmon.app.settings import Settings
+    from netmon.app.analysis.features import vector  # type: ignore[attr-defined]
+    return Settings, vector
+"""
+    assert unexplained_imports("netmon.app.commands.model", source) == [
+        "netmon.app.commands.model:3 imports netmon.app.settings inside a function, "
+        "without a reason",
+        "netmon.app.commands.model:4 imports netmon.app.analysis.features inside a function, "
+        "without a reason",
+    ]
+
+
+def test_parent_packages_of_a_target_are_reached() -> None:
+    assert parents("netmon.app.ingest.frames") == ["netmon.app.ingest", "netmon.app"]
 
 
 def test_a_circle_is_reported_with_its_members() -> None:

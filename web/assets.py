@@ -33,7 +33,7 @@ VENDOR_FILES: dict[str, str] = {
     "htmx-ws.js": "htmx-ext-ws/dist/ws.min.js",
     "uplot.js": "uplot/dist/uPlot.iife.min.js",
     "uplot.css": "uplot/dist/uPlot.min.css",
-    # The API docs page (/docs, app/openapi.py).
+    # The API docs page (/docs, web/api_docs.py).
     "swagger-ui.js": "swagger-ui-dist/swagger-ui-bundle.js",
     "swagger-ui.css": "swagger-ui-dist/swagger-ui.css",
 }

@@ -30,6 +30,7 @@ from netmon.app.metrics import build_registry, metrics_routes
 from netmon.app.openapi import openapi_routes
 from netmon.app.settings import Settings
 from netmon.app.state import ServerState
+from netmon.web.api_docs import api_docs_routes
 from netmon.web.archives import archive_routes
 from netmon.web.login import login_routes
 from netmon.web.routes import web_exception_handlers, web_routes
@@ -60,7 +61,8 @@ def create_app(settings: Settings) -> Starlette:
 
     registry = build_registry(server)  # read at scrape time (app/metrics.py)
     routes: list[BaseRoute] = [*health_routes(), *metrics_routes(registry)]
-    routes += openapi_routes(web.assets)  # the document, and /docs with web's Swagger UI files
+    routes += openapi_routes()  # the document; web's /docs page shows it
+    routes += api_docs_routes()
     routes += auth_routes()  # the token endpoint, the JSON auth and admin API
     routes += login_routes()  # the login and logout pages
     routes += ingest_routes()  # /ws/agent and the offline-archive upload

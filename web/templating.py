@@ -44,6 +44,10 @@ NAV = (
 
 PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
 
+# What a page may set in place of the context every page gets: the login page shows the
+# username typed and carries its own CSRF token (there is no session yet).
+PAGE_MAY_SET = frozenset({"username", "csrf_token"})
+
 
 def format_time(ts: float | None) -> str:
     """UTC time as ``2026-11-21 22:30:01``; the wall screen and exports use UTC throughout."""
@@ -117,7 +121,10 @@ class Renderer:
             "htmx": request.headers.get("HX-Request") == "true",
             "active": context.pop("active", ""),
         }
-        html = self.env.get_template(name).render({**base, **context})  # a page's own values win
+        clash = (base.keys() & context.keys()) - PAGE_MAY_SET
+        if clash:
+            raise TypeError(f"{name}: the context sets {sorted(clash)}, which every page gets")
+        html = self.env.get_template(name).render({**base, **context})
         headers = {
             "Content-Security-Policy": CONTENT_SECURITY_POLICY,
             "X-Content-Type-Options": "nosniff",

@@ -188,7 +188,7 @@ class ProjectionRunner:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # A save still running in a thread after its task was cancelled cannot collide with the
         # next one: the temp name is per thread. Each rename is atomic; either wins.
-        write_atomically(self.path, data)
+        write_atomically(self.path, data, mode=0o600)  # 0600, as mkstemp made it before
 
     def _set_aside(self) -> Path:
         number = 1

@@ -302,12 +302,9 @@ AnyEvent = (
 
 # The same types as a tuple, in the same order, for runtime checks (isinstance, iteration).
 EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(AnyEvent)
-AGENT_EVENT_TYPES: tuple[type[Event], ...] = (
-    FlowObserved,
-    DetectionRaised,
-    AgentHeartbeat,
-    GapReported,
-)
+# What an agent may send (a batch's events; storage/contract/wire.py), listed once.
+AgentEvent = FlowObserved | DetectionRaised | AgentHeartbeat | GapReported
+AGENT_EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(AgentEvent)
 
 # Created once and reused: msgspec encoders/decoders are cheap to call, not to build.
 json_encoder = msgspec.json.Encoder()

@@ -30,10 +30,12 @@ def write_atomically(
     is removed when anything fails.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a crash's leftover under the same name: O_EXCL below makes a new one
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
-        with open(tmp, "wb") as handle:
-            if mode is not None:
-                os.fchmod(handle.fileno(), mode)  # a leftover temp file may have another mode
+        # Created with its mode (os.open, not fchmod: the Windows agent has no fchmod).
+        with os.fdopen(os.open(tmp, flags, 0o666 if mode is None else mode), "wb") as handle:
             if isinstance(content, bytes):
                 handle.write(content)
             else:
@@ -52,6 +54,8 @@ def write_atomically(
 
 def fsync_directory(directory: Path) -> None:
     """Make a rename or a new file in ``directory`` durable."""
+    if os.name == "nt":
+        return  # Windows cannot open a directory to fsync it; NTFS journals the rename itself
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

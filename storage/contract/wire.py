@@ -21,12 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from netmon.storage.contract.events import (
-    AgentHeartbeat,
-    DetectionRaised,
-    FlowObserved,
-    GapReported,
-)
+from netmon.storage.contract.events import AgentEvent
 
 PROTOCOL_VERSION = 1
 
@@ -86,9 +81,6 @@ class BatchFrame(Message, frozen=True, tag="batch"):
     seq: int
     count: int
     token: bytes
-
-
-AgentEvent = FlowObserved | DetectionRaised | AgentHeartbeat | GapReported
 
 
 class BatchBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -1,4 +1,4 @@
-"""Fuzz the login form (app/auth/routes.py ``POST /login``) on a real server (uvicorn on
+"""Fuzz the login form (web/login.py ``POST /login``) on a real server (uvicorn on
 loopback): arbitrary usernames, passwords, ``next`` targets, CSRF tokens, extra fields and
 raw bodies. Every answer is a page (200/303/400/401/403/429), never a 500, and a redirect
 after a login only ever goes to a local path."""

@@ -1,4 +1,4 @@
-"""docs/events.md documents every field of every event and record in storage/events.py."""
+"""docs/events.md documents every field of every event and record in storage/contract/events.py."""
 
 from __future__ import annotations
 
