@@ -198,6 +198,9 @@ class AgentHeartbeat(Event, frozen=True, tag="AgentHeartbeat"):
     spool_batches: int = 0
     spool_bytes: int = 0
     lag_s: float = 0.0  # age of the oldest unacknowledged batch
+    # Domains in the agent's approved+denied policy; 0: none configured, so unapproved-domain
+    # detection finds nothing (the dashboard says so); -1: an agent too old to say.
+    domain_rules: int = -1
 
 
 class GapReported(Event, frozen=True, tag="GapReported"):
@@ -246,6 +249,30 @@ class WindowSummarized(Event, frozen=True, tag="WindowSummarized"):
 
 
 # --- Alert lifecycle ---------------------------------------------------------------------------
+# The one alert state model (docs/events.md, "Alerts"): an alert is opened once per (rule,
+# entity), gathers evidence through AlertUpdated while open, and changes hands through the
+# user events. app/projections/alert_model.py folds these events into one AlertRecord each;
+# every reader (the triage pages, the alert API, the wall) reads that record.
+
+AlertState = Literal["open", "acknowledged", "resolved"]
+
+
+class AlertEvidence(Record, frozen=True):
+    """What an alert rests on, so far: totals, and bounded samples of targets and ports.
+
+    ``count`` counts the rule's unit (probes, guesses, flows, queries, windows); the distinct
+    counts are exact up to the detector's cap and the samples hold at most a few dozen values.
+    """
+
+    count: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    distinct_targets: int = 0
+    distinct_ports: int = 0
+    targets: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    bytes: int = 0
+    sources: tuple[str, ...] = ()  # for rules about a victim (a SYN flood): who sent it
 
 
 class AlertOpened(Event, frozen=True, tag="AlertOpened"):
@@ -257,6 +284,28 @@ class AlertOpened(Event, frozen=True, tag="AlertOpened"):
     severity: Severity
     title: str
     evidence_ids: tuple[str, ...] = ()
+    evidence: AlertEvidence = AlertEvidence()
+    # Where the rule lives: "behaviour" (entity detectors), "detection" (an agent's finding),
+    # "window" (a branch's 5-minute window); empty in alerts written before this field.
+    source: str = ""
+    tags: tuple[str, ...] = ()  # extra facts that raise interest: "threat list", "critical port"
+
+
+class AlertUpdated(Event, frozen=True, tag="AlertUpdated"):
+    """More evidence for an open alert (rate-limited by the worker: not one per flow).
+
+    ``seq`` numbers the updates of one alert from 1, so a replay after a crash recognises the
+    ones already written. ``severity`` above the alert's escalates it (``reason`` says why).
+    """
+
+    alert_id: str
+    seq: int
+    evidence: AlertEvidence
+    evidence_ids: tuple[str, ...] = ()  # new sample ids since the previous update
+    severity: Severity = "none"  # "none": unchanged
+    title: str = ""  # "": unchanged
+    reason: str = ""
+    tags: tuple[str, ...] = ()  # tags added
 
 
 class AlertAcknowledged(Event, frozen=True, tag="AlertAcknowledged"):
@@ -273,6 +322,31 @@ class AlertResolved(Event, frozen=True, tag="AlertResolved"):
     alert_id: str
     by: str
     note: str = ""
+
+
+class AlertEscalated(Event, frozen=True, tag="AlertEscalated"):
+    """A user raised an alert's severity (or flagged it for attention at the same severity)."""
+
+    alert_id: str
+    by: str
+    severity: Severity
+    note: str = ""
+
+
+class AlertAssigned(Event, frozen=True, tag="AlertAssigned"):
+    """A user gave an alert to someone (``assignee`` empty: unassigned)."""
+
+    alert_id: str
+    by: str
+    assignee: str = ""
+
+
+class AlertNoteAdded(Event, frozen=True, tag="AlertNoteAdded"):
+    """A user wrote a note on an alert."""
+
+    alert_id: str
+    by: str
+    note: str
 
 
 class AlertSuppressed(Event, frozen=True, tag="AlertSuppressed"):
@@ -295,8 +369,12 @@ AnyEvent = (
     | FlowClassified
     | WindowSummarized
     | AlertOpened
+    | AlertUpdated
     | AlertAcknowledged
     | AlertResolved
+    | AlertEscalated
+    | AlertAssigned
+    | AlertNoteAdded
     | AlertSuppressed
 )
 
