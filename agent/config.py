@@ -28,7 +28,11 @@ class ConfigSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
 
 class CriticalPort(ConfigSection, frozen=True):
-    """A server port whose use is a finding (judged on the responder's port only)."""
+    """A server port whose use is a finding (judged on the responder's port only).
+
+    An entry names one transport protocol; without ``protocol`` it is TCP, as it always was, so
+    a service on both (RDP: 3389/tcp and 3389/udp) takes two entries.
+    """
 
     port: int
     rule: str  # short name used in findings: "ssh", "rdp", "telnet"
@@ -41,6 +45,8 @@ DEFAULT_CRITICAL_PORTS: tuple[CriticalPort, ...] = (
     CriticalPort(port=22, rule="ssh", name="SSH", severity="high"),
     CriticalPort(port=23, rule="telnet", name="Telnet", severity="critical"),
     CriticalPort(port=3389, rule="rdp", name="RDP", severity="critical"),
+    # RDP's UDP transport (MS-RDPEUDP) carries the same sessions as 3389/tcp.
+    CriticalPort(port=3389, rule="rdp", name="RDP", protocol="udp", severity="critical"),
 )
 
 
@@ -84,6 +90,9 @@ class AgentConfig(ConfigSection, frozen=True):
     tick_interval: float = 1.0
     heartbeat_interval: float = 30.0
     pdns_cache_size: int = 100_000
+    # Flows that ended on a timeout whose orientation (who is the server) is remembered for
+    # ``active_timeout``, so the next piece of the same connection keeps it; 0: none.
+    orientation_cache_size: int = 100_000
     list_reload_interval: float = 30.0  # at most one mtime check per list per interval
     critical_ports: tuple[CriticalPort, ...] = DEFAULT_CRITICAL_PORTS
     threat_lists: tuple[ThreatList, ...] = ()
@@ -132,6 +141,10 @@ def _check_ranges(config: AgentConfig, origin: str) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise AgentConfigError(f"invalid agent config {origin}: {name} must be > 0")
+    if config.orientation_cache_size < 0:
+        raise AgentConfigError(
+            f"invalid agent config {origin}: orientation_cache_size must be >= 0"
+        )
     for entry in config.critical_ports:
         if not 0 < entry.port < 65536:
             raise AgentConfigError(

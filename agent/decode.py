@@ -3,8 +3,12 @@
 ``decode`` runs for every frame the flow table's inline fast path does not take (that path
 covers untagged Ethernet + IPv4 without options + TCP/UDP), so it also works on indices into
 the frame and returns one flat tuple. The flow key it builds is
-``proto | vlan | src addr | dst addr | ports`` as raw bytes (ports are zero for ICMP and other
-protocols); the flow table keys its dict on it directly and unpacks it only for a new flow.
+``proto | vlan | src addr | dst addr | ports`` as raw bytes; the flow table keys its dict on it
+directly and unpacks it only for a new flow. Protocols without ports have zero ports, and so
+have ICMP/ICMPv6 queries (echo and the like: request and reply share one flow). ICMP error
+messages (v4 types 3, 11, 12; v6 types 1-4) put ``type | code`` in both port halves instead,
+the same read either way: each (type, code) is a flow of its own between two hosts, so the
+port-unreachable answers to a UDP scan are counted apart from a ping between the same hosts.
 
 Link types: Ethernet (1) with 802.1Q/802.1ad tags, Linux cooked SLL (113) and SLL2 (276), raw IP
 (12, 101, 228, 229) and BSD loopback (0, 108).
@@ -41,6 +45,10 @@ FRAG_LATER = 2  # offset > 0: no L4 header
 NOT_IP = ()
 
 _ZERO_PORTS = b"\x00\x00\x00\x00"
+# ICMP error messages: destination unreachable, time exceeded, parameter problem (v4); and
+# unreachable, packet too big, time exceeded, parameter problem (v6).
+_ICMP4_ERRORS = frozenset({3, 11, 12})
+_ICMP6_ERRORS = frozenset({1, 2, 3, 4})
 _IPV6_EXT_HEADERS = frozenset({0, 43, 60})
 _unpack_seq = struct.Struct("!I").unpack_from
 _unpack_frag6 = struct.Struct("!HI").unpack_from
@@ -174,7 +182,8 @@ def _ipv4(data: bytes, off: int, n: int, vlan: int) -> Decoded | None:
     if proto == 1:
         if n < l4 + 4:
             return None
-        key = _prefix(proto, vlan) + data[off + 12 : off + 20] + _ZERO_PORTS
+        ports = data[l4 : l4 + 2] * 2 if data[l4] in _ICMP4_ERRORS else _ZERO_PORTS
+        key = _prefix(proto, vlan) + data[off + 12 : off + 20] + ports
         plen = end - l4 - 4 if end > l4 + 4 else 0
         return (key, 0, 0, (data[l4] << 8) | data[l4 + 1], l4 + 4, plen, frag, frag_id)
     key = _prefix(proto, vlan) + data[off + 12 : off + 20] + _ZERO_PORTS
@@ -236,7 +245,8 @@ def _ipv6(data: bytes, off: int, n: int, vlan: int) -> Decoded | None:
     if proto == 58:
         if n < l4 + 4:
             return None
-        key = _prefix(proto, vlan) + data[off + 8 : off + 40] + _ZERO_PORTS
+        ports = data[l4 : l4 + 2] * 2 if data[l4] in _ICMP6_ERRORS else _ZERO_PORTS
+        key = _prefix(proto, vlan) + data[off + 8 : off + 40] + ports
         plen = end - l4 - 4 if end > l4 + 4 else 0
         return (key, 0, 0, (data[l4] << 8) | data[l4 + 1], l4 + 4, plen, frag, frag_id)
     key = _prefix(proto, vlan) + data[off + 8 : off + 40] + _ZERO_PORTS

@@ -15,6 +15,7 @@ import math
 import socket
 
 from netmon.agent.communityid import community_id
+from netmon.agent.dns_tcp import DnsStreams
 from netmon.storage.contract.events import (
     Detection,
     FlowFeatures,
@@ -131,8 +132,9 @@ class Flow(DirStats):
         self.detections: list[Detection] | None = None
         # Payload packets still worth looking at for a name (0: stop looking).
         self.inspect = inspect
-        # A ClientHello being reassembled: (bytes so far, next expected TCP sequence number).
-        self.pending: tuple[bytes, int] | None = None
+        # A ClientHello being reassembled: (bytes so far, next expected TCP sequence number);
+        # or, on a TCP flow to a DNS port, the messages of both directions being framed.
+        self.pending: tuple[bytes, int] | DnsStreams | None = None
         self.done = False  # exported; lazily dropped from the expiry heap
 
     # --- the 5-tuple, decoded from the key only when needed -----------------------------------

@@ -8,6 +8,9 @@ so a packet costs one lookup and no canonicalisation. Flows end on:
   first packet, the flow is exported and a new one starts with the next packet);
 - eviction, when the table holds ``max_flows`` and a new flow arrives: the flow with the earliest
   scheduled deadline goes first.
+A new flow's initiator is decided by agent/orientation.py: the first packet's sender, unless the
+flow continues one cut by a timeout (it keeps that one's orientation) or the ports say the
+sender is the server.
 Deadlines sit in a timing wheel (agent/timers.py) checked lazily on each tick (at most
 ``expiry_scan_per_tick`` entries), so packets never touch it. All times are packet times.
 """
@@ -28,14 +31,18 @@ from netmon.agent.appnames import (
 from netmon.agent.config import AgentConfig
 from netmon.agent.decode import FRAG_FIRST, decode
 from netmon.agent.detectors import Detector
+from netmon.agent.dns_tcp import DnsStreams
 from netmon.agent.flowrecord import DirStats, Flow
+from netmon.agent.orientation import Orientation
 from netmon.agent.timers import DeadlineWheel
 from netmon.storage.contract.events import Detection
 
 log = logging.getLogger(__name__)
 
 INSPECT_SEGMENTS = 4  # initiator payload segments searched for a TLS/HTTP name
-_DNS_PORTS = frozenset({53, 5353, 5355})
+_DNS_PORTS = frozenset({53, 5353, 5355})  # UDP datagrams, or length-prefixed over TCP
+# Ends after which the same 5-tuple may carry on the same connection: remember who served it.
+_TIMED_OUT = frozenset({"idle", "active", "evicted"})
 _FRAG_CACHE = 4096
 _WINDOWS: dict[int, int] = {}
 _TCP4 = bytes((6, 0, 0))  # key prefix: protocol, VLAN 0
@@ -81,6 +88,9 @@ class FlowTable:
         self.evicted = 0
         self.exported = 0
         self.pdns = PassiveDns(config.pdns_cache_size)
+        self.orientation = Orientation(
+            config.orientation_cache_size, config.active_timeout, config.critical_ports
+        )
         self._wheel: DeadlineWheel[Flow] = DeadlineWheel()
         self._fragments: dict[bytes, bytes] = {}
         # Copies of the timeouts: one attribute lookup per use on the hot path instead of two.
@@ -132,14 +142,14 @@ class FlowTable:
                 key = self._fragment_key(key, frag, frag_id)
         flow = self.flows.get(key)
         if flow is None:
-            flow = self._create(key, ts, seq)
+            flow = self._create(key, ts, seq, flags)
         elif (
             ts - flow.last > self._idle
             or ts - flow.first >= self._active
             or (flow.closed_at and (flags & 0x12 == 0x02 or ts - flow.closed_at > self._grace))
         ):
             self._end(flow, self._due_reason(flow, ts), ts)
-            flow = self._create(key, ts, seq)
+            flow = self._create(key, ts, seq, flags)
         stats: DirStats
         if key is flow.key or key == flow.key:
             stats = flow
@@ -272,14 +282,14 @@ class FlowTable:
                 latest = ts
             flow = get(key)
             if flow is None:
-                flow = self._create(key, ts, seq)
+                flow = self._create(key, ts, seq, flags)
             elif (
                 ts - flow.last > idle
                 or ts - flow.first >= active
                 or (flow.closed_at and (flags & 0x12 == 0x02 or ts - flow.closed_at > grace))
             ):
                 self._end(flow, self._due_reason(flow, ts), ts)
-                flow = self._create(key, ts, seq)
+                flow = self._create(key, ts, seq, flags)
             stats: DirStats
             if key == flow.key:
                 stats = flow
@@ -378,25 +388,16 @@ class FlowTable:
 
     # --- flow life cycle -----------------------------------------------------------------------
 
-    def _create(self, key: bytes, ts: float, seq: int) -> Flow:
+    def _create(self, key: bytes, ts: float, seq: int, flags: int) -> Flow:
+        """A new flow for a packet with ``key``; the flow's own key is its initiator's."""
         if self.active >= self.config.max_flows:
             self._evict_one(ts)
-        proto = key[0]
         rkey = _reverse(key)
-        inspect = 0
-        if proto == 6:
-            inspect = INSPECT_SEGMENTS
-        elif proto == 17 and (_port(key, 0) in _DNS_PORTS or _port(key, 1) in _DNS_PORTS):
-            inspect = -1  # every DNS packet: answers feed passive DNS
-        flow = Flow(key, ts, inspect)
-        if proto == 1 or proto == 58:
-            flow.icmp = seq
-        self.flows[key] = flow
-        self.flows[rkey] = flow
+        self.flows[key] = self.flows[rkey] = flow = self._new_flow(key, rkey, ts, seq, flags)
         self.active += 1
         self._schedule(flow, ts + min(self.config.idle_timeout, self.config.active_timeout))
         half = (len(key) - 7) // 2
-        name = self.pdns.lookup(key[3 + half : 3 + 2 * half])
+        name = self.pdns.lookup(flow.key[3 + half : 3 + 2 * half])  # the responder's address
         if name is not None:
             flow.domain = name
             flow.domain_source = "pdns"
@@ -404,6 +405,22 @@ class FlowTable:
             self._record(flow, detector.on_init(flow), ts)
         if name is not None:
             self._domain_learned(flow, ts)
+        return flow
+
+    def _new_flow(self, key: bytes, rkey: bytes, ts: float, seq: int, flags: int) -> Flow:
+        """The flow record, oriented (its key is the initiator's), with what to inspect."""
+        proto = key[0]
+        inspect = 0
+        if proto == 6 or proto == 17:
+            if _port(key, 0) in _DNS_PORTS or _port(key, 1) in _DNS_PORTS:
+                inspect = -1  # every DNS message either way: answers feed passive DNS
+            elif proto == 6:
+                inspect = INSPECT_SEGMENTS
+            if flags & 0x12 != 0x02:  # a SYN opens a connection: its sender is the initiator
+                key = self.orientation.initiator(key, rkey, flags, ts)
+        flow = Flow(key, ts, inspect)
+        if proto == 1 or proto == 58:
+            flow.icmp = seq
         return flow
 
     def _close(self, flow: Flow, reason: str, ts: float) -> None:
@@ -440,6 +457,8 @@ class FlowTable:
             del flows[rkey]
         self.active -= 1
         self.exported += 1
+        if reason in _TIMED_OUT:
+            self.orientation.remember(flow.key, ts)
         for detector in self.detectors:
             self._record(flow, detector.on_expire(flow), ts)
         self.export(flow, reason, ts)
@@ -496,12 +515,15 @@ class FlowTable:
         self, flow: Flow, fwd: bool, payload: bytes, seq: int, plen: int, ts: float
     ) -> None:
         if flow.inspect < 0:
-            self._dns(flow, payload, ts)
+            if flow.tcp:
+                self._dns_stream(flow, fwd, payload, seq, ts)
+            else:
+                self._dns(flow, payload, ts)
             return
         if not fwd:
             return
         pending = flow.pending
-        if pending is not None:  # continuing a ClientHello: in-order segments only
+        if isinstance(pending, tuple):  # continuing a ClientHello: in-order segments only
             if seq != pending[1]:
                 return
             payload = pending[0] + payload
@@ -519,6 +541,17 @@ class FlowTable:
         if name and not is_ip_literal(name):
             flow.inspect = 0
             self._set_domain(flow, name, source, ts)
+
+    def _dns_stream(self, flow: Flow, fwd: bool, payload: bytes, seq: int, ts: float) -> None:
+        """DNS over TCP: the messages this segment completes (agent/dns_tcp.py)."""
+        streams = flow.pending
+        if not isinstance(streams, DnsStreams):
+            streams = flow.pending = DnsStreams()
+        for message in streams.feed(fwd, payload, seq):
+            self._dns(flow, message, ts)
+        if streams.done:
+            flow.inspect = 0
+            flow.pending = None
 
     def _dns(self, flow: Flow, payload: bytes, ts: float) -> None:
         message = parse_dns(payload)

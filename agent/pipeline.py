@@ -7,6 +7,8 @@
 - ``FlowObserved`` when a flow ends (teardown, timeout, eviction, end of input);
 - ``AgentHeartbeat`` every ``heartbeat_interval`` seconds (wall time) and once at the end.
 Flow times are packet times; heartbeats use the wall clock (they report the agent's health).
+A run without a domain policy says so once in the log and in every heartbeat (``domain_rules``
+0), so the dashboard and ``netmon agents list`` can tell that unapproved-domain detection is off.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from netmon.storage.contract.versions import netmon_version
 log = logging.getLogger(__name__)
 
 MALFORMED_LOG_LIMIT = 10  # individual log lines; the rest are counted and summarised
+NO_DOMAIN_POLICY = (
+    "no domain policy configured: unapproved-domain detection is off; "
+    "see docs/agent.md#domain-policy"
+)
 
 
 class PipelineStats(msgspec.Struct):
@@ -107,6 +113,11 @@ def build_detectors(config: AgentConfig) -> list[Detector]:
     return detectors
 
 
+def domain_rules(detectors: list[Detector]) -> int:
+    """How many approved and denied domains the detectors judge names by (0: no policy)."""
+    return sum(d.rules for d in detectors if isinstance(d, DomainDetector))
+
+
 def run_pipeline(
     source: PacketSource,
     config: AgentConfig,
@@ -147,9 +158,11 @@ class Pipeline:
         self.stop = _never if stop is None else stop
         self.version = netmon_version()
         self.emitter = _Emitter(config, emit)
-        self.table = FlowTable(
-            config, build_detectors(config), self.emitter.flow_ended, self.emitter.finding
-        )
+        detectors = build_detectors(config)
+        self.domain_rules = domain_rules(detectors)
+        if not self.domain_rules:
+            log.warning(NO_DOMAIN_POLICY)
+        self.table = FlowTable(config, detectors, self.emitter.flow_ended, self.emitter.finding)
         self.frame = self.table.frame
         self.stats = PipelineStats()
         self.boot_id = uuid.uuid4().hex
@@ -281,6 +294,7 @@ class Pipeline:
                 flows_active=table.active,
                 flows_evicted=table.evicted,
                 events_per_s=emitter.events / elapsed if elapsed > 0 else 0.0,
+                domain_rules=self.domain_rules,
             )
         )
 

@@ -69,6 +69,9 @@ class SuffixSet:
     def __bool__(self) -> bool:
         return bool(self._names)
 
+    def __len__(self) -> int:
+        return len(self._names)
+
 
 class DomainDetector(Detector):
     """Flags denied domains, and names outside the approved list."""
@@ -85,6 +88,11 @@ class DomainDetector(Detector):
         self._approved = SuffixSet(approved)
         self._denied = SuffixSet(denied)
         self._policy = policy
+
+    @property
+    def rules(self) -> int:
+        """Distinct approved and denied domains, lists and files together (heartbeats)."""
+        return len(self._approved) + len(self._denied)
 
     def judge(self, domain: str) -> Detection | None:
         """The finding for one name, or None when it is allowed."""

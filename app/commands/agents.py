@@ -1,7 +1,9 @@
 """``netmon agents``: enrol, rotate, disable and list agents (the registry in storage/agents.py).
 
 ``add`` and ``rotate`` print the agent's configuration as TOML, with the key: the only time the
-key is shown. Paste it into the agent's ``agent.toml``.
+key is shown. Paste it into the agent's ``agent.toml``. ``list`` also says, per agent, what its
+last heartbeat reported of its domain policy (read from this replica's saved projections): an
+agent without one finds no unapproved domain, and nothing else would say so.
 """
 
 from __future__ import annotations
@@ -125,6 +127,10 @@ def _set_enabled(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     def action(settings: Any, registry: Any) -> None:
+        # Deferred: the projections need the server's packages, as the registry does.
+        from netmon.app.projections.agents import domain_policy_text
+
+        reported = _reported_domain_rules(settings)
         print(f"{'AGENT':<24} {'BRANCH':<16} {'ENABLED':<8} {'KEYS':<5} ROTATED (UTC)")
         for record in registry.agents():
             rotated = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.rotated))
@@ -132,5 +138,29 @@ def _list(args: argparse.Namespace) -> int:
                 f"{record.agent_id:<24} {record.branch:<16} {'yes' if record.enabled else 'no':<8} "
                 f"{record.key_count:<5} {rotated}"
             )
+            rules = reported.get(record.agent_id, -1)
+            print(f"  domain policy: {domain_policy_text(rules)}")
 
     return _run(args, action)
+
+
+def _reported_domain_rules(settings: Any) -> dict[str, int]:
+    """Each agent's last reported ``domain_rules``, from the replica's projection snapshot.
+
+    Only the agents part is decoded, and nothing is written: a snapshot that is missing (no
+    server ran yet) or unreadable leaves every agent "not reported".
+    """
+    import msgspec
+
+    # Deferred: the server's modules load packages absent from an agent-only install.
+    from netmon.app.projections.agents import reported_domain_rules
+    from netmon.app.projections.runner import snapshot_path  # deferred, as above
+
+    path = snapshot_path(settings.data_dir, settings.server.replica)
+    try:
+        return reported_domain_rules(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
+        print(f"netmon agents list: projections at {path} not read: {error}", file=sys.stderr)
+        return {}

@@ -1,4 +1,5 @@
-"""Agents: last seen, events/s, spool backlog and lag as last reported, connected or not.
+"""Agents: last seen, events/s, spool backlog, lag and domain policy as last reported, connected
+or not.
 
 "Last reported" is the heartbeat (and the branch that of the event) with the newest (ts, id),
 not the last one read, so the state does not depend on the order writers' segments are read
@@ -18,6 +19,7 @@ from netmon.app.projections.brief import FROM_AGENTS, FeedEvent, FlowBrief
 from netmon.storage.contract.events import AgentHeartbeat, FlowObserved
 
 _AGENT_ID, _ORDER = attrgetter("agent_id"), attrgetter("ts", "id")
+NO_DOMAIN_POLICY = "none — unapproved-domain detection is off; see docs/agent.md#domain-policy"
 
 
 class AgentState(msgspec.Struct):
@@ -37,12 +39,31 @@ class AgentState(msgspec.Struct):
     spool_batches: int = 0
     spool_bytes: int = 0
     lag_s: float = 0.0
+    # Approved+denied domains of its policy; 0: none, so unapproved-domain detection is off;
+    # -1: not reported (no heartbeat yet, or an agent older than the field).
+    domain_rules: int = -1
 
 
 class AgentsState(msgspec.Struct):
     """The agents projection's state, keyed by agent id."""
 
     agents: dict[str, AgentState] = {}
+
+
+class SavedAgents(msgspec.Struct):
+    """Only the agents of a saved projection snapshot (app/projections/runner.py): a reader that
+    needs nothing else skips decoding the rest."""
+
+    agents: AgentsState = msgspec.field(default_factory=AgentsState)
+
+
+def reported_domain_rules(snapshot: bytes) -> dict[str, int]:
+    """Each agent's last reported ``domain_rules``, from a saved snapshot's bytes.
+
+    Raises ``msgspec.DecodeError`` or ``msgspec.ValidationError`` when they are not one.
+    """
+    saved = msgspec.msgpack.decode(snapshot, type=SavedAgents)
+    return {agent_id: agent.domain_rules for agent_id, agent in saved.agents.agents.items()}
 
 
 def apply(state: AgentsState, event: FeedEvent) -> None:
@@ -64,7 +85,7 @@ def apply(state: AgentsState, event: FeedEvent) -> None:
         agent.boot_id, agent.version, agent.uptime_s = event.boot_id, event.version, event.uptime_s
         agent.events_per_s, agent.packets_dropped = event.events_per_s, event.packets_dropped
         agent.spool_batches, agent.spool_bytes = event.spool_batches, event.spool_bytes
-        agent.lag_s = event.lag_s
+        agent.lag_s, agent.domain_rules = event.lag_s, event.domain_rules
 
 
 def apply_flows(state: AgentsState, flows: Sequence[FlowObserved | FlowBrief]) -> None:
@@ -85,6 +106,15 @@ def apply_flows(state: AgentsState, flows: Sequence[FlowObserved | FlowBrief]) -
     if newest > (agent.last_seen, agent.last_id):
         agent.last_seen, agent.last_id = newest
         agent.branch = first.branch
+
+
+def domain_policy_text(domain_rules: int) -> str:
+    """What an agent's reported policy means, in words (``netmon agents list``, the dashboard)."""
+    if domain_rules < 0:
+        return "not reported (no heartbeat yet, or an agent older than this server)"
+    if domain_rules == 0:
+        return NO_DOMAIN_POLICY
+    return f"{domain_rules} approved and denied domain{'s' if domain_rules != 1 else ''}"
 
 
 def is_connected(agent: AgentState, now: float, timeout_s: float) -> bool:

@@ -124,41 +124,113 @@ def heartbeats_of(events: list[Event]) -> list[AgentHeartbeat]:
     return [e for e in events if isinstance(e, AgentHeartbeat)]
 
 
-def tshark_conversations(
-    path: Path,
-) -> dict[tuple[int, str, int, str, int], tuple[int, int, int, int]]:
-    """tshark's TCP/UDP conversations: (proto, a, port, b, port) -> a->b, b->a frames/bytes."""
+Counts = tuple[int, int, int, int]  # a->b frames, a->b bytes, b->a frames, b->a bytes
+
+
+def _tshark_tables(path: Path, *tables: str) -> list[tuple[str, str, str, Counts]]:
+    """Rows of tshark's conversation tables: (table, a, b, counts)."""
     require_tools("tshark")
-    out = subprocess.run(
-        ["tshark", "-n", "-r", str(path), "-q", "-z", "conv,tcp", "-z", "conv,udp"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    result: dict[tuple[int, str, int, str, int], tuple[int, int, int, int]] = {}
-    proto = 0
+    command = ["tshark", "-n", "-r", str(path), "-q"]
+    for table in tables:
+        command += ["-z", f"conv,{table}"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rows = []
+    table = ""
     for line in out.splitlines():
-        if line.startswith("TCP Conversations"):
-            proto = 6
-        elif line.startswith("UDP Conversations"):
-            proto = 17
+        if line.endswith(" Conversations"):
+            table = line.split()[0]  # "TCP", "UDP", "IPv4", "IPv6"
         elif "<->" in line:
             left, right = line.split("<->")
-            a = left.strip()
             fields = right.split()
-            b = fields[0]
             # "<-" (b to a) frames, bytes, "bytes", "->" (a to b) frames, bytes, "bytes", ...
             b_frames, b_bytes, unit1, a_frames, a_bytes, unit2 = fields[1:7]
             assert unit1 == unit2 == "bytes", f"unexpected tshark units: {line}"
-            a_ip, a_port = a.rsplit(":", 1)
-            b_ip, b_port = b.rsplit(":", 1)
-            result[(proto, a_ip, int(a_port), b_ip, int(b_port))] = (
-                int(a_frames),
-                int(a_bytes),
-                int(b_frames),
-                int(b_bytes),
-            )
+            counts = (int(a_frames), int(a_bytes), int(b_frames), int(b_bytes))
+            rows.append((table, left.strip(), fields[0], counts))
+    return rows
+
+
+def tshark_conversations(path: Path) -> dict[tuple[int, str, int, str, int], Counts]:
+    """tshark's TCP/UDP conversations: (proto, a, port, b, port) -> a->b, b->a frames/bytes."""
+    result: dict[tuple[int, str, int, str, int], Counts] = {}
+    for table, a, b, counts in _tshark_tables(path, "tcp", "udp"):
+        a_ip, a_port = a.rsplit(":", 1)
+        b_ip, b_port = b.rsplit(":", 1)
+        proto = 6 if table == "TCP" else 17
+        result[(proto, a_ip, int(a_port), b_ip, int(b_port))] = counts
     return result
+
+
+def tshark_address_pairs(path: Path) -> dict[tuple[str, str], Counts]:
+    """tshark's IPv4/IPv6 conversations, every protocol of an address pair together."""
+    return {(a, b): counts for _, a, b, counts in _tshark_tables(path, "ip", "ipv6")}
+
+
+def canonical(
+    proto: int, a: str, ap: int, b: str, bp: int
+) -> tuple[int, tuple[str, int], tuple[str, int]]:
+    """A conversation's key whichever end is written first."""
+    return (proto, *sorted([(a, ap), (b, bp)]))  # type: ignore[return-value]
+
+
+def assert_counts_equal_tshark(path: Path) -> None:
+    """Every TCP/UDP flow's per-direction frames and bytes equal tshark's conversation; the
+    total bytes equal tshark's; no frame was malformed."""
+    events, stats = replay(path)
+    ours = [e for e in events if isinstance(e, FlowObserved) and e.protocol in (6, 17)]
+    theirs = tshark_conversations(path)
+    assert ours and len(ours) == len(theirs)
+    by_key = {canonical(k[0], k[1], k[2], k[3], k[4]): (k, v) for k, v in theirs.items()}
+    for flow in ours:
+        key, (a_frames, a_bytes, b_frames, b_bytes) = by_key[
+            canonical(flow.protocol, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port)
+        ]
+        if (key[1], key[2]) == (flow.src_ip, flow.src_port):
+            expected = (a_frames, a_bytes, b_frames, b_bytes)
+        else:
+            expected = (b_frames, b_bytes, a_frames, a_bytes)
+        assert (
+            flow.src2dst_packets,
+            flow.src2dst_bytes,
+            flow.dst2src_packets,
+            flow.dst2src_bytes,
+        ) == expected, flow
+    all_flows = [e for e in events if isinstance(e, FlowObserved)]
+    assert sum(f.src2dst_bytes + f.dst2src_bytes for f in all_flows) == tshark_total_bytes(path)
+    assert stats.packets_malformed == 0
+
+
+def assert_names_equal_tshark(path: Path) -> None:
+    """The flows named from DNS, SNI or HTTP are those tshark finds a name in, with its name."""
+    rows = tshark_fields(
+        path,
+        "ip.src",
+        "ip.dst",
+        "tcp.srcport",
+        "tcp.dstport",
+        "udp.srcport",
+        "udp.dstport",
+        "ip.proto",
+        "dns.qry.name",
+        "tls.handshake.extensions_server_name",
+        "http.host",
+        display_filter="dns.qry.name or tls.handshake.extensions_server_name or http.host",
+    )
+    expected: dict[tuple[int, tuple[str, int], tuple[str, int]], str] = {}
+    for src, dst, tsp, tdp, usp, udp_, proto, qname, sni, host in rows:
+        name = (qname or sni or host).split(",")[0].lower()
+        if host and not qname and not sni:
+            name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+        if name.replace(".", "").isdigit():
+            continue  # an IP literal is not a domain
+        expected[canonical(int(proto), src, int(tsp or usp), dst, int(tdp or udp_))] = name
+    events, _ = replay(path)
+    ours = {
+        canonical(f.protocol, f.src_ip, f.src_port, f.dst_ip, f.dst_port): f.domain
+        for f in flows_of(events)
+        if f.domain_source in ("dns", "sni", "http")
+    }
+    assert ours == expected
 
 
 def tshark_fields(path: Path, *fields: str, display_filter: str = "") -> list[list[str]]:

@@ -12,11 +12,11 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
-from netmon.agent.config import AgentConfig, DomainPolicy, ThreatList
+from netmon.agent.config import AgentConfig, DomainPolicy, ThreatList, parse_agent_config
 from netmon.agent.detectors.domains import DomainDetector, normalise
 from netmon.agent.detectors.suspicious_ips import SuspiciousIpDetector, parse_threat_file
 
-from .conftest import DATA_DIR, flows_of, raised_of, replay
+from .conftest import DATA_DIR, flows_of, heartbeats_of, raised_of, replay
 
 
 def _packed(text: str) -> bytes:
@@ -28,7 +28,8 @@ def test_critical_port_is_judged_on_the_responder(tmp_path: Path) -> None:
         Ether() / IP(src="10.8.0.1", dst="10.8.0.2") / TCP(sport=3389, dport=443, flags="S"),
         Ether() / IP(src="10.8.0.2", dst="10.8.0.1") / TCP(sport=443, dport=3389, flags="SA"),
         Ether() / IP(src="10.8.0.1", dst="10.8.0.3") / TCP(sport=50000, dport=3389, flags="S"),
-        Ether() / IP(src="10.8.0.1", dst="10.8.0.3") / UDP(sport=50001, dport=3389),  # tcp only
+        Ether() / IP(src="10.8.0.1", dst="10.8.0.3") / UDP(sport=50001, dport=3389),  # RDP/UDP
+        Ether() / IP(src="10.8.0.1", dst="10.8.0.3") / UDP(sport=50002, dport=22),  # SSH: tcp only
     ]
     path = tmp_path / "rdp.pcap"
     wrpcap(str(path), packets)
@@ -36,9 +37,22 @@ def test_critical_port_is_judged_on_the_responder(tmp_path: Path) -> None:
     by_port = {(f.protocol, f.dst_port): f for f in flows_of(events)}
     assert by_port[(6, 443)].detections == ()
     assert [d.rule for d in by_port[(6, 3389)].detections] == ["rdp"]
-    assert by_port[(17, 3389)].detections == ()
-    (raised,) = raised_of(events)
-    assert (raised.dst_port, raised.severity) == (3389, "critical")
+    assert [d.detail for d in by_port[(17, 3389)].detections] == ["RDP (3389/udp)"]
+    assert by_port[(17, 22)].detections == ()
+    raised = raised_of(events)
+    assert [(r.protocol, r.dst_port, r.severity) for r in raised] == [
+        (6, 3389, "critical"),
+        (17, 3389, "critical"),
+    ]
+
+
+def test_a_critical_port_without_protocol_is_tcp_as_before() -> None:
+    config = parse_agent_config(
+        {"critical_ports": [{"port": 5900, "rule": "vnc", "name": "VNC", "severity": "critical"}]}
+    )
+    assert [(p.port, p.protocol) for p in config.critical_ports] == [(5900, "tcp")]
+    defaults = {(p.port, p.protocol, p.rule) for p in AgentConfig().critical_ports}
+    assert {(3389, "tcp", "rdp"), (3389, "udp", "rdp")} <= defaults
 
 
 def test_threat_list_text_and_csv_v4_v6(tmp_path: Path) -> None:
@@ -149,3 +163,19 @@ def test_ipv6_threat(tmp_path: Path) -> None:
     )
     (flow,) = flows_of(replay(tmp_path / "v6.pcap", config)[0])
     assert [d.detail for d in flow.detections] == ["fd00::3 in list v6"]
+
+
+def test_heartbeats_report_the_size_of_the_domain_policy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    denied = tmp_path / "denied.txt"
+    denied.write_text("# blocked\nevil.test\nEVIL.test.\n")  # one domain, written twice
+    policy = DomainPolicy(approved=("a.test", "b.test"), denied_files=(str(denied),))
+    events, _ = replay(DATA_DIR / "agent_sll.pcap", AgentConfig(agent_id="t", domains=policy))
+    assert [beat.domain_rules for beat in heartbeats_of(events)] == [3]
+    assert "no domain policy" not in caplog.text
+    events, _ = replay(DATA_DIR / "agent_sll.pcap", AgentConfig(agent_id="t"))
+    assert [beat.domain_rules for beat in heartbeats_of(events)] == [0]
+    warned = [r for r in caplog.records if "no domain policy configured" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    assert "docs/agent.md#domain-policy" in warned[0].getMessage()

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from netmon.agent.config import AgentConfig, CriticalPort
-from netmon.storage.contract.events import FlowObserved
 from tests.polling import wait_until
 from tests.ports import free_port
 
 from .conftest import (
     NET,
+    assert_counts_equal_tshark,
+    assert_names_equal_tshark,
     flows_of,
     port_open,
     raised_of,
@@ -27,9 +28,6 @@ from .conftest import (
     require_tools,
     server_ready,
     tcpdump,
-    tshark_conversations,
-    tshark_fields,
-    tshark_total_bytes,
 )
 
 CURL = ("curl", "-s", "-o", "/dev/null", "--max-time", "10")
@@ -267,73 +265,16 @@ def nmap_pcap(captures: Path) -> Path:
 ALL_CAPTURES = ["http_pcap", "dns_pcap", "tls_pcap", "ssh_pcap", "nmap_pcap"]
 
 
-def _canonical(
-    proto: int, a: str, ap: int, b: str, bp: int
-) -> tuple[int, tuple[str, int], tuple[str, int]]:
-    return (proto, *sorted([(a, ap), (b, bp)]))  # type: ignore[return-value]
-
-
 @pytest.mark.parametrize("capture", ALL_CAPTURES)
 def test_flow_counts_equal_tshark_conversations(
     capture: str, request: pytest.FixtureRequest
 ) -> None:
-    path: Path = request.getfixturevalue(capture)
-    events, stats = replay(path)
-    ours = [e for e in events if isinstance(e, FlowObserved) and e.protocol in (6, 17)]
-    theirs = tshark_conversations(path)
-    assert ours and len(ours) == len(theirs)
-    by_key = {_canonical(k[0], k[1], k[2], k[3], k[4]): (k, v) for k, v in theirs.items()}
-    for flow in ours:
-        key, (a_frames, a_bytes, b_frames, b_bytes) = by_key[
-            _canonical(flow.protocol, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port)
-        ]
-        if (key[1], key[2]) == (flow.src_ip, flow.src_port):
-            expected = (a_frames, a_bytes, b_frames, b_bytes)
-        else:
-            expected = (b_frames, b_bytes, a_frames, a_bytes)
-        assert (
-            flow.src2dst_packets,
-            flow.src2dst_bytes,
-            flow.dst2src_packets,
-            flow.dst2src_bytes,
-        ) == expected, flow
-    all_flows = [e for e in events if isinstance(e, FlowObserved)]
-    assert sum(f.src2dst_bytes + f.dst2src_bytes for f in all_flows) == tshark_total_bytes(path)
-    assert stats.packets_malformed == 0
+    assert_counts_equal_tshark(request.getfixturevalue(capture))
 
 
 @pytest.mark.parametrize("capture", ALL_CAPTURES)
 def test_domains_equal_tshark_names(capture: str, request: pytest.FixtureRequest) -> None:
-    path: Path = request.getfixturevalue(capture)
-    rows = tshark_fields(
-        path,
-        "ip.src",
-        "ip.dst",
-        "tcp.srcport",
-        "tcp.dstport",
-        "udp.srcport",
-        "udp.dstport",
-        "ip.proto",
-        "dns.qry.name",
-        "tls.handshake.extensions_server_name",
-        "http.host",
-        display_filter="dns.qry.name or tls.handshake.extensions_server_name or http.host",
-    )
-    expected: dict[tuple[int, tuple[str, int], tuple[str, int]], str] = {}
-    for src, dst, tsp, tdp, usp, udp_, proto, qname, sni, host in rows:
-        name = (qname or sni or host).split(",")[0].lower()
-        if host and not qname and not sni:
-            name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
-        if name.replace(".", "").isdigit():
-            continue  # an IP literal is not a domain
-        expected[_canonical(int(proto), src, int(tsp or usp), dst, int(tdp or udp_))] = name
-    events, _ = replay(path)
-    ours = {
-        _canonical(f.protocol, f.src_ip, f.src_port, f.dst_ip, f.dst_port): f.domain
-        for f in flows_of(events)
-        if f.domain_source in ("dns", "sni", "http")
-    }
-    assert ours == expected
+    assert_names_equal_tshark(request.getfixturevalue(capture))
 
 
 def _linktype(path: Path) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -185,3 +186,26 @@ def test_every_config_field_is_documented() -> None:
         if not any(form.format(name) in text for form in forms)
     ]
     assert missing == []
+
+
+def test_the_documented_examples_are_valid_agent_configs(tmp_path: Path) -> None:
+    import tomllib
+
+    from netmon.agent.config import parse_agent_config
+    from netmon.agent.detectors.domains import DomainDetector
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "agent.md").read_text()
+    blocks = [part.split("```", 1)[0] for part in text.split("```toml\n")[1:]]
+    assert len(blocks) == 2  # making SSH critical; the domain policy
+    ssh = parse_agent_config(tomllib.loads(blocks[0]))
+    assert {(p.port, p.protocol) for p in ssh.critical_ports} == {
+        (22, "tcp"),
+        (23, "tcp"),
+        (3389, "tcp"),
+        (3389, "udp"),
+    }
+    policy = parse_agent_config(tomllib.loads(blocks[1])).domains
+    listed = tmp_path / "approved.txt"
+    listed.write_text("intranet.example\n")
+    detector = DomainDetector(msgspec.structs.replace(policy, approved_files=(str(listed),)))
+    assert detector.rules == 7
