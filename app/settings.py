@@ -2,7 +2,8 @@
 
 Precedence, lowest first: the defaults below, the TOML file (``--config`` or ``NETMON_CONFIG``),
 the ``.env`` file in the working directory, the process environment. A variable names its
-section and field with a double underscore: ``NETMON_STORE__DATA_DIR=/var/lib/netmon``.
+section and field with a double underscore: ``NETMON_STORE__DATA_DIR=/var/lib/netmon``; a list
+or table setting takes JSON (``NETMON_DETECTION__GUESS_PORTS='[22, 3389]'``).
 Every setting is documented in docs/configuration.md (a test checks that none is missing).
 
 No secret has a default: a setting that holds one is empty until the operator sets it, and the
@@ -20,6 +21,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from dotenv import dotenv_values
 
+from netmon.app.detection_settings import DetectionSettings
 from netmon.archive.settings import ArchiveSettings
 
 ENV_PREFIX = "NETMON_"
@@ -119,6 +121,9 @@ class AnalysisSettings(Section, frozen=True):
     rule_surge_factor: float = 5.0  # flows > factor x mean of the previous surge_history windows
     rule_surge_history: int = 6
     alert_cooldown_s: float = 900.0
+    # The behaviour detectors' state (app/analysis/behaviour) is saved this often, and when the
+    # worker stops; after a crash, counting resumes from the last save.
+    behaviour_save_s: float = 30.0
     # Notifications (empty = channel off); only alerts at or above notify_min_severity go out.
     notify_min_severity: Literal["low", "medium", "high", "critical"] = "high"
     webhook_url: str = ""
@@ -132,8 +137,17 @@ class AnalysisSettings(Section, frozen=True):
     smtp_starttls: bool = False
     email_from: str = ""
     email_to: str = ""  # comma separated
-    notify_retries: int = 4
-    notify_backoff_s: float = 1.0  # doubled after each failed attempt
+    # Notifications wait in DATA/analysis/outbox.sqlite until delivered (docs/analysis.md):
+    # attempts after the first, then the notification is marked failed.
+    notify_retries: Annotated[int, msgspec.Meta(ge=0)] = 12
+    # Seconds before the first retry, doubled after each failed attempt (with jitter).
+    notify_backoff_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    # The longest wait between two attempts (seconds).
+    notify_backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    # One webhook or SMTP attempt, start to end (seconds).
+    notify_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    # Delivered and failed notifications stay in the outbox (and visible) this long.
+    notify_keep_days: Annotated[float, msgspec.Meta(ge=0)] = 7.0
 
 
 class IngestSettings(Section, frozen=True):
@@ -175,6 +189,7 @@ class Settings(Section, frozen=True):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     analysis: AnalysisSettings = AnalysisSettings()
+    detection: DetectionSettings = DetectionSettings()
     archive: ArchiveSettings = ArchiveSettings()
     ingest: IngestSettings = IngestSettings()
     live: LiveSettings = LiveSettings()
@@ -229,8 +244,18 @@ def _nest_env(environ: Mapping[str, str]) -> dict[str, Any]:
                 f"environment variable {key}: expected {ENV_PREFIX}SECTION{ENV_SEPARATOR}FIELD, "
                 f"e.g. {ENV_PREFIX}STORE{ENV_SEPARATOR}DATA_DIR"
             )
-        nested.setdefault(parts[0], {})[parts[1]] = value
+        nested.setdefault(parts[0], {})[parts[1]] = _json_or_text(key, value)
     return nested
+
+
+def _json_or_text(key: str, value: str) -> Any:
+    """A list or table given as JSON in a variable, decoded; any other value as it is."""
+    if not value.lstrip().startswith(("[", "{")):
+        return value
+    try:
+        return msgspec.json.decode(value)
+    except msgspec.DecodeError as error:
+        raise SettingsError(f"environment variable {key}: not valid JSON: {error}") from None
 
 
 def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:

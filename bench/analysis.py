@@ -6,11 +6,16 @@ Run: .venv/bin/python bench/analysis.py [--flows 200000] [--rate 10000] [--secon
 1. Flows classified per second (target >= 50,000/s on one core): feature extraction, model
    prediction and FlowClassified construction, next to the baselines measured in the same run:
    msgspec decoding the same flows from JSON (the cost every consumer pays) and the model's
-   predict_proba on a ready-made matrix (the model alone).
+   predict_proba on a ready-made matrix (the model alone); then the behaviour detectors (all
+   rules, app/analysis/behaviour) on the same flows, as a cost per flow and a ratio to classify.
 2. Worker lag: this process appends FlowObserved at --rate events/s (1,000-event batches, fsync
    per batch) for --seconds while a real `netmon analyze` subprocess follows the log; the lag
    of a flow is the time from its ts (stamped when appended) to its verdict's ts. Printed: p50,
-   p95, max, the last verdict's delay, and the worker's CPU per flow (start-up excluded).
+   p95, max, the last verdict's delay, and the worker's CPU per flow (start-up excluded). Run
+   twice: with the behaviour detectors, and with them off (the classifier alone).
+3. Detector state at --sources distinct sources (default a million), each sending a failed
+   probe, a DNS query and a connection: entities tracked per detector (capped by
+   detection.max_tracked), the saved state's size and the process's memory growth.
 """
 
 from __future__ import annotations
@@ -34,10 +39,13 @@ import msgspec  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from netmon.app.analysis.behaviour.engine import BehaviourEngine  # noqa: E402
 from netmon.app.analysis.classifier import Classifier  # noqa: E402
+from netmon.app.analysis.context import ContextTracker  # noqa: E402
 from netmon.app.analysis.corpus.build import build_default_model  # noqa: E402
 from netmon.app.analysis.features import flow_matrix  # noqa: E402
 from netmon.app.analysis.training import LabelledFlow  # noqa: E402
+from netmon.app.detection_settings import DetectionSettings  # noqa: E402
 from netmon.storage.contract.events import FlowClassified, FlowObserved, json_decoder, new_event_id  # noqa: E402
 from netmon.storage.eventlog import EventLog  # noqa: E402
 from netmon.storage.log_reader import EventLogReader  # noqa: E402
@@ -83,7 +91,9 @@ def bench_classifier(model: Path, flows: list[FlowObserved], count: int, batch: 
         work()
         return time.perf_counter() - wall, time.thread_time() - cpu
 
-    matrices = [flow_matrix(sample[i : i + batch]) for i in range(0, count, batch)]
+    matrices = [
+        flow_matrix(sample[i : i + batch], ContextTracker()) for i in range(0, count, batch)
+    ]
     batches = [sample[i : i + batch] for i in range(0, count, batch)]
     now = time.time()
     rows = [
@@ -95,7 +105,10 @@ def bench_classifier(model: Path, flows: list[FlowObserved], count: int, batch: 
             "baseline: model predict_proba on a matrix",
             timed(lambda: [classifier.estimator.predict_proba(m) for m in matrices]),
         ),
-        ("feature extraction (flow_matrix)", timed(lambda: [flow_matrix(b) for b in batches])),
+        (
+            "feature extraction with context (flow_matrix)",
+            timed(lambda: [flow_matrix(b, ContextTracker()) for b in batches]),
+        ),
         (
             "classify: features+model+FlowClassified",
             timed(lambda: [classifier.classify(b, now) for b in batches]),
@@ -112,6 +125,70 @@ def bench_classifier(model: Path, flows: list[FlowObserved], count: int, batch: 
         f"target >= 50,000 flows/s on one core: {'met' if per_core >= 50_000 else 'NOT met'} "
         f"({per_core:,.0f}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
+    engine = BehaviourEngine(Settled(DetectionSettings()))
+    _, behaviour_cpu = timed(lambda: [engine.observe(b) for b in batches])
+    print(
+        f"   behaviour detectors: {behaviour_cpu / count * 1e6:.2f} us of CPU per flow "
+        f"({rate(count, behaviour_cpu).strip()}), {behaviour_cpu / classify_cpu:.2f}x the "
+        f"classifier's cost; tracked {engine.tracked()}"
+    )
+
+
+class Settled:
+    """A DetectionSource that always answers the same settings (no override file)."""
+
+    def __init__(self, settings: DetectionSettings) -> None:
+        self.settings = settings
+
+    def current(self) -> DetectionSettings:
+        return self.settings
+
+
+def bench_state(sources: int, batch: int) -> None:
+    """Memory of the detectors' state when ``sources`` distinct addresses each send a failed
+    probe, a DNS query and a short connection (the worst case for the per-entity tables)."""
+    settings = DetectionSettings()
+    engine = BehaviourEngine(Settled(settings))
+    rss_before = _rss_bytes()
+    started, now = time.process_time(), time.time()
+    template = FlowObserved(
+        id="", ts=now, branch="bench", agent_id="a", first_seen=now, last_seen=now,
+        src_ip="", src_port=40000, dst_ip="10.20.0.9", dst_port=80, protocol=6,
+        src2dst_packets=1, dst2src_packets=1, src2dst_tcp_flags=0x02, dst2src_tcp_flags=0x14,
+    )  # fmt: skip
+    for first in range(0, sources, batch):
+        flows = []
+        for n in range(first, min(first + batch, sources)):
+            src = f"{10 + n // 16_777_216 % 200}.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"
+            flows.append(msgspec.structs.replace(template, id=new_event_id(now), src_ip=src))
+            flows.append(
+                msgspec.structs.replace(
+                    template,
+                    id=new_event_id(now),
+                    src_ip=src,
+                    protocol=17,
+                    dst_port=53,
+                    domain=f"h{n}.example.org",
+                    domain_source="dns",
+                    src2dst_tcp_flags=0,
+                )  # fmt: skip
+            )
+        engine.observe(flows)
+    cpu = time.process_time() - started
+    size = len(msgspec.msgpack.encode(engine.state))
+    grown = _rss_bytes() - rss_before
+    print(
+        f"\n3. detector state after {sources:,} distinct sources ({2 * sources:,} flows, "
+        f"max_tracked {settings.max_tracked:,} per detector): tracked {engine.tracked()}; "
+        f"saved state {size / 1e6:.1f} MB; process memory grew {grown / 1e6:.0f} MB; "
+        f"{cpu / (2 * sources) * 1e6:.2f} us CPU per flow"
+    )
+
+
+def _rss_bytes() -> int:
+    """Resident memory of this process (Linux /proc)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def bench_lag(
@@ -121,7 +198,10 @@ def bench_lag(
     seconds: float,
     work: Path,
     worker_batch: int,
+    behaviour: bool = True,
 ) -> None:
+    work = work / ("with-detectors" if behaviour else "classifier-alone")
+    work.mkdir()
     data = work / "lag-data"
     env = {
         **os.environ,
@@ -129,6 +209,7 @@ def bench_lag(
         "NETMON_STORE__DATA_DIR": str(data),
         "NETMON_ANALYSIS__MODEL_PATH": str(model),
         "NETMON_ANALYSIS__BATCH_SIZE": str(worker_batch),
+        "NETMON_DETECTION__ENABLED": "true" if behaviour else "false",
     }
     log_file = (work / "worker.log").open("wb")
     worker = subprocess.Popen(
@@ -190,9 +271,10 @@ def bench_lag(
     phases = [line for line in (work / "worker.log").read_text().splitlines() if "phases" in line]
 
     lags = sorted(classified[i] - observed[i] for i in observed)
+    what = "with the behaviour detectors" if behaviour else "classifier alone (detectors off)"
     print(
-        f"\n2. worker lag, {appended:,} flows appended at {appended / ingest_s:,.0f} events/s "
-        f"for {ingest_s:.1f} s (target rate {rate_per_s:,}/s)"
+        f"\n2. worker lag, {what}, {appended:,} flows appended at "
+        f"{appended / ingest_s:,.0f} events/s for {ingest_s:.1f} s (target rate {rate_per_s:,}/s)"
     )
     print(
         f"   lag p50 {statistics.median(lags):.3f} s, p95 {lags[int(len(lags) * 0.95)]:.3f} s, "
@@ -224,6 +306,7 @@ def main() -> None:
     parser.add_argument("--worker-batch", type=int, default=10_000, help="analysis.batch_size")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--model", type=Path)
+    parser.add_argument("--sources", type=int, default=1_000_000, help="for the state bench")
     parser.add_argument(
         "--no-real-tools", action="store_true", help="crafted corpus only (no root)"
     )
@@ -233,6 +316,8 @@ def main() -> None:
         model, flows = corpus_flows(work, args.model, not args.no_real_tools)
         bench_classifier(model, flows, args.flows, args.batch)
         bench_lag(model, flows, args.rate, args.seconds, work, args.worker_batch)
+        bench_lag(model, flows, args.rate, args.seconds, work, args.worker_batch, behaviour=False)
+        bench_state(args.sources, args.batch)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,16 @@ NOTES = {
 
 
 def field_comments(cls: type, section: str) -> dict[str, str]:
+    """Each field's comment, from the class and the settings classes it extends (a section
+    such as ``[detection]`` inherits its thresholds from another Struct)."""
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if issubclass(klass, msgspec.Struct) and klass.__module__.startswith("netmon."):
+            comments.update(own_field_comments(klass, section))
+    return comments
+
+
+def own_field_comments(cls: type, section: str) -> dict[str, str]:
     """Each field's comment: the ``#`` lines just above it plus its trailing ``#`` comment.
 
     A comment block above a run of fields (no blank line between) describes the whole run:
@@ -97,10 +107,14 @@ def field_comments(cls: type, section: str) -> dict[str, str]:
 def type_name(annotation: object) -> str:
     if typing.get_origin(annotation) is typing.Literal:
         return " \\| ".join(f'"{value}"' for value in typing.get_args(annotation))
+    if typing.get_origin(annotation) is not None:  # tuple[int, ...], dict[str, ...]: as written
+        return str(annotation).replace("netmon.app.detection_settings.", "").replace("typing.", "")
     return getattr(annotation, "__name__", str(annotation))
 
 
 def default_text(value: object) -> str:
+    if isinstance(value, tuple | list | dict):  # containers: JSON, as the variable takes them
+        return f"`{msgspec.json.encode(value).decode()}`"
     if isinstance(value, str):
         return f'`"{value}"`' if value else '`""` (empty)'
     if isinstance(value, bool):
@@ -125,10 +139,17 @@ def table() -> str:
             meaning = comments.get(field.name, "").replace("|", "\\|")
             out.append(
                 f"| `{section.name}.{field.name}` | `{env}` | {type_name(field_hints[field.name])} "
-                f"| {default_text(field.default)} | {meaning} |"
+                f"| {default_text(field_default(field))} | {meaning} |"
             )
     out.append(END)
     return "\n".join(out) + "\n"
+
+
+def field_default(field: msgspec.structs.FieldInfo) -> object:
+    """The default, also for fields whose default is made by a factory (``{}``, ``[]``)."""
+    if field.default is msgspec.NODEFAULT and field.default_factory is not msgspec.NODEFAULT:
+        return field.default_factory()
+    return field.default
 
 
 def render(current: str) -> str:

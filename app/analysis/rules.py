@@ -1,11 +1,17 @@
-"""Alert rules: critical detections and window rules open alerts; dedup, cooldown, suppression.
+"""Alert rules: behaviour findings, critical detections and window rules open aggregated alerts.
 
-State is keyed by (rule, entity): at most one open alert each. After an alert closes, the same
-key stays quiet for ``cooldown`` seconds. A suppression (AlertSuppressed, from a user) silences
-a key until it expires; entity "*" silences every entity of a rule. Times are event times, so
-replaying the log gives the same decisions, and alert ids are derived from what opened them
-(rule, entity, first evidence) so a replay after a crash re-derives the same id and the worker
-can drop the duplicate.
+State is keyed by (rule, entity): at most one open alert each, which gathers its evidence. A
+behaviour finding carries its cumulative evidence; an agent's critical detections (RDP, Telnet,
+a threat-list address) are tallied here per (kind, source). While an alert is open, more
+evidence becomes an ``AlertUpdated`` at most every ``update_every_s`` seconds of event time, or
+sooner when the count doubles or the severity rises, so the log grows with attackers, not with
+flows. Severity rises one step each time the count passes ``escalate_factor`` times the rule's
+threshold (up to high; to critical only for a source on a threat list). After an
+alert closes, the same key stays quiet for ``cooldown`` seconds. A suppression (AlertSuppressed,
+from a user) silences a key until it expires; entity "*" silences every entity of a rule. Times
+are event times, so replaying the log gives the same decisions, and alert ids are derived from
+what opened them (rule, entity, first evidence) so a replay after a crash re-derives the same id
+and the worker can drop the duplicate (updates are recognised by their ``seq``).
 
 Window rules (per branch, judged on windows with at least ``min_flows`` flows):
 - ``attack_share``: share of flows labelled attack >= the threshold (high);
@@ -23,11 +29,17 @@ from typing import Any
 
 import msgspec
 
+from netmon.app.analysis.behaviour.bounded import add_capped, sample
+from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding
 from netmon.storage.contract.events import (
+    SEVERITY_RANK,
     AlertAcknowledged,
+    AlertEscalated,
+    AlertEvidence,
     AlertOpened,
     AlertResolved,
     AlertSuppressed,
+    AlertUpdated,
     DetectionRaised,
     Event,
     FlowObserved,
@@ -38,10 +50,14 @@ from netmon.storage.contract.events import (
 
 log = logging.getLogger(__name__)
 RECOVERED_BY = "rule:recovered"
+SEVERITIES: tuple[Severity, ...] = ("none", "low", "medium", "high", "critical")
+TALLY_CAP = 10_000  # (kind, source) detection tallies kept; the least recently seen go first
+TALLY_SET_CAP = 256
+TALLY_SEEN_IDS = 64  # flow ids already counted per tally (a DetectionRaised and its flow)
 
 
-class OpenAlert(msgspec.Struct):
-    """One open alert."""
+class OpenAlert(msgspec.Struct, kw_only=True):
+    """One open alert and what the engine has reported of it."""
 
     alert_id: str
     rule: str
@@ -49,6 +65,32 @@ class OpenAlert(msgspec.Struct):
     severity: str
     opened_at: float
     acknowledged_by: str = ""
+    seq: int = 0  # AlertUpdated events written
+    opened_count: int = 0  # the rule's threshold: escalation counts in multiples of it
+    reported: AlertEvidence = AlertEvidence()
+    reported_at: float = 0.0
+    pending: AlertEvidence | None = None  # evidence not reported yet (rate limit)
+    pending_ids: list[str] = []
+    tags: list[str] = []
+    branch: str = ""
+    volume_steps: int = 0  # escalations for volume so far
+    listed_step: bool = False  # raised once already for a threat-listed source
+    base_count: int = 0  # counts of the detector's earlier episodes while this stayed open
+    episode_count: int = 0
+
+
+class DetectionTally(msgspec.Struct, kw_only=True):
+    """An agent's critical findings of one kind from one source, gathered into evidence."""
+
+    branch: str
+    detail: str
+    count: int = 0
+    first: float = 0.0
+    last: float = 0.0
+    targets: set[str] = set()
+    ports: set[int] = set()
+    seen: list[str] = []  # recently counted flow ids
+    new_ids: list[str] = []
 
 
 class AlertsState(msgspec.Struct, kw_only=True):
@@ -58,6 +100,7 @@ class AlertsState(msgspec.Struct, kw_only=True):
     closed_at: dict[str, float] = {}  # "rule|entity" -> when its last alert closed
     suppressed: dict[str, float] = {}  # "rule|entity" -> until
     history: dict[str, list[int]] = {}  # branch -> flows of recent windows
+    tallies: dict[str, DetectionTally] = {}  # "detection:kind|source" -> tally
 
 
 def alert_id(rule: str, entity: str, evidence: str) -> str:
@@ -68,29 +111,202 @@ def alert_id(rule: str, entity: str, evidence: str) -> str:
 class AlertEngine:
     """Turns detections and windows into alert lifecycle events."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, update_every_s: float = 60.0, escalate_factor: float = 10.0):
         self.s = settings  # AnalysisSettings: rule_* thresholds and alert_cooldown_s
+        self.update_every_s, self.escalate_factor = update_every_s, escalate_factor
         self.state = AlertsState()
 
     # --- triggers ---------------------------------------------------------------------------
 
     def on_detection(self, event: DetectionRaised) -> list[Event]:
-        """A critical detection opens an alert about its source IP."""
+        """A critical detection counts against its source (one alert per kind and source)."""
         if event.severity != "critical":
             return []
-        rule = f"detection:{event.detection.kind}"
-        title = f"{event.detection.detail} from {event.src_ip} to {event.dst_ip}:{event.dst_port}"
-        return self._open(rule, event.src_ip, "critical", title, event, (event.id,))
+        detection = event.detection
+        return self._tally(event, f"detection:{detection.kind}", detection.detail, event.flow_id)
 
     def on_flow(self, flow: FlowObserved) -> list[Event]:
-        """Critical findings carried by a flow (when no DetectionRaised preceded it)."""
+        """Critical findings carried by a flow (its DetectionRaised, if any, counted it once)."""
         out: list[Event] = []
         for detection in flow.detections:
             if detection.severity == "critical":
-                title = f"{detection.detail} from {flow.src_ip} to {flow.dst_ip}:{flow.dst_port}"
                 rule = f"detection:{detection.kind}"
-                out += self._open(rule, flow.src_ip, "critical", title, flow, (flow.id,))
+                out += self._tally(flow, rule, detection.detail, flow.id)
         return out
+
+    def _tally(self, event: DetectionRaised | FlowObserved, rule: str, detail: str, flow_id: str):
+        """Fold one critical detection into its (kind, source) tally and report the tally."""
+        key = f"{rule}|{event.src_ip}"
+        tallies = self.state.tallies
+        tally = tallies.pop(key, None) or DetectionTally(branch=event.branch, detail=detail)
+        tallies[key] = tally  # re-inserted last: the dict's order is recency
+        if len(tallies) > TALLY_CAP:
+            del tallies[next(iter(tallies))]
+        if flow_id in tally.seen:
+            return []  # the flow's DetectionRaised was counted already
+        tally.seen.append(flow_id)
+        del tally.seen[:-TALLY_SEEN_IDS]
+        tally.count += 1
+        tally.first = tally.first or event.ts
+        tally.last = max(tally.last, event.ts)
+        add_capped(tally.targets, event.dst_ip, TALLY_SET_CAP)
+        add_capped(tally.ports, event.dst_port, TALLY_SET_CAP)
+        if len(tally.new_ids) < MAX_SAMPLE_IDS:
+            tally.new_ids.append(event.id)
+        targets = sample(tally.targets, 10)
+        where = targets[0] if len(tally.targets) == 1 else f"{len(tally.targets)} hosts"
+        times = "" if tally.count == 1 else f" ({tally.count} times)"
+        finding = Finding(
+            rule=rule,
+            entity=event.src_ip,
+            branch=event.branch,
+            ts=event.ts,
+            severity="critical",
+            title=f"{tally.detail} from {event.src_ip} to {where}{times}",
+            evidence=AlertEvidence(
+                count=tally.count,
+                first_seen=tally.first,
+                last_seen=tally.last,
+                distinct_targets=len(tally.targets),
+                distinct_ports=len(tally.ports),
+                targets=targets,
+                ports=sample(tally.ports, 20),
+            ),
+            evidence_ids=tuple(tally.new_ids),
+        )
+        tally.new_ids = []
+        return self.on_finding(finding, source="detection")
+
+    def on_finding(self, finding: Finding, source: str = "behaviour") -> list[Event]:
+        """Open the finding's alert, or gather its evidence into the open one."""
+        key = f"{finding.rule}|{finding.entity}"
+        alert = self.state.open.get(key)
+        if alert is None:
+            return self._open_finding(key, finding, source)
+        evidence = self._continued(alert, finding.evidence)
+        pending = alert.pending_ids
+        pending.extend(finding.evidence_ids[: MAX_SAMPLE_IDS - len(pending)])
+        alert.pending = evidence
+        new_tags = [tag for tag in finding.tags if tag not in alert.tags]
+        alert.tags.extend(new_tags)
+        escalation = self._escalated(alert, evidence.count)
+        urgent = escalation[0] != alert.severity or bool(new_tags)
+        if urgent or self._update_due(alert, evidence, finding.ts):
+            return [self._update(alert, finding.ts, escalation, tuple(new_tags), finding.title)]
+        return []
+
+    def flush(self, now: float) -> list[Event]:
+        """Updates held back by the rate limit whose time has come (event or wall time)."""
+        out: list[Event] = []
+        for alert in self.state.open.values():
+            if alert.pending is not None and now - alert.reported_at >= self.update_every_s:
+                out.append(self._update(alert, now, (alert.severity, ""), (), ""))
+        return out
+
+    def _open_finding(self, key: str, finding: Finding, source: str) -> list[Event]:
+        reason = self._silenced(finding.rule, finding.entity, finding.ts)
+        if reason:
+            log.debug("alert %s not opened: %s", key, reason)
+            return []
+        evidence = finding.evidence
+        trigger = f"{source}@{finding.ts!r}"  # event time: a replay derives the same id
+        ident = alert_id(finding.rule, finding.entity, trigger)
+        self.state.open[key] = OpenAlert(
+            alert_id=ident,
+            rule=finding.rule,
+            entity=finding.entity,
+            severity=finding.severity,
+            opened_at=finding.ts,
+            opened_count=max(finding.threshold, 1),
+            reported=evidence,
+            reported_at=finding.ts,
+            tags=list(finding.tags),
+            branch=finding.branch,
+            episode_count=evidence.count,
+        )
+        return [
+            AlertOpened(
+                id=new_event_id(finding.ts),
+                ts=finding.ts,
+                branch=finding.branch,
+                alert_id=ident,
+                rule=finding.rule,
+                entity=finding.entity,
+                severity=finding.severity,
+                title=finding.title,
+                evidence_ids=finding.evidence_ids,
+                evidence=evidence,
+                source=source,
+                tags=finding.tags,
+            )
+        ]
+
+    @staticmethod
+    def _continued(alert: OpenAlert, evidence: AlertEvidence) -> AlertEvidence:
+        """The detector's episode evidence on top of earlier episodes of the same open alert
+        (a detector restarts counting after a quiet spell; the alert keeps its total)."""
+        if evidence.count < alert.episode_count:
+            alert.base_count += alert.episode_count
+        alert.episode_count = evidence.count
+        if not alert.base_count:
+            return evidence
+        first = min(alert.reported.first_seen or evidence.first_seen, evidence.first_seen)
+        return msgspec.structs.replace(
+            evidence, count=alert.base_count + evidence.count, first_seen=first
+        )
+
+    def _escalated(self, alert: OpenAlert, count: int) -> tuple[str, str]:
+        """(severity, why): one step up each time the count passes another ``escalate_factor``
+        times the rule's threshold (10x, 100x...), high at most; a source on a threat list goes one
+        step further once, to critical at most."""
+        rank, steps, why = SEVERITY_RANK[alert.severity], 0, []
+        while (
+            count >= alert.opened_count * self.escalate_factor ** (alert.volume_steps + 1)
+            and rank + steps < SEVERITY_RANK["high"]
+        ):
+            alert.volume_steps += 1
+            steps += 1
+        if steps:
+            why.append(f"count {count} passed {self.escalate_factor:g}x the rule's threshold")
+        if "threat list" in alert.tags and not alert.listed_step and rank + steps < 4:
+            alert.listed_step = True
+            steps += 1
+            why.append("source on a threat list")
+        return (SEVERITIES[rank + steps], "; ".join(why)) if steps else (alert.severity, "")
+
+    def _update_due(self, alert: OpenAlert, evidence: AlertEvidence, now: float) -> bool:
+        grown = evidence.count >= 2 * max(alert.reported.count, 1)
+        return grown or now - alert.reported_at >= self.update_every_s
+
+    def _update(
+        self,
+        alert: OpenAlert,
+        now: float,
+        escalation: tuple[str, str],
+        tags: tuple[str, ...],
+        title: str,
+    ) -> Event:
+        evidence = alert.pending or alert.reported
+        severity, reason = escalation
+        raised = severity != alert.severity
+        alert.seq += 1
+        alert.reported, alert.reported_at = evidence, now
+        event = AlertUpdated(
+            id=new_event_id(now),
+            ts=now,
+            branch=alert.branch,
+            alert_id=alert.alert_id,
+            seq=alert.seq,
+            evidence=evidence,
+            evidence_ids=tuple(alert.pending_ids),
+            severity=severity if raised else "none",  # type: ignore[arg-type]
+            title=title,
+            reason=reason,
+            tags=tags,
+        )
+        alert.severity = severity
+        alert.pending, alert.pending_ids = None, []
+        return event
 
     def on_window(self, window: WindowSummarized) -> list[Event]:
         """Judge the window rules for the window's branch; open or resolve their alerts."""
@@ -146,10 +362,17 @@ class AlertEngine:
                 if alert.alert_id == event.alert_id:
                     del self.state.open[key]
                     self.state.closed_at[key] = event.ts
+                    self.state.tallies.pop(key, None)  # a later alert counts afresh
         elif isinstance(event, AlertAcknowledged):
             for alert in self.state.open.values():
                 if alert.alert_id == event.alert_id:
                     alert.acknowledged_by = event.by
+        elif isinstance(event, AlertEscalated):
+            for alert in self.state.open.values():
+                if alert.alert_id == event.alert_id and (
+                    SEVERITY_RANK[event.severity] > SEVERITY_RANK[alert.severity]
+                ):
+                    alert.severity = event.severity  # a user's escalation is the new floor
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -197,6 +420,8 @@ class AlertEngine:
                 severity=severity,
                 title=title,
                 evidence_ids=evidence,
+                evidence=AlertEvidence(count=1, first_seen=cause.ts, last_seen=cause.ts),
+                source="window",
             )
         ]
 

@@ -8,6 +8,13 @@ done (classified flow ids, summarised windows, opened/recovered alert ids); repl
 checkpoint then recomputes the same state and emits only what is missing. Alert ids are
 derived from their trigger, so a replayed alert is recognised.
 
+The behaviour detectors (app/analysis/behaviour) see every flow after it is classified; their
+findings become aggregated alerts. Their state can be large (one tracker per probing source), so
+it is saved in its own file every ``behaviour_save_s`` and when the worker stops, not with every
+checkpoint: after a crash, counting resumes from that save (a few seconds of flows may be
+missing from a scan's counts; alerts already open stay open, and are recognised on replay by
+their ids and update numbers).
+
 Window summaries run as tasks (bounded by the provider timeout): the worker keeps reading while
 a model thinks; closed windows wait in the checkpoint's ``pending`` list until summarised.
 """
@@ -24,17 +31,21 @@ from pathlib import Path
 
 import msgspec
 
+from netmon.app.analysis.behaviour.engine import BehaviourEngine, BehaviourState
 from netmon.app.analysis.classifier import Classifier
 from netmon.app.analysis.notify import Notifier
 from netmon.app.analysis.rules import RECOVERED_BY, AlertEngine, AlertsState
 from netmon.app.analysis.summaries import Summarizer
 from netmon.app.analysis.windows import WindowAggregator, WindowsState, WindowState, window_key
+from netmon.app.detection_settings import FileDetectionSource
 from netmon.app.settings import Settings
 from netmon.storage.contract.events import (
     AlertAcknowledged,
+    AlertEscalated,
     AlertOpened,
     AlertResolved,
     AlertSuppressed,
+    AlertUpdated,
     AnyEvent,
     DetectionRaised,
     Event,
@@ -66,6 +77,8 @@ class Done(msgspec.Struct):
     windows: set[str] = set()
     opened: set[str] = set()
     recovered: set[str] = set()
+    updated: set[tuple[str, int]] = set()  # (alert_id, seq) of AlertUpdated events
+    unnotified: list[AlertOpened] = []  # opened alerts whose notification may not have gone out
 
 
 class WorkerStats(msgspec.Struct):
@@ -76,6 +89,9 @@ class WorkerStats(msgspec.Struct):
     duplicates_skipped: int = 0
     windows_summarized: int = 0
     alerts_opened: int = 0
+    alerts_updated: int = 0
+    findings: int = 0
+    behaviour_s: float = 0.0  # wall-clock seconds in the behaviour detectors
     lag_s: float = 0.0  # now - ts of the newest event processed
     # Wall-clock seconds spent per phase: where the time goes when the worker falls behind.
     read_s: float = 0.0
@@ -117,7 +133,15 @@ class AnalysisWorker:
         self.stats = WorkerStats()
         self._own_segment = re.compile(re.escape(self.a.writer) + r"-\d+\.jsonl")
         self.windows = WindowAggregator(self.a.window_s, self.a.window_grace_s, self.a.top_n)
-        self.alerts = AlertEngine(self.a)
+        detection = settings.detection
+        self.alerts = AlertEngine(self.a, detection.update_every_s, detection.escalate_factor)
+        self.behaviour_path = data_dir / "analysis" / f"{self.a.writer}.behaviour.msgpack"
+        override = Path(detection.override_file or data_dir / "config" / "detection.toml")
+        self.behaviour = BehaviourEngine(
+            FileDetectionSource(detection, override),
+            load_behaviour(self.behaviour_path, checkpoint.position),
+        )
+        self._behaviour_saved = time.monotonic()
         self.position = checkpoint.position
         self.windows.restore(checkpoint.windows)
         self.alerts.state = checkpoint.alerts
@@ -144,6 +168,9 @@ class AnalysisWorker:
                     done.windows.add(window_key(event.branch, event.window_start))
                 elif isinstance(event, AlertOpened):
                     done.opened.add(event.alert_id)
+                    done.unnotified.append(event)
+                elif isinstance(event, AlertUpdated):
+                    done.updated.add((event.alert_id, event.seq))
                 elif isinstance(event, AlertResolved) and event.by == RECOVERED_BY:
                     done.recovered.add(event.alert_id)
         if done.flows or done.windows or done.opened:
@@ -164,6 +191,9 @@ class AnalysisWorker:
         stop = stop or asyncio.Event()
         if self.notifier is not None:
             self.notifier.start()
+            for opened in self.done.unnotified:  # appended before a crash, maybe never sent
+                self.notifier.notify(opened)
+            self.done.unnotified = []
         for key, draft in self.pending.items():
             self._start_summary(key, draft)
         try:
@@ -182,6 +212,9 @@ class AnalysisWorker:
                 with contextlib.suppress(TimeoutError):
                     await self.notifier.drain(5.0)  # give queued notifications a chance
                 await self.notifier.close()
+            await asyncio.to_thread(
+                save_behaviour, self.behaviour_path, self.behaviour.state, self.position
+            )
             self.writer.close()
 
     async def step(self) -> bool:
@@ -195,6 +228,8 @@ class AnalysisWorker:
         caught_up = len(events) < self.a.batch_size
         for window in self.windows.due(self.clock() if caught_up else None):
             outputs += self._close(window)
+        if caught_up:  # a quiet log: held-back alert updates go out on the wall clock
+            outputs += self.alerts.flush(self.clock())
         outputs += self._finished_summaries()
         if outputs or position != self.position:
             await self._commit(outputs, position)
@@ -222,7 +257,9 @@ class AnalysisWorker:
             elif isinstance(event, DetectionRaised):
                 self.windows.add_detection(event)
                 outputs += self.alerts.on_detection(event)
-            elif isinstance(event, AlertAcknowledged | AlertSuppressed | AlertResolved):
+            elif isinstance(
+                event, AlertAcknowledged | AlertSuppressed | AlertResolved | AlertEscalated
+            ):
                 self.alerts.apply(event)
         if not flows:
             return outputs
@@ -237,7 +274,19 @@ class AnalysisWorker:
             label, kind = labels.get(flow.id) or self.done.flows[flow.id]
             self.windows.add_flow(flow, label, kind)
         self.stats.lag_s = max(0.0, self.clock() - flows[-1].ts)
-        return [*verdicts, *outputs]
+        return [*verdicts, *outputs, *self._behaviour(flows)]
+
+    def _behaviour(self, flows: list[FlowObserved]) -> list[Event]:
+        """Run the detectors over the batch; their findings open or update alerts."""
+        started = time.perf_counter()
+        findings = self.behaviour.observe(flows)
+        outputs: list[Event] = []
+        for finding in findings:
+            outputs += self.alerts.on_finding(finding)
+        outputs += self.alerts.flush(max(flow.ts for flow in flows))
+        self.stats.findings += len(findings)
+        self.stats.behaviour_s += time.perf_counter() - started
+        return outputs
 
     def _close(self, window: WindowState) -> list[Event]:
         draft = self.windows.summarized(window, self.clock())
@@ -289,15 +338,24 @@ class AnalysisWorker:
         started = time.perf_counter()
         await asyncio.to_thread(save_checkpoint, self.checkpoint_path, checkpoint)
         self.stats.checkpoint_s += time.perf_counter() - started
+        if time.monotonic() - self._behaviour_saved >= self.a.behaviour_save_s:
+            self._behaviour_saved = time.monotonic()
+            await asyncio.to_thread(
+                save_behaviour, self.behaviour_path, self.behaviour.state, position
+            )
         for event in fresh:
             if isinstance(event, AlertOpened):
                 self.stats.alerts_opened += 1
                 if self.notifier is not None:
                     self.notifier.notify(event)
+            elif isinstance(event, AlertUpdated):
+                self.stats.alerts_updated += 1
 
     def _already_emitted(self, event: Event) -> bool:
         if isinstance(event, AlertOpened):
             return event.alert_id in self.done.opened
+        if isinstance(event, AlertUpdated):
+            return (event.alert_id, event.seq) in self.done.updated
         if isinstance(event, AlertResolved):
             return event.alert_id in self.done.recovered
         if isinstance(event, WindowSummarized):
@@ -323,3 +381,42 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     """Write the checkpoint atomically (``write_atomically``: durable once this returns)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, msgspec.json.encode(checkpoint))
+
+
+class BehaviourSnapshot(msgspec.Struct):
+    """The detectors' state and the log position it reflects."""
+
+    position: Position
+    state: BehaviourState
+
+
+_behaviour_encoder = msgspec.msgpack.Encoder()
+_behaviour_decoder = msgspec.msgpack.Decoder(BehaviourSnapshot)
+
+
+def load_behaviour(path: Path, checkpoint: Position) -> BehaviourState:
+    """The detectors' saved state, if it is not ahead of the checkpoint (flows it has counted
+    would be counted twice on replay); empty otherwise, or when there is none or it cannot be
+    read: the detectors then count afresh (evidence is lost, never an alert already open)."""
+    try:
+        snapshot = _behaviour_decoder.decode(path.read_bytes())
+    except FileNotFoundError:
+        return BehaviourState()
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        log.error("behaviour state %s unreadable, counting afresh: %s", path, error)
+        return BehaviourState()
+    ahead = [
+        segment
+        for segment, offset in snapshot.position.offsets.items()
+        if offset > checkpoint.offsets.get(segment, 0)
+    ]
+    if ahead:
+        log.warning("behaviour state %s is ahead of the checkpoint, counting afresh", path)
+        return BehaviourState()
+    return snapshot.state
+
+
+def save_behaviour(path: Path, state: BehaviourState, position: Position) -> None:
+    """Write the detectors' state and its position atomically (msgpack: many trackers)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, _behaviour_encoder.encode(BehaviourSnapshot(position, state)))

@@ -33,8 +33,9 @@ def register(subparsers: Any) -> None:
 def run_analyze(args: argparse.Namespace) -> int:
     """Build the worker from the settings and run it until interrupted."""
     # Deferred: the worker loads numpy and joblib, which `netmon --help` must not wait for.
+    from netmon.app.analysis.channels import NotifyConfigError, channels_from_settings
     from netmon.app.analysis.classifier import Classifier, ModelError
-    from netmon.app.analysis.notify import Notifier, NotifyConfigError, channels_from_settings
+    from netmon.app.analysis.notify import Notifier, RetryPolicy
     from netmon.app.analysis.summaries import (
         KeyStoreError,
         ProviderKeys,
@@ -43,6 +44,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     )
     from netmon.app.analysis.worker import AnalysisWorker
     from netmon.app.settings import SettingsError, load_settings
+    from netmon.storage.outbox import Outbox, outbox_path
     from netmon.storage.segments import StoreError
 
     try:
@@ -80,8 +82,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         return 2
     notifier = Notifier(
         channels,
-        retries=analysis.notify_retries,
-        backoff=analysis.notify_backoff_s,
+        Outbox(outbox_path(settings.data_dir)),
+        policy=RetryPolicy.of(analysis),
         min_severity=analysis.notify_min_severity,
     )
     try:
@@ -108,17 +110,19 @@ async def _serve(worker: Any, once: bool) -> int:
     await worker.run(stop, once=once)
     stats = worker.stats
     log.info(
-        "phases (wall s): read %.2f, classify %.2f, append %.2f, checkpoint %.2f",
+        "phases (wall s): read %.2f, classify %.2f, behaviour %.2f, append %.2f, checkpoint %.2f",
         stats.read_s,
         stats.classify_s,
+        stats.behaviour_s,
         stats.append_s,
         stats.checkpoint_s,
     )
     log.info(
-        "stopped: %d events read, %d flows classified, %d windows, %d alerts",
+        "stopped: %d events read, %d flows classified, %d windows, %d alerts opened, %d updated",
         stats.events_read,
         stats.flows_classified,
         stats.windows_summarized,
         stats.alerts_opened,
+        stats.alerts_updated,
     )
     return 0

@@ -10,6 +10,7 @@ from netmon.storage.contract.events import (
     AlertAcknowledged,
     AlertOpened,
     AlertResolved,
+    AlertUpdated,
     Detection,
     DetectionRaised,
     WindowSummarized,
@@ -33,7 +34,7 @@ def detection(src: str, ts: float, severity: str = "critical") -> DetectionRaise
         ts=ts,
         branch="b",
         agent_id="a",
-        flow_id="f" * 32,
+        flow_id=new_event_id(ts),  # each detection is about its own flow
         src_ip=src,
         src_port=5000,
         dst_ip="10.0.0.1",
@@ -64,7 +65,8 @@ def test_critical_detections_open_one_alert_per_rule_and_entity() -> None:
     first = engine.on_detection(detection("10.0.0.9", T))
     assert len(first) == 1 and isinstance(first[0], AlertOpened)
     assert first[0].severity == "critical" and first[0].entity == "10.0.0.9"
-    assert engine.on_detection(detection("10.0.0.9", T + 1)) == []  # deduplicated while open
+    more = engine.on_detection(detection("10.0.0.9", T + 1))  # gathered into the open alert
+    assert [type(e) for e in more] == [AlertUpdated] and more[0].evidence.count == 2
     assert len(engine.on_detection(detection("10.0.0.8", T + 2))) == 1  # another entity
     assert engine.on_detection(detection("10.0.0.7", T + 3, severity="high")) == []
 

@@ -19,6 +19,7 @@ from netmon.app.analysis.worker import AnalysisWorker, load_checkpoint
 from netmon.app.settings import load_settings
 from netmon.storage.contract.events import (
     AlertOpened,
+    AlertUpdated,
     Detection,
     DetectionRaised,
     FlowClassified,
@@ -29,6 +30,7 @@ from netmon.storage.contract.events import (
 from netmon.storage.eventlog import EventLog
 from netmon.storage.log_reader import EventLogReader
 from netmon.storage.positions import Position
+from tests.factories import tcp_flow
 from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -271,3 +273,36 @@ def test_set_key_stores_the_key_encrypted_and_needs_the_secret(tmp_path: Path) -
     assert stored.returncode == 0, stored.stderr
     data = (tmp_path / "analysis" / "provider_keys.json").read_text()
     assert "openai" in data and "sk-live-1" not in data and "sk-live-1" not in stored.stdout
+
+
+def test_a_scan_in_the_log_is_one_alert_that_grows_even_across_a_stale_checkpoint(
+    default_model: Path, tmp_path: Path
+) -> None:
+    """2,000 probes of one scanner: one AlertOpened, numbered updates, none written twice when
+    the worker replays from an older checkpoint, and the final count right."""
+    settings, _ = settings_for(tmp_path, default_model, batch_size="250")
+    probes = [tcp_flow("198.51.100.66", "10.20.0.9", 1 + i, T0 + i * 0.3) for i in range(2000)]
+    classifier = Classifier(default_model)
+
+    def run() -> None:
+        asyncio.run(AnalysisWorker(settings, classifier, Summarizer(None)).run(once=True))
+
+    with EventLog(tmp_path, "replica-1") as writer:
+        writer.append(probes[:800])
+    run()
+    checkpoint = tmp_path / "analysis" / "analyzer.checkpoint.json"
+    stale = checkpoint.read_bytes()
+    with EventLog(tmp_path, "replica-1") as writer:
+        writer.append(probes[800:])
+    run()
+    checkpoint.write_bytes(stale)  # as if the second run died before its checkpoints
+    run()
+    events = all_events(tmp_path)
+    opened = [e for e in events if isinstance(e, AlertOpened) and e.rule == "port_scan"]
+    assert len(opened) == 1 and opened[0].entity == "198.51.100.66"
+    updates = [e for e in events if isinstance(e, AlertUpdated)]
+    seqs = sorted(u.seq for u in updates)
+    assert seqs == list(range(1, len(seqs) + 1)), seqs  # each update once, none missing
+    last = max(updates, key=lambda u: u.seq)
+    assert last.evidence.count == 2000 and last.evidence.distinct_ports == 2000
+    assert any(u.severity == "high" for u in updates)  # 10x the opening count

@@ -1,0 +1,135 @@
+"""Beaconing: a source connecting to one destination at a steady period, with little jitter.
+
+Malware calling home opens a connection every N seconds, give or take a jitter its operator
+sets; people and most software do not. For each (source, destination, port) the tracker keeps
+the start times of the last connections; once there are ``beacon_connections`` of them, the
+intervals are judged like RITA judges timestamps, robustly: their median is the period and their
+median absolute deviation (MAD) over the median is the jitter, so a few missed or late beats do
+not hide a beacon, and a poller with 50% jitter does not look like one.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import msgspec
+
+from netmon.app.analysis.behaviour.bounded import LruTable
+from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding, ThresholdsOf
+from netmon.app.analysis.behaviour.probes import TCP, UDP
+from netmon.app.detection_settings import Thresholds
+from netmon.storage.contract.events import AlertEvidence, FlowObserved
+
+RING = 32  # connection start times kept per pair
+
+
+class BeaconTracker(msgspec.Struct, kw_only=True):
+    """The recent connection start times of one (source, destination, port)."""
+
+    branch: str
+    source: str
+    target: str
+    port: int
+    starts: list[float] = []
+    connections: int = 0
+    first: float = 0.0
+    period: float = 0.0
+    jitter: float = 0.0
+    fired: bool = False
+    new_ids: list[str] = []
+
+
+class BeaconState(msgspec.Struct):
+    """Every tracked pair."""
+
+    pairs: dict[str, BeaconTracker] = {}
+
+
+def period_and_jitter(starts: list[float]) -> tuple[float, float]:
+    """(median interval, MAD / median) of sorted start times (0, 1 when undefined)."""
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    if not gaps:
+        return 0.0, 1.0
+    median = statistics.median(gaps)
+    if median <= 0:
+        return 0.0, 1.0
+    mad = statistics.median(abs(gap - median) for gap in gaps)
+    return median, mad / median
+
+
+class BeaconDetector:
+    """Judges the period of each pair's connections as they arrive."""
+
+    rules = ("beacon",)
+
+    def __init__(self, max_tracked: int, state: BeaconState | None = None) -> None:
+        self.state = state or BeaconState()
+        self.table: LruTable[str, BeaconTracker] = LruTable(max_tracked, self.state.pairs)
+        self.dirty: set[str] = set()
+
+    def observe(self, flow: FlowObserved, th: Thresholds) -> None:
+        """Add the flow's start to its pair and judge the period."""
+        if flow.protocol not in (TCP, UDP) or flow.dst_port in th.beacon_ignore_ports:
+            return
+        key = f"{flow.src_ip}|{flow.dst_ip}|{flow.dst_port}"
+        tracker = self.table.touch(
+            key,
+            lambda: BeaconTracker(
+                branch=flow.branch,
+                source=flow.src_ip,
+                target=flow.dst_ip,
+                port=flow.dst_port,
+                first=flow.first_seen,
+            ),
+        )
+        starts = tracker.starts
+        starts.append(flow.first_seen)
+        if len(starts) > 1 and starts[-1] < starts[-2]:
+            starts.sort()  # flows are exported when they end, not always in start order
+        del starts[:-RING]
+        tracker.connections += 1
+        if len(tracker.new_ids) < MAX_SAMPLE_IDS:
+            tracker.new_ids.append(flow.id)
+        if len(starts) < th.beacon_connections:
+            return
+        period, jitter = period_and_jitter(starts)
+        if period >= th.beacon_min_period_s and jitter <= th.beacon_max_jitter:
+            tracker.period, tracker.jitter, tracker.fired = period, jitter, True
+        if tracker.fired:
+            self.dirty.add(key)
+
+    def findings(self, th_of: ThresholdsOf) -> list[Finding]:
+        """One finding per beaconing pair with new connections since the last call."""
+        out: list[Finding] = []
+        for key in self.dirty:
+            t = self.table.get(key)
+            if t is None:
+                continue
+            last = t.starts[-1]
+            out.append(
+                Finding(
+                    rule="beacon",
+                    entity=t.source,
+                    branch=t.branch,
+                    ts=last,
+                    severity="medium",
+                    title=(
+                        f"{t.source} connects to {t.target}:{t.port} every {t.period:.1f} s"
+                        f" (jitter {t.jitter:.0%}, {t.connections} connections)"
+                    ),
+                    evidence=AlertEvidence(
+                        count=t.connections,
+                        first_seen=t.first,
+                        last_seen=last,
+                        distinct_targets=1,
+                        distinct_ports=1,
+                        targets=(t.target,),
+                        ports=(t.port,),
+                    ),
+                    evidence_ids=tuple(t.new_ids),
+                    threshold=th_of(t.branch).beacon_connections,
+                )
+            )
+            t.new_ids = []
+        self.dirty.clear()
+        return out

@@ -1,0 +1,151 @@
+"""DNS tunnelling: many unique names, or long random-looking names, under one parent domain.
+
+A tunnel (iodine, dnscat2) encodes data in the labels left of a domain it controls, so one
+client asks for hundreds of distinct names under one parent, and the labels are long and close
+to random. RITA flags 100 unique subdomains of one parent; anomalous-dns flags names over 90
+characters. A CDN name is long too but repeats, so only distinct names count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import msgspec
+
+from netmon.app.analysis.behaviour.bounded import LruTable, add_capped
+from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding, ThresholdsOf
+from netmon.app.detection_settings import Thresholds
+from netmon.storage.contract.events import AlertEvidence, FlowObserved
+
+NAMES_CAP = 4096
+# Parents that are lists of addresses, not someone's domain: reverse lookups of many IPs.
+REVERSE_ZONES = ("in-addr.arpa", "ip6.arpa")
+# Second-level labels under which registries sell names ("example.co.uk").
+PUBLIC_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "ac", "edu", "ne", "or"})
+
+
+class TunnelTracker(msgspec.Struct, kw_only=True):
+    """One (source, parent domain) pair in the current window."""
+
+    branch: str
+    source: str
+    parent: str
+    first: float
+    last: float
+    queries: int = 0
+    names: set[str] = set()
+    suspicious: set[str] = set()
+    label_chars: int = 0  # sum of the subdomain lengths of the distinct names
+    fired: bool = False
+    new_ids: list[str] = []
+
+
+class TunnelState(msgspec.Struct):
+    """Every tracked (source, parent)."""
+
+    pairs: dict[str, TunnelTracker] = {}
+
+
+def parent_domain(name: str) -> tuple[str, str]:
+    """(subdomain part, parent): the registered domain and what its owner put in front of it."""
+    labels = name.rstrip(".").lower().split(".")
+    keep = 2
+    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in PUBLIC_SECOND_LEVEL:
+        keep = 3
+    return ".".join(labels[:-keep]), ".".join(labels[-keep:])
+
+
+def entropy(text: str) -> float:
+    """Shannon entropy in bits per character."""
+    counts = Counter(text)
+    total = len(text)
+    return -sum(c / total * math.log2(c / total) for c in counts.values())
+
+
+def is_suspicious(sub: str, th: Thresholds) -> bool:
+    """Long labels, or labels of 20+ characters that look random."""
+    letters = sub.replace(".", "")
+    if len(letters) >= th.dns_long_label:
+        return True
+    return len(letters) >= 20 and entropy(letters) >= th.dns_entropy_bits
+
+
+class TunnelDetector:
+    """Counts distinct names per (source, parent domain) in DNS flows."""
+
+    rules = ("dns_tunnel",)
+
+    def __init__(self, max_tracked: int, state: TunnelState | None = None) -> None:
+        self.state = state or TunnelState()
+        self.table: LruTable[str, TunnelTracker] = LruTable(max_tracked, self.state.pairs)
+        self.dirty: set[str] = set()
+
+    def observe(self, flow: FlowObserved, th: Thresholds) -> None:
+        """Count the flow's query name if the flow is DNS."""
+        if flow.domain_source != "dns" or not flow.domain:
+            return
+        sub, parent = parent_domain(flow.domain)
+        if not sub or parent.endswith(REVERSE_ZONES) or parent in REVERSE_ZONES:
+            return
+        key = f"{flow.src_ip}|{parent}"
+        when = flow.first_seen
+        tracker = self.table.touch(key, lambda: self._new(flow, parent, when))
+        if not tracker.fired and when - tracker.first > th.dns_window_s:
+            tracker = self.table.entries[key] = self._new(flow, parent, when)
+        tracker.queries += 1
+        tracker.last = max(tracker.last, when)
+        if add_capped(tracker.names, flow.domain.lower(), NAMES_CAP):
+            tracker.label_chars += len(sub)
+            if is_suspicious(sub, th):
+                tracker.suspicious.add(flow.domain.lower())
+            if len(tracker.new_ids) < MAX_SAMPLE_IDS:
+                tracker.new_ids.append(flow.id)
+        if not tracker.fired:
+            tracker.fired = (
+                len(tracker.names) >= th.dns_unique_names
+                or len(tracker.suspicious) >= th.dns_suspicious_names
+            )
+        if tracker.fired:
+            self.dirty.add(key)
+
+    @staticmethod
+    def _new(flow: FlowObserved, parent: str, when: float) -> TunnelTracker:
+        return TunnelTracker(
+            branch=flow.branch, source=flow.src_ip, parent=parent, first=when, last=when
+        )
+
+    def findings(self, th_of: ThresholdsOf) -> list[Finding]:
+        """One finding per (source, parent) whose names grew since the last call."""
+        out: list[Finding] = []
+        for key in self.dirty:
+            t = self.table.get(key)
+            if t is None:
+                continue
+            unique = len(t.names)
+            mean = t.label_chars / max(unique, 1)
+            out.append(
+                Finding(
+                    rule="dns_tunnel",
+                    entity=t.source,
+                    branch=t.branch,
+                    ts=t.last,
+                    severity="high",
+                    title=(
+                        f"{t.source} asked for {unique} distinct names under {t.parent}"
+                        f" ({len(t.suspicious)} long or random, mean {mean:.0f} characters)"
+                    ),
+                    evidence=AlertEvidence(
+                        count=t.queries,
+                        first_seen=t.first,
+                        last_seen=t.last,
+                        distinct_targets=unique,
+                        targets=(t.parent,),
+                    ),
+                    evidence_ids=tuple(t.new_ids),
+                    threshold=th_of(t.branch).dns_suspicious_names,
+                )
+            )
+            t.new_ids = []
+        self.dirty.clear()
+        return out
