@@ -158,6 +158,12 @@ class FlowObserved(Event, frozen=True, tag="FlowObserved"):
     community_id: str = ""  # Community ID v1 ("1:base64"), empty for non-IP
     domain: str = ""  # best known application name for the flow
     domain_source: DomainSource | None = None
+    # DNS carried by the flow (UDP or TCP): one socket may ask many names (a resolver's client,
+    # a DNS tunnel), so the flow reports how many queries and distinct names it carried, with a
+    # bounded sample of the names; ``domain`` stays the first.
+    dns_queries: int = 0
+    dns_names: int = 0
+    dns_sample: tuple[str, ...] = ()
     end_reason: EndReason = "idle"
     features: FlowFeatures = FlowFeatures()
     detections: tuple[Detection, ...] = ()
