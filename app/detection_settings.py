@@ -94,7 +94,7 @@ class DetectionSettings(Thresholds, frozen=True, forbid_unknown_fields=True, kw_
     # Allowlist: entries of reason, rules ("*" or names), src, dst (address or CIDR), port,
     # until (Unix time, 0 = never); TOML: [[detection.allow]]. See docs/analysis.md.
     allow: tuple[AllowRule, ...] = ()
-    max_tracked: int = 200_000  # per detector: entities with state (least recently seen dropped)
+    max_tracked: int = 50_000  # per detector: entities with state (least recently seen dropped)
     update_every_s: float = 60.0  # an open alert is updated at most this often (or on 2x count)
     override_file: str = ""  # empty: DATA/config/detection.toml
 

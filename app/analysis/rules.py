@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from netmon.app.analysis.behaviour.bounded import add_capped, sample
+from netmon.app.analysis.behaviour.bounded import add_capped, evict_oldest, sample
 from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding
 from netmon.storage.contract.events import (
     SEVERITY_RANK,
@@ -139,9 +139,8 @@ class AlertEngine:
         key = f"{rule}|{event.src_ip}"
         tallies = self.state.tallies
         tally = tallies.pop(key, None) or DetectionTally(branch=event.branch, detail=detail)
+        evict_oldest(tallies, TALLY_CAP)
         tallies[key] = tally  # re-inserted last: the dict's order is recency
-        if len(tallies) > TALLY_CAP:
-            del tallies[next(iter(tallies))]
         if flow_id in tally.seen:
             return []  # the flow's DetectionRaised was counted already
         tally.seen.append(flow_id)

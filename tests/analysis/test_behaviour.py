@@ -322,3 +322,12 @@ def test_a_scan_becomes_one_alert_updated_as_it_grows_then_escalated() -> None:
     assert any(u.severity == "high" for u in updates)  # 10x the opening count
     flushed = alerts.flush(T + 100)
     assert flushed == [] or flushed[-1].evidence.count == 1000  # type: ignore[attr-defined]
+
+
+def test_a_tunnel_on_one_socket_counts_the_names_the_agent_reported() -> None:
+    sample = tuple(f"{'q' * 30}{i:04x}x9z.t.tun.test" for i in range(8))
+    flow = msgspec.structs.replace(
+        dns("10.0.0.13", sample[0], T), dns_queries=400, dns_names=380, dns_sample=sample
+    )
+    found = rules(engine().observe([flow]))
+    assert found["dns_tunnel|10.0.0.13"].evidence.distinct_targets == 380

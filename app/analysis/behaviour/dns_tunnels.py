@@ -37,6 +37,10 @@ class TunnelTracker(msgspec.Struct, kw_only=True):
     names: set[str] = set()
     suspicious: set[str] = set()
     label_chars: int = 0  # sum of the subdomain lengths of the distinct names
+    # Distinct names a flow reported beyond its sample (one socket asking many names): counted,
+    # and judged suspicious in the share its sampled names were.
+    unsampled: int = 0
+    unsampled_suspicious: int = 0
     fired: bool = False
     new_ids: list[str] = []
 
@@ -82,32 +86,51 @@ class TunnelDetector:
         self.dirty: set[str] = set()
 
     def observe(self, flow: FlowObserved, th: Thresholds) -> None:
-        """Count the flow's query name if the flow is DNS."""
-        if flow.domain_source != "dns" or not flow.domain:
+        """Count the query names of a flow that carried DNS."""
+        if not flow.dns_queries and flow.domain_source != "dns":
             return
-        sub, parent = parent_domain(flow.domain)
-        if not sub or parent.endswith(REVERSE_ZONES) or parent in REVERSE_ZONES:
-            return
+        names = flow.dns_sample or ((flow.domain,) if flow.domain else ())
+        touched: TunnelTracker | None = None
+        suspicious = 0
+        for name in names:
+            sub, parent = parent_domain(name)
+            if not sub or parent.endswith(REVERSE_ZONES) or parent in REVERSE_ZONES:
+                continue
+            touched = self._name(flow, name.lower(), sub, parent, th)
+            suspicious += is_suspicious(sub, th)
+        extra = flow.dns_names - len(names)
+        if touched is not None and extra > 0:
+            touched.unsampled += extra
+            touched.unsampled_suspicious += round(extra * suspicious / len(names))
+            self._judge(touched, th)
+
+    def _name(
+        self, flow: FlowObserved, name: str, sub: str, parent: str, th: Thresholds
+    ) -> TunnelTracker:
         key = f"{flow.src_ip}|{parent}"
         when = flow.first_seen
         tracker = self.table.touch(key, lambda: self._new(flow, parent, when))
         if not tracker.fired and when - tracker.first > th.dns_window_s:
             tracker = self.table.entries[key] = self._new(flow, parent, when)
         tracker.queries += 1
-        tracker.last = max(tracker.last, when)
-        if add_capped(tracker.names, flow.domain.lower(), NAMES_CAP):
+        tracker.last = max(tracker.last, flow.last_seen)
+        if add_capped(tracker.names, name, NAMES_CAP):
             tracker.label_chars += len(sub)
             if is_suspicious(sub, th):
-                tracker.suspicious.add(flow.domain.lower())
-            if len(tracker.new_ids) < MAX_SAMPLE_IDS:
+                tracker.suspicious.add(name)
+            if len(tracker.new_ids) < MAX_SAMPLE_IDS and flow.id not in tracker.new_ids:
                 tracker.new_ids.append(flow.id)
+        self._judge(tracker, th)
+        return tracker
+
+    def _judge(self, tracker: TunnelTracker, th: Thresholds) -> None:
         if not tracker.fired:
             tracker.fired = (
-                len(tracker.names) >= th.dns_unique_names
-                or len(tracker.suspicious) >= th.dns_suspicious_names
+                len(tracker.names) + tracker.unsampled >= th.dns_unique_names
+                or len(tracker.suspicious) + tracker.unsampled_suspicious >= th.dns_suspicious_names
             )
         if tracker.fired:
-            self.dirty.add(key)
+            self.dirty.add(f"{tracker.source}|{tracker.parent}")
 
     @staticmethod
     def _new(flow: FlowObserved, parent: str, when: float) -> TunnelTracker:
@@ -122,8 +145,10 @@ class TunnelDetector:
             t = self.table.get(key)
             if t is None:
                 continue
-            unique = len(t.names)
-            mean = t.label_chars / max(unique, 1)
+            sampled = len(t.names)
+            unique = sampled + t.unsampled
+            suspicious = len(t.suspicious) + t.unsampled_suspicious
+            mean = t.label_chars / max(sampled, 1)
             out.append(
                 Finding(
                     rule="dns_tunnel",
@@ -133,7 +158,7 @@ class TunnelDetector:
                     severity="high",
                     title=(
                         f"{t.source} asked for {unique} distinct names under {t.parent}"
-                        f" ({len(t.suspicious)} long or random, mean {mean:.0f} characters)"
+                        f" ({suspicious} long or random, mean {mean:.0f} characters)"
                     ),
                     evidence=AlertEvidence(
                         count=t.queries,

@@ -15,6 +15,7 @@ from typing import Protocol
 import msgspec
 
 from netmon.app.analysis.behaviour.beacons import BeaconDetector, BeaconState
+from netmon.app.analysis.behaviour.bounded import evict_oldest
 from netmon.app.analysis.behaviour.dns_tunnels import TunnelDetector, TunnelState
 from netmon.app.analysis.behaviour.findings import Finding, ThresholdsOf
 from netmon.app.analysis.behaviour.floods import FloodDetector, FloodState
@@ -164,9 +165,8 @@ class BehaviourEngine:
         if any(d.kind in THREAT_KINDS for d in flow.detections):
             listed = self.state.listed
             listed.pop(flow.src_ip, None)  # re-inserted last: the dict's order is recency
+            evict_oldest(listed, LISTED_CAP)
             listed[flow.src_ip] = flow.ts
-            if len(listed) > LISTED_CAP:
-                del listed[next(iter(listed))]
 
     def _tagged(self, finding: Finding) -> Finding:
         if finding.entity in self.state.listed:
