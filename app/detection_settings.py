@@ -47,16 +47,17 @@ class Thresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     # SYN flood: half-open connections to one (host, port) within flood_window_s.
     flood_half_open: int = 500
     flood_window_s: float = 10.0
-    # Password guessing: short sessions to an authentication service from one source, within
-    # guess_window_s, that have the shape of a failed login (docs/analysis.md).
-    guess_sessions: int = 10
+    # Password guessing: failed login attempts against one authentication service from one
+    # source within guess_window_s: SSH attempts the agent saw refused, or for other services
+    # (and agents too old to judge SSH) short sessions shaped like a failed login.
+    guess_attempts: int = 10
     guess_window_s: float = 600.0
     guess_max_session_s: float = 30.0
     guess_ports: tuple[int, ...] = (21, 22, 23, 139, 445, 1433, 3306, 3389, 5432, 5900)
     # Beaconing: connections from one source to one destination and port at a steady period.
     beacon_connections: int = 8  # connections before the period is judged
     beacon_max_jitter: float = 0.15  # median absolute deviation / median period
-    beacon_min_period_s: float = 1.0
+    beacon_min_period_s: float = 10.0  # faster loops are scripts and pollers, not implants
     beacon_ignore_ports: tuple[int, ...] = (53, 123, 5353)  # resolvers, NTP, mDNS
     # DNS tunnelling: unique names under one parent domain from one source within dns_window_s
     # (RITA's 100), or fewer names that are long or random-looking.

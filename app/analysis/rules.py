@@ -71,6 +71,7 @@ class OpenAlert(msgspec.Struct, kw_only=True):
     reported_at: float = 0.0
     pending: AlertEvidence | None = None  # evidence not reported yet (rate limit)
     pending_ids: list[str] = []
+    pending_title: str = ""  # the newest finding's title, written with the held-back update
     tags: list[str] = []
     branch: str = ""
     volume_steps: int = 0  # escalations for volume so far
@@ -185,10 +186,13 @@ class AlertEngine:
         evidence = self._continued(alert, finding.evidence)
         pending = alert.pending_ids
         pending.extend(finding.evidence_ids[: MAX_SAMPLE_IDS - len(pending)])
-        alert.pending = evidence
+        alert.pending, alert.pending_title = evidence, finding.title
         new_tags = [tag for tag in finding.tags if tag not in alert.tags]
         alert.tags.extend(new_tags)
         escalation = self._escalated(alert, evidence.count)
+        if SEVERITY_RANK[finding.severity] > SEVERITY_RANK[escalation[0]]:
+            why = ", ".join(new_tags) or "the detector raised it"  # e.g. "login succeeded"
+            escalation = (finding.severity, why)
         urgent = escalation[0] != alert.severity or bool(new_tags)
         if urgent or self._update_due(alert, evidence, finding.ts):
             return [self._update(alert, finding.ts, escalation, tuple(new_tags), finding.title)]
@@ -199,7 +203,7 @@ class AlertEngine:
         out: list[Event] = []
         for alert in self.state.open.values():
             if alert.pending is not None and now - alert.reported_at >= self.update_every_s:
-                out.append(self._update(alert, now, (alert.severity, ""), (), ""))
+                out.append(self._update(alert, now, (alert.severity, ""), (), alert.pending_title))
         return out
 
     def _open_finding(self, key: str, finding: Finding, source: str) -> list[Event]:
@@ -304,7 +308,7 @@ class AlertEngine:
             tags=tags,
         )
         alert.severity = severity
-        alert.pending, alert.pending_ids = None, []
+        alert.pending, alert.pending_ids, alert.pending_title = None, [], ""
         return event
 
     def on_window(self, window: WindowSummarized) -> list[Event]:

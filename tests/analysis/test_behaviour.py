@@ -182,11 +182,11 @@ def login(src: str, at: float, *, port: int = 22) -> FlowObserved:
 
 
 def test_password_guessing_fires_at_ten_short_logins_within_the_window() -> None:
-    behaviour = engine(guess_sessions=10, guess_window_s=600)
+    behaviour = engine(guess_attempts=10, guess_window_s=600)
     assert behaviour.observe([login("198.51.100.13", T + i * 5) for i in range(9)]) == []
     found = rules(behaviour.observe([login("198.51.100.13", T + 50)]))
     assert found["auth_guess|198.51.100.13"].evidence.count == 10
-    spread = engine(guess_sessions=10, guess_window_s=600)
+    spread = engine(guess_attempts=10, guess_window_s=600)
     assert spread.observe([login("198.51.100.14", T + i * 120) for i in range(12)]) == []
 
 
@@ -331,3 +331,25 @@ def test_a_tunnel_on_one_socket_counts_the_names_the_agent_reported() -> None:
     )
     found = rules(engine().observe([flow]))
     assert found["dns_tunnel|10.0.0.13"].evidence.distinct_targets == 380
+
+
+def test_refused_ssh_attempts_count_and_a_login_after_guessing_is_critical() -> None:
+    behaviour = engine(guess_attempts=10)
+    alerts = AlertEngine(AnalysisSettings())
+    refused = [
+        msgspec.structs.replace(login("198.51.100.20", T + i), auth_failures=4) for i in range(3)
+    ]
+    found = rules(behaviour.observe(refused))
+    assert found["auth_guess|198.51.100.20"].evidence.count == 12  # hydra: 4 per session
+    events = alerts.on_finding(found["auth_guess|198.51.100.20"])
+    success = msgspec.structs.replace(login("198.51.100.20", T + 10), auth_success=True)
+    finding = rules(behaviour.observe([success]))["auth_guess|198.51.100.20"]
+    assert finding.severity == "critical" and "login succeeded" in finding.tags
+    events += alerts.on_finding(finding)
+    assert isinstance(events[-1], AlertUpdated) and events[-1].severity == "critical"
+
+
+def test_logins_that_succeed_are_never_guesses() -> None:
+    behaviour = engine()
+    ok = [msgspec.structs.replace(login("10.0.0.30", T + i), auth_success=True) for i in range(40)]
+    assert behaviour.observe(ok) == []

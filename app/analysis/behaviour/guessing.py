@@ -5,7 +5,7 @@ decode the login exchange, so a guess is a session with the shape of a failed lo
 listed authentication port, opened by the source, carrying a little data both ways, short, and
 closed rather than left open (see ``looks_like_login``). One failed session per guess is what
 sshpass does; hydra packs several guesses into a session, which the weight estimates from the
-client's packets. Past ``guess_sessions`` guesses within ``guess_window_s`` the rule fires
+client's packets. Past ``guess_attempts`` guesses within ``guess_window_s`` the rule fires
 (between fail2ban's 5 in 10 minutes and Zeek's 30 in 30 minutes).
 """
 
@@ -23,6 +23,7 @@ SERVICES = {21: "FTP", 22: "SSH", 23: "Telnet", 139: "SMB", 445: "SMB", 1433: "M
             3306: "MySQL", 3389: "RDP", 5432: "PostgreSQL", 5900: "VNC"}  # fmt: skip
 MAX_LOGIN_CLIENT_BYTES = 8 * 1024  # a login sends little: keys, a name, a password or two
 MAX_LOGIN_SERVER_BYTES = 16 * 1024  # banners, key exchange, prompts
+MAX_STARTS = 4096  # attempt times kept per pair (far above any threshold)
 
 
 class GuessTracker(msgspec.Struct, kw_only=True):
@@ -37,6 +38,7 @@ class GuessTracker(msgspec.Struct, kw_only=True):
     first: float = 0.0
     last: float = 0.0
     fired: bool = False
+    succeeded: bool = False  # a login succeeded after the rule fired
     new_ids: list[str] = []
 
 
@@ -69,10 +71,14 @@ class GuessDetector:
         self.dirty: set[str] = set()
 
     def observe(self, flow: FlowObserved, th: Thresholds) -> None:
-        """Count the flow if it has the shape of a login attempt."""
+        """Count the flow's refused logins (the agent's verdict, else the session's shape)."""
         if flow.protocol != 6 or flow.dst_port not in th.guess_ports:
             return
-        if not looks_like_login(flow, th):
+        if flow.auth_success:
+            self._succeeded(flow)
+            return
+        guesses = flow.auth_failures or (1 if looks_like_login(flow, th) else 0)
+        if not guesses:
             return
         key = f"{flow.src_ip}|{flow.dst_ip}|{flow.dst_port}"
         t = self.table.touch(
@@ -86,37 +92,48 @@ class GuessDetector:
             ),
         )
         when = flow.first_seen
-        t.starts.append(when)
-        t.starts = [s for s in t.starts if s > when - th.guess_window_s]
-        t.guesses += 1
+        t.starts.extend([when] * min(guesses, MAX_STARTS))
+        t.starts = [s for s in t.starts if s > when - th.guess_window_s][-MAX_STARTS:]
+        t.guesses += guesses
         t.last = max(t.last, flow.last_seen)
         if len(t.new_ids) < MAX_SAMPLE_IDS:
             t.new_ids.append(flow.id)
-        if not t.fired and len(t.starts) >= th.guess_sessions:
+        if not t.fired and len(t.starts) >= th.guess_attempts:
             t.fired = True
             t.first = t.starts[0]
             t.guesses = len(t.starts)
         if t.fired:
             self.dirty.add(key)
 
+    def _succeeded(self, flow: FlowObserved) -> None:
+        """A login that worked: nothing to count, unless this source was guessing here."""
+        key = f"{flow.src_ip}|{flow.dst_ip}|{flow.dst_port}"
+        t = self.table.get(key)
+        if t is not None and t.fired and not t.succeeded:
+            t.succeeded = True
+            t.last = max(t.last, flow.last_seen)
+            t.new_ids.append(flow.id)
+            self.dirty.add(key)
+
     def findings(self, th_of: ThresholdsOf) -> list[Finding]:
-        """One finding per guessing pair with new sessions since the last call."""
+        """One finding per guessing pair with new attempts since the last call."""
         out: list[Finding] = []
         for key in self.dirty:
             t = self.table.get(key)
             if t is None:
                 continue
             service = SERVICES.get(t.port, f"port {t.port}")
+            then = " - then a login succeeded" if t.succeeded else ""
             out.append(
                 Finding(
                     rule="auth_guess",
                     entity=t.source,
                     branch=t.branch,
                     ts=t.last,
-                    severity="high",
+                    severity="critical" if t.succeeded else "high",
                     title=(
-                        f"{t.source}: {t.guesses} failed-login-shaped {service} sessions to"
-                        f" {t.server} in {max(t.last - t.first, 0):.0f} s"
+                        f"{t.source}: {t.guesses} failed {service} logins to {t.server}"
+                        f" in {max(t.last - t.first, 0):.0f} s{then}"
                     ),
                     evidence=AlertEvidence(
                         count=t.guesses,
@@ -128,7 +145,8 @@ class GuessDetector:
                         ports=(t.port,),
                     ),
                     evidence_ids=tuple(t.new_ids),
-                    threshold=th_of(t.branch).guess_sessions,
+                    tags=("login succeeded",) if t.succeeded else (),
+                    threshold=th_of(t.branch).guess_attempts,
                 )
             )
             t.new_ids = []

@@ -189,7 +189,9 @@ def _title(source: str, t: ScanTracker, hosts: list[str], ports: set[int], durat
         return f"{source} scanned {len(ports)} ports {where} ({span})"
     if t.rule == "udp_scan":
         answered = f", {t.unreachables} port-unreachable answers" if t.unreachables else ""
-        return f"{source} probed {len(ports)} UDP ports {where} ({span}{answered})"
+        return (
+            f"{source} probed {len(ports)} closed or filtered UDP ports {where} ({span}{answered})"
+        )
     return f"{source} probed {t.pairs} host:port pairs on {len(hosts)} hosts ({span})"
 
 
