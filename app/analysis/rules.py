@@ -72,6 +72,7 @@ class OpenAlert(msgspec.Struct, kw_only=True):
     pending: AlertEvidence | None = None  # evidence not reported yet (rate limit)
     pending_ids: list[str] = []
     pending_title: str = ""  # the newest finding's title, written with the held-back update
+    title: str = ""  # the title last written (for notifications)
     tags: list[str] = []
     branch: str = ""
     volume_steps: int = 0  # escalations for volume so far
@@ -135,7 +136,9 @@ class AlertEngine:
                 out += self._tally(flow, rule, detection.detail, flow.id)
         return out
 
-    def _tally(self, event: DetectionRaised | FlowObserved, rule: str, detail: str, flow_id: str):
+    def _tally(
+        self, event: DetectionRaised | FlowObserved, rule: str, detail: str, flow_id: str
+    ) -> list[Event]:
         """Fold one critical detection into its (kind, source) tally and report the tally."""
         key = f"{rule}|{event.src_ip}"
         tallies = self.state.tallies
@@ -226,6 +229,7 @@ class AlertEngine:
             tags=list(finding.tags),
             branch=finding.branch,
             episode_count=evidence.count,
+            title=finding.title,
         )
         return [
             AlertOpened(
@@ -309,6 +313,7 @@ class AlertEngine:
         )
         alert.severity = severity
         alert.pending, alert.pending_ids, alert.pending_title = None, [], ""
+        alert.title = title or alert.title
         return event
 
     def on_window(self, window: WindowSummarized) -> list[Event]:
@@ -352,6 +357,10 @@ class AlertEngine:
             else:
                 out += self._recover(rule, entity, window)
         return out
+
+    def find(self, alert_id: str) -> OpenAlert | None:
+        """The open alert with this id, if it is open."""
+        return next((a for a in self.state.open.values() if a.alert_id == alert_id), None)
 
     # --- user actions read back from the log --------------------------------------------------
 

@@ -350,6 +350,25 @@ class AnalysisWorker:
                     self.notifier.notify(event)
             elif isinstance(event, AlertUpdated):
                 self.stats.alerts_updated += 1
+                if event.severity != "none" and self.notifier is not None:
+                    self._notify_escalation(event)
+
+    def _notify_escalation(self, update: AlertUpdated) -> None:
+        """An open alert's severity rose: its notification (the notifier applies the threshold)."""
+        alert = self.alerts.find(update.alert_id)
+        if alert is None or self.notifier is None:
+            return  # closed in the meantime
+        self.notifier.notify_escalation(
+            alert_id=update.alert_id,
+            rule=alert.rule,
+            entity=alert.entity,
+            title=alert.title or alert.rule,
+            severity=update.severity,
+            ts=update.ts,
+            branch=update.branch,
+            reason=update.reason,
+            evidence_ids=update.evidence_ids,
+        )
 
     def _already_emitted(self, event: Event) -> bool:
         if isinstance(event, AlertOpened):

@@ -60,7 +60,7 @@ def period_and_jitter(starts: list[float]) -> tuple[float, float]:
 class BeaconDetector:
     """Judges the period of each pair's connections as they arrive."""
 
-    rules = ("beacon",)
+    rules: tuple[str, ...] = ("beacon",)
 
     def __init__(self, max_tracked: int, state: BeaconState | None = None) -> None:
         self.state = state or BeaconState()

@@ -78,7 +78,7 @@ def is_suspicious(sub: str, th: Thresholds) -> bool:
 class TunnelDetector:
     """Counts distinct names per (source, parent domain) in DNS flows."""
 
-    rules = ("dns_tunnel",)
+    rules: tuple[str, ...] = ("dns_tunnel",)
 
     def __init__(self, max_tracked: int, state: TunnelState | None = None) -> None:
         self.state = state or TunnelState()

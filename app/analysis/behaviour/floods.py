@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
-from netmon.app.analysis.behaviour.bounded import LruTable, add_capped, sample
+from netmon.app.analysis.behaviour.bounded import LruTable
 from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding, ThresholdsOf
 from netmon.app.analysis.behaviour.probes import is_half_open
 from netmon.app.detection_settings import Thresholds
@@ -31,7 +31,7 @@ class FloodTracker(msgspec.Struct, kw_only=True):
     last: float
     seconds: dict[int, int] = {}  # whole second -> half-open handshakes started in it
     total: int = 0
-    sources: set[str] = set()
+    sources: dict[str, int] = {}  # sender -> half-open handshakes (the first SOURCES_CAP senders)
     fired: bool = False
     new_ids: list[str] = []
 
@@ -45,7 +45,7 @@ class FloodState(msgspec.Struct):
 class FloodDetector:
     """Counts half-open handshakes per victim port in a sliding window."""
 
-    rules = ("syn_flood",)
+    rules: tuple[str, ...] = ("syn_flood",)
 
     def __init__(self, max_tracked: int, state: FloodState | None = None) -> None:
         self.state = state or FloodState()
@@ -76,7 +76,9 @@ class FloodDetector:
             del tracker.seconds[old]
         tracker.total += 1
         tracker.last = max(tracker.last, when)
-        add_capped(tracker.sources, flow.src_ip, SOURCES_CAP)
+        senders = tracker.sources
+        if flow.src_ip in senders or len(senders) < SOURCES_CAP:
+            senders[flow.src_ip] = senders.get(flow.src_ip, 0) + 1
         if len(tracker.new_ids) < MAX_SAMPLE_IDS:
             tracker.new_ids.append(flow.id)
         if not tracker.fired and sum(tracker.seconds.values()) >= th.flood_half_open:
@@ -92,8 +94,9 @@ class FloodDetector:
             if t is None:
                 continue
             duration = max(t.last - t.first, 0.0)
-            senders = sample(t.sources, 10)
-            who = senders[0] if len(t.sources) == 1 else f"{len(t.sources)} sources"
+            ranked = sorted(t.sources, key=lambda ip: (-t.sources[ip], ip))
+            senders = tuple(ranked[:10])
+            who = _senders(ranked, t.sources, t.total)
             evidence = AlertEvidence(
                 count=t.total,
                 first_seen=t.first,
@@ -123,3 +126,17 @@ class FloodDetector:
             t.new_ids = []
         self.dirty.clear()
         return out
+
+
+def _senders(ranked: list[str], counts: dict[str, int], total: int) -> str:
+    """Who sent it: one address when it sent nearly all (a probe of a scanner may add one)."""
+    top = ranked[0]
+    if len(ranked) == 1:
+        return top
+    if counts[top] >= 0.9 * total:
+        return (
+            f"{top} (and {len(ranked) - 1} other)"
+            if len(ranked) == 2
+            else f"{top} (and {len(ranked) - 1} others)"
+        )
+    return f"{len(ranked)} sources"

@@ -63,7 +63,7 @@ def looks_like_login(flow: FlowObserved, th: Thresholds) -> bool:
 class GuessDetector:
     """Counts login-shaped sessions per (source, server, port) in a sliding window."""
 
-    rules = ("auth_guess",)
+    rules: tuple[str, ...] = ("auth_guess",)
 
     def __init__(self, max_tracked: int, state: GuessState | None = None) -> None:
         self.state = state or GuessState()

@@ -56,7 +56,9 @@ class ScanDetector:
 
     def __init__(self, max_tracked: int, *, udp: bool, state: ScanState | None = None) -> None:
         self.udp = udp
-        self.rules = ("udp_scan",) if udp else ("port_scan", "addr_scan", "net_scan")
+        self.rules: tuple[str, ...] = (
+            ("udp_scan",) if udp else ("port_scan", "addr_scan", "net_scan")
+        )
         self.state = state or ScanState()
         self.table: LruTable[str, ScanTracker] = LruTable(max_tracked, self.state.sources)
         self.dirty: set[str] = set()

@@ -43,7 +43,7 @@ class VolumeState(msgspec.Struct):
 class VolumeDetector:
     """Sums bytes sent per source and hour against the source's own mean."""
 
-    rules = ("outbound_volume",)
+    rules: tuple[str, ...] = ("outbound_volume",)
 
     def __init__(self, max_tracked: int, state: VolumeState | None = None) -> None:
         self.state = state or VolumeState()
