@@ -1,4 +1,11 @@
-"""The live hub: critical events fanned out to dashboard clients, each through a bounded queue.
+"""The live hub: the wall's rows and critical events fanned out to dashboard clients, each
+through a bounded queue.
+
+A dashboard (HTML) client gets the wall's grouped rows (app/projections/wall.py): after each
+batch, every row the batch changed, once, rendered as a ``<tr>`` that replaces the row with the
+same id in place (netmon.js prepends it when the page has no such row yet). A flood from one
+source is one row whose counters grow, never a screenful of rows. A script (JSON) client gets
+every critical event itself.
 
 Publishing never waits: a client whose queue is full (a slow or stalled connection) has its queue
 emptied and replaced by one resync marker, and everything meant for it meanwhile is only counted.
@@ -22,17 +29,11 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from netmon.app.projections import wall_rows
 from netmon.app.projections.brief import FeedEvent
-from netmon.app.projections.recent import critical_among
-from netmon.storage.contract.events import (
-    AlertAcknowledged,
-    AlertOpened,
-    AlertResolved,
-    AnyEvent,
-    DetectionRaised,
-    FlowObserved,
-    GapReported,
-)
+from netmon.app.projections.recent import RecentState, critical_among
+from netmon.app.projections.wall_rows import WallRow
+from netmon.storage.contract.events import AnyEvent
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,16 @@ class _Resync:
 
 
 RESYNC = _Resync()
-LiveItem = AnyEvent | AgentStatusChanged | _Resync
+LiveItem = AnyEvent | WallRow | AgentStatusChanged | _Resync
 
 
 class LiveClient:
-    """One dashboard connection's view of the hub: a branch filter and a bounded queue."""
+    """One dashboard connection's view of the hub: a branch filter, what it wants (the wall's
+    rows, or critical events for scripts) and a bounded queue."""
 
-    def __init__(self, branches: frozenset[str] | None, queue_size: int) -> None:
+    def __init__(self, branches: frozenset[str] | None, queue_size: int, rows: bool = True) -> None:
         self.branches = branches  # None: every branch
+        self.rows = rows  # True: the wall's rows; False: the critical events themselves
         self.queue: asyncio.Queue[LiveItem] = asyncio.Queue(queue_size)
         self.missed = 0  # items dropped since the last resync was sent
         self.resync_pending = False
@@ -109,9 +112,10 @@ class LiveHub:
         self.published = 0
         self.dropped_closed = 0  # dropped items of clients that have disconnected
 
-    def connect(self, branches: frozenset[str] | None) -> LiveClient:
-        """Register a client (its snapshot is sent by the caller)."""
-        client = LiveClient(branches, self.queue_size)
+    def connect(self, branches: frozenset[str] | None, rows: bool = True) -> LiveClient:
+        """Register a client (its snapshot is sent by the caller); ``rows=False``: a script's,
+        which gets events instead of the wall's rows."""
+        client = LiveClient(branches, self.queue_size, rows)
         self.clients.add(client)
         return client
 
@@ -121,52 +125,32 @@ class LiveHub:
             self.clients.discard(client)
             self.dropped_closed += client.dropped
 
-    def publish(self, events: list[FeedEvent]) -> None:
-        """Offer every critical event to the clients that see its branch (never waits)."""
-        for event in critical_among(events):
-            self.published += 1
-            for client in self.clients:
-                if client.wants(event.branch):
-                    client.offer(event)
+    def publish(self, events: list[FeedEvent], recent: RecentState) -> None:
+        """Offer a batch to the clients that see its branches (never waits): the wall's rows it
+        changed, read from ``recent`` once the batch is folded into it, or its critical events.
+        """
+        critical = critical_among(events)
+        if not critical:
+            return
+        self.published += len(critical)
+        rows: list[WallRow] | None = None
+        for client in self.clients:
+            if not client.rows:
+                for event in critical:
+                    if client.wants(event.branch):
+                        client.offer(event)
+                continue
+            if rows is None:
+                rows = wall_rows.touched(recent.walls, critical)
+            for row in rows:
+                if client.wants(row.branch):
+                    client.offer(row)
 
     def publish_status(self, change: AgentStatusChanged) -> None:
         """Offer an agent up/down change to the clients that see its branch."""
         for client in self.clients:
             if client.wants(change.branch):
                 client.offer(change)
-
-
-def describe(event: AnyEvent) -> dict[str, Any]:
-    """The row fields of a critical event (plain text; escaping and the time's format happen in
-    the template)."""
-    row: dict[str, Any] = {
-        "event": event,
-        "kind": type(event).__name__,
-        "severity": "",
-        "what": "",
-        "domain": "",
-        "detail": "",
-    }
-    match event:
-        case FlowObserved():
-            kinds = ", ".join(d.kind for d in event.detections)
-            row.update(kind=kinds or "flow", severity=event.severity, domain=event.domain)
-            row["what"] = f"{event.src_ip}:{event.src_port} → {event.dst_ip}:{event.dst_port}"
-            row["detail"] = "; ".join(d.detail for d in event.detections)
-        case DetectionRaised():
-            row.update(kind=event.detection.kind, severity=event.severity, domain=event.domain)
-            row["what"] = f"{event.src_ip}:{event.src_port} → {event.dst_ip}:{event.dst_port}"
-            row["detail"] = event.detection.detail
-        case AlertOpened():
-            row.update(kind=f"alert {event.rule}", severity=event.severity, what=event.entity)
-            row["detail"] = event.title
-        case AlertAcknowledged() | AlertResolved():
-            note = f": {event.note}" if event.note else ""
-            row.update(what=event.alert_id, detail=f"by {event.by}{note}")
-        case GapReported():
-            row.update(kind="gap", severity="high", what=event.agent_id)
-            row["detail"] = f"{event.events_dropped} events dropped ({event.reason})"
-    return row
 
 
 class FragmentRenderer(Protocol):
@@ -185,31 +169,30 @@ class LiveRenderer:
         self.replica = replica
         self.fragments = fragments
         self._encoder = msgspec.json.Encoder()
-        # Every client of this replica gets the same text for an event: render it once.
-        self._rendered: OrderedDict[tuple[str, str], str] = OrderedDict()
+        # Every client of this replica gets the same text for an event, or a row at one
+        # version (events folded into it): render it once.
+        self._rendered: OrderedDict[tuple[str, int, str], str] = OrderedDict()
 
-    def _once(self, event: AnyEvent, form: str, render: Callable[[AnyEvent], str]) -> str:
-        key = (event.id, form)
-        text = self._rendered.get(key)
+    def _once(self, key: tuple[str, int], form: str, render: Callable[[], str]) -> str:
+        text = self._rendered.get((*key, form))
         if text is None:
-            text = self._rendered[key] = render(event)
+            text = self._rendered[(*key, form)] = render()
             if len(self._rendered) > RENDER_CACHE:
                 self._rendered.popitem(last=False)
         return text
 
-    def event_html(self, event: AnyEvent) -> str:
-        """One event as a row prepended to #live-rows."""
-        return self._once(event, "html", self._event_html)
+    def row_html(self, row: WallRow) -> str:
+        """One wall row, replacing the row with its id (netmon.js prepends a new one)."""
+        return self._once((row.id, row.version), "html", lambda: self._row_html(row))
 
-    def _event_html(self, event: AnyEvent) -> str:
-        return self.fragments.fragment("_live_event.html", **describe(event))
+    def _row_html(self, row: WallRow) -> str:
+        return self.fragments.fragment("_live_row.html", row=row, oob=True)
 
     def snapshot_html(
-        self, events: list[AnyEvent], missed: int, agents: list[dict[str, Any]] | None = None
+        self, rows: list[WallRow], missed: int, agents: list[dict[str, Any]] | None = None
     ) -> str:
-        """The whole table (newest first), the agents' rows (as ``agents.view`` gives them)
-        and the status line."""
-        rows = [describe(event) for event in reversed(events)]
+        """The whole wall (newest first, as ``wall_rows.view`` gives it), the agents' rows (as
+        ``agents.view`` gives them) and the status line."""
         return self.fragments.fragment(
             "_live_snapshot.html", rows=rows, missed=missed, replica=self.replica, agents=agents
         )
@@ -226,14 +209,21 @@ class LiveRenderer:
 
     def event_json(self, event: AnyEvent) -> str:
         """``{"type": "event", "event": {...}}``."""
-        return self._once(event, "json", self._event_json)
+        return self._once((event.id, 0), "json", lambda: self._event_json(event))
 
     def _event_json(self, event: AnyEvent) -> str:
         return self._encoder.encode({"type": "event", "event": event}).decode()
 
-    def snapshot_json(self, events: list[AnyEvent], missed: int) -> str:
-        """``{"type": "snapshot", "replica": ..., "missed": N, "events": [...]}`` (oldest first)."""
-        message = {"type": "snapshot", "replica": self.replica, "missed": missed, "events": events}
+    def snapshot_json(self, events: list[AnyEvent], missed: int, rows: list[WallRow]) -> str:
+        """``{"type": "snapshot", "replica": ..., "missed": N, "events": [...], "rows": [...]}``:
+        the recent critical events oldest first, the wall's rows newest first."""
+        message = {
+            "type": "snapshot",
+            "replica": self.replica,
+            "missed": missed,
+            "events": events,
+            "rows": rows,
+        }
         return self._encoder.encode(message).decode()
 
     def status_json(self, change: AgentStatusChanged) -> str:

@@ -15,6 +15,7 @@ from netmon.app.access import SecuredWebSocketRoute
 from netmon.app.auth.principals import principal_of
 from netmon.app.live import RESYNC, AgentStatusChanged, LiveClient, LiveRenderer
 from netmon.app.live_service import LiveService
+from netmon.app.projections.wall_rows import WallRow
 from netmon.app.state import opened, server_state
 
 
@@ -34,7 +35,7 @@ async def live_socket(websocket: WebSocket) -> None:
     as_json = websocket.url.path.endswith(".json") or websocket.query_params.get("format") == "json"
     branches = requested_branches(websocket)
     await websocket.accept()
-    client = service.hub.connect(branches)
+    client = service.hub.connect(branches, rows=not as_json)
     try:
         await _send_snapshot(websocket, service, client, as_json, missed=0)
         async with anyio.create_task_group() as group:
@@ -73,9 +74,10 @@ async def _send_loop(
         elif isinstance(item, AgentStatusChanged):
             text = renderer.status_json(item) if as_json else renderer.status_html(item)
             await websocket.send_text(text)
-        else:
-            text = renderer.event_json(item) if as_json else renderer.event_html(item)  # type: ignore[arg-type]
-            await websocket.send_text(text)
+        elif isinstance(item, WallRow):
+            await websocket.send_text(renderer.row_html(item))
+        else:  # a critical event, for a script's connection
+            await websocket.send_text(renderer.event_json(item))  # type: ignore[arg-type]
         client.delivered += 1
 
 
@@ -83,15 +85,16 @@ async def _send_snapshot(
     websocket: WebSocket, service: LiveService, client: LiveClient, as_json: bool, missed: int
 ) -> None:
     # Taken synchronously right after the marker was dequeued: covers exactly what was dropped.
-    events = service.snapshot_events(client.branches)
+    rows = service.snapshot_rows(client.branches)
     renderer = _renderer(service)
     if as_json:
+        events = service.snapshot_events(client.branches)
         if missed:
             await websocket.send_text(f'{{"type":"missed","count":{missed}}}')
-        await websocket.send_text(renderer.snapshot_json(events, missed))
+        await websocket.send_text(renderer.snapshot_json(events, missed, rows))
     else:
         agent_rows = service.snapshot_agents(client.branches)
-        await websocket.send_text(renderer.snapshot_html(events, missed, agent_rows))
+        await websocket.send_text(renderer.snapshot_html(rows, missed, agent_rows))
 
 
 def routes() -> list[SecuredWebSocketRoute]:

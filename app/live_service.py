@@ -5,6 +5,10 @@ shared log from the saved position, applies every batch to the projections, and,
 publishes the batch to the hub (a restarting replica does not replay history to its dashboards;
 they get it from the snapshot they receive on connect). The routes that serve the hub to browsers
 and scripts are in app/live_routes.py; the projector process runs a ``LiveService`` too.
+
+The replica's service also keeps its alert projection (``alerts``, app/projections/
+alert_store.py) current, in the same step as it publishes a batch: a page refreshed by a push
+reads the change the push announced. The projector process keeps no alert store.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import anyio
 
 from netmon.app.follower import Feed, FileFeed
 from netmon.app.live import AgentStatusChanged, FragmentRenderer, LiveHub, LiveRenderer
-from netmon.app.projections import agents, recent
+from netmon.app.projections import agents, recent, wall_rows
+from netmon.app.projections.alert_store import AlertStore, alert_store_path
 from netmon.app.projections.brief import FLOW_TYPE_SET, FROM_AGENTS, FeedEvent
 from netmon.app.projections.runner import ProjectionRunner, snapshot_path
+from netmon.app.projections.wall_rows import WallRow
 from netmon.app.projector_link import ProjectorLink
 from netmon.app.settings import Settings
 from netmon.storage.contract.events import AnyEvent
@@ -49,8 +55,14 @@ class LiveService:
         agent_timeout_s: float = 90.0,
         clock: Callable[[], float] = time.time,
         projector: ProjectorLink | None = None,
+        alerts: AlertStore | None = None,
     ) -> None:
         self.feed, self.runner, self.hub, self.renderer = feed, runner, hub, renderer
+        # The alert projection: fed by ``_follow`` once ``_catch_up_alerts`` has brought it to
+        # the end of the log (it keeps its own position; it may be behind or ahead of ours).
+        self.alerts = alerts
+        self.alerts_ready = False
+        self._awaited: dict[str, anyio.Event] = {}  # alert event id -> set once folded
         # None: this service never saves; its projector process owns the snapshot and folds
         # the top lists, which ``projector`` mirrors into ``runner.state.top``.
         self.save_interval_s = save_interval_s
@@ -68,20 +80,29 @@ class LiveService:
         async with anyio.create_task_group() as group:
             if self.save_interval_s is not None:
                 group.start_soon(self._save_while_running)
+            if self.alerts is not None:
+                group.start_soon(self._catch_up_alerts, self.alerts)
             await self._follow()
             group.cancel_scope.cancel()
 
     async def _follow(self) -> None:
         async for batch in self.feed.batches(self.runner.state.offsets):
             if batch.events:
-                # Publish, then apply, with no await in between: a client resynced later gets
-                # a snapshot that holds everything it was offered (and publishing first saves
-                # the apply time on the latency of critical events).
+                # Apply, then publish, with no await in between: the wall's rows pushed are
+                # read from the projections holding the batch, and a client resynced later
+                # gets a snapshot that holds everything it was offered.
+                self.runner.apply(batch.events, batch.offsets)
+                if self.alerts_ready:
+                    assert self.alerts is not None
+                    folded = self.alerts.apply(batch.events, batch.offsets)
+                    if self._awaited:
+                        for event in folded:
+                            if (done := self._awaited.pop(event.id, None)) is not None:
+                                done.set()
                 if self.caught_up.is_set():
-                    self.hub.publish(batch.events)
+                    self.hub.publish(batch.events, self.runner.state.recent)
                     for change in self._agent_changes(batch.events):
                         self.hub.publish_status(change)
-                self.runner.apply(batch.events, batch.offsets)
                 self._dirty = True
             if batch.caught_up and not self.caught_up.is_set():
                 now = self.clock()
@@ -92,6 +113,37 @@ class LiveService:
                 }
                 self.caught_up.set()
                 log.info("live: caught up with the log (%d events)", self.runner.state.events)
+
+    async def _catch_up_alerts(self, alerts: AlertStore) -> None:
+        """Read the log from the alert store's own position to its end (in a thread), then
+        once more on the loop, so no batch the feed delivers meanwhile is missed: every batch
+        before ``alerts_ready`` was in the log by that last read, every one after is applied."""
+        started = time.monotonic()
+        read = await anyio.to_thread.run_sync(alerts.catch_up)
+        read += alerts.catch_up()  # what arrived meanwhile: little, and no await until ready
+        self.alerts_ready = True
+        log.info(
+            "alerts: caught up with the log (%d events read in %.1f s, %d alert events folded)",
+            read,
+            time.monotonic() - started,
+            alerts.folded,
+        )
+
+    @contextlib.asynccontextmanager
+    async def alert_folded(self, event_id: str, within_s: float = 5.0) -> AsyncIterator[None]:
+        """Around an append of an alert event: on leaving, wait (up to ``within_s``) until the
+        alert store has folded it, so the next read on this replica sees it."""
+        done = anyio.Event()
+        if self.alerts is None or not self.alerts_ready:
+            done.set()  # catching up: the catch-up reads it, nothing to wait for here
+        else:
+            self._awaited[event_id] = done
+        try:
+            yield
+            with anyio.move_on_after(within_s):
+                await done.wait()
+        finally:
+            self._awaited.pop(event_id, None)
 
     async def _save_while_running(self) -> None:
         """Save whenever something changed, every ``save_interval_s``: on a timer, not on the
@@ -167,10 +219,15 @@ class LiveService:
         )
 
     def snapshot_events(self, branches: frozenset[str] | None) -> list[AnyEvent]:
-        """The recent critical events a (re)connecting client starts from."""
+        """The recent critical events a (re)connecting script starts from."""
         state = self.runner.state.recent
         names = state.branches.keys() if branches is None else branches
         return recent.view(state, names)
+
+    def snapshot_rows(self, branches: frozenset[str] | None) -> list[WallRow]:
+        """The wall's rows a (re)connecting dashboard starts from, newest first."""
+        walls = self.runner.state.recent.walls
+        return wall_rows.view(walls, walls.keys() if branches is None else branches)
 
 
 @contextlib.asynccontextmanager
@@ -185,6 +242,11 @@ async def open_live(
         snapshot_path(settings.data_dir, settings.server.replica), fold_top=not live.projector
     )
     await anyio.to_thread.run_sync(runner.load)
+    alerts = await anyio.to_thread.run_sync(
+        AlertStore.open,
+        alert_store_path(settings.data_dir, settings.server.replica),
+        settings.data_dir,
+    )
     projector = ProjectorLink(settings, runner) if live.projector else None
     tap = AppendTap()
     tap.listen_to(event_log)
@@ -196,6 +258,7 @@ async def open_live(
         save_interval_s=None if projector else live.save_interval_s,
         agent_timeout_s=live.agent_timeout_s,
         projector=projector,
+        alerts=alerts,
     )
     async with anyio.create_task_group() as group:
         group.start_soon(service.run)
@@ -210,3 +273,4 @@ async def open_live(
             tap.stop_listening(event_log)
     with anyio.CancelScope(shield=True):
         await service.save()
+        await anyio.to_thread.run_sync(alerts.close)

@@ -7,8 +7,10 @@ source yields ``None`` (a quiet live source), which keeps the agent's timers and
 running and lets it stop promptly.
 
 Each round holds browsing (HTTP, TLS, DNS for approved names), SSH, RDP and Telnet attempts from
-outside addresses, a SYN scan from an address on the demo threat list, and a DNS lookup of an
-unapproved domain: every detector of the agent fires at least once per round.
+outside addresses, a password guesser (one address trying SSH logins again and again), a SYN scan
+from an address on the demo threat list, and a DNS lookup of an unapproved domain: every detector
+of the agent fires at least once per round, and the live wall shows the scanner and the guesser
+as one row each however many flows they make.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ APPROVED_DOMAINS = ("example.com", "example.org", "debian.org")
 UNAPPROVED_DOMAIN = "files.unapproved-share.test"
 THREAT_NETWORK = "198.51.100.0/24"  # written to the demo agent's threat list
 SCANNER = "198.51.100.66"
+GUESSER = "203.0.113.200"  # the random attackers below take .1-.199: never this one
 OFFICE = "10.20.0."  # the monitored branch's hosts
 RESOLVER = "10.20.0.53"
 WEB_SERVERS = {"www.example.com": "93.184.215.14", "deb.debian.org": "151.101.2.132"}
@@ -77,6 +80,11 @@ def _scan(cap: Capture, rng: random.Random, target: str, t: float, ports: int) -
         t += rng.uniform(0.001, 0.01)
 
 
+def _attacker(rng: random.Random) -> str:
+    """A random outside address, a new one for each attempt."""
+    return rng.choice(ATTACKERS) + str(rng.randint(1, 199))
+
+
 def build_round(rng: random.Random, span_s: float = 4.0) -> list[tuple[float, bytes]]:
     """One round of traffic as (seconds from the round's start, Ethernet frame), time-ordered."""
     cap = Capture()
@@ -101,10 +109,11 @@ def build_round(rng: random.Random, span_s: float = 4.0) -> list[tuple[float, by
         )
     for name in ("www.example.org", "security.debian.org"):
         _dns(cap, rng, OFFICE + str(rng.randint(10, 60)), name, "93.184.215.15", at())
-    attacker = rng.choice(ATTACKERS) + str(rng.randint(1, 254))
-    _attempt(cap, rng, attacker, OFFICE + "22", 22, at())  # SSH
-    _attempt(cap, rng, rng.choice(ATTACKERS) + str(rng.randint(1, 254)), OFFICE + "33", 3389, at())
-    _attempt(cap, rng, rng.choice(ATTACKERS) + str(rng.randint(1, 254)), OFFICE + "23", 23, at())
+    _attempt(cap, rng, _attacker(rng), OFFICE + "22", 22, at())  # SSH
+    _attempt(cap, rng, _attacker(rng), OFFICE + "33", 3389, at())  # RDP
+    _attempt(cap, rng, _attacker(rng), OFFICE + "23", 23, at())  # Telnet
+    for _ in range(rng.randint(6, 10)):  # the guesser: one short SSH login attempt after another
+        _attempt(cap, rng, GUESSER, OFFICE + "22", 22, at())
     _scan(cap, rng, OFFICE + str(rng.randint(2, 9)), at(), ports=rng.randint(20, 40))
     _dns(cap, rng, OFFICE + str(rng.randint(10, 60)), UNAPPROVED_DOMAIN, "192.0.2.200", at())
     return sorted(cap.frames, key=lambda item: item[0])

@@ -1,7 +1,8 @@
-"""The newest critical events per branch: what a dashboard shows when it (re)connects.
+"""What a dashboard starts from when it (re)connects: per branch, the wall's grouped rows
+(app/projections/wall.py) and the newest critical events themselves (the JSON feed's snapshot).
 
-Kept sorted by (ts, id) and cut to ``RECENT_PER_BRANCH``, so the result does not depend on the
-order events were read in.
+The events are kept sorted by (ts, id) and cut to ``RECENT_PER_BRANCH``, and the wall's rows merge
+their events in any order, so neither depends on the order events were read in.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from typing import TypeGuard
 
 import msgspec
 
+from netmon.app.projections import wall
 from netmon.app.projections.brief import FLOW_TYPE_SET, FeedEvent, FlowBrief
 from netmon.storage.contract.events import (
     SEVERITY_RANK,
     AlertAcknowledged,
+    AlertEscalated,
     AlertOpened,
     AlertResolved,
+    AlertUpdated,
     AnyEvent,
     DetectionRaised,
     Event,
@@ -31,7 +35,15 @@ _PUSHED_SEVERITIES = frozenset(
     severity for severity, rank in SEVERITY_RANK.items() if rank >= SEVERITY_RANK["high"]
 )
 _SEVERITY = attrgetter("severity")
-LIVE_TYPES = (DetectionRaised, AlertOpened, AlertAcknowledged, AlertResolved, GapReported)
+LIVE_TYPES = (
+    DetectionRaised,
+    AlertOpened,
+    AlertUpdated,
+    AlertEscalated,
+    AlertAcknowledged,
+    AlertResolved,
+    GapReported,
+)
 
 
 def is_critical(event: object) -> TypeGuard[AnyEvent]:
@@ -44,9 +56,10 @@ def is_critical(event: object) -> TypeGuard[AnyEvent]:
 
 
 class RecentState(msgspec.Struct):
-    """branch -> its newest critical events, oldest first."""
+    """Per branch: its newest critical events (oldest first) and its wall."""
 
     branches: dict[str, list[AnyEvent]] = {}
+    walls: dict[str, wall.BranchWall] = {}
 
 
 def _order(event: Event) -> tuple[float, str]:
@@ -54,9 +67,13 @@ def _order(event: Event) -> tuple[float, str]:
 
 
 def apply(state: RecentState, event: FeedEvent) -> None:
-    """Keep the event if it is critical and among the newest of its branch."""
+    """Fold a critical event into its branch's wall; keep it if among the newest of its branch."""
     if not is_critical(event):
         return
+    branch_wall = state.walls.get(event.branch)
+    if branch_wall is None:
+        branch_wall = state.walls[event.branch] = wall.BranchWall()
+    wall.apply(branch_wall, event)
     events = state.branches.setdefault(event.branch, [])
     key = _order(event)
     if len(events) >= RECENT_PER_BRANCH and key <= _order(events[0]):
@@ -85,7 +102,8 @@ def apply_flows(state: RecentState, flows: list[FeedEvent]) -> None:
 
 
 def view(state: RecentState, branches: Iterable[str]) -> list[AnyEvent]:
-    """The recent critical events of the given branches, oldest first."""
+    """The recent critical events of the given branches, oldest first (the wall's rows:
+    ``wall_rows.view``)."""
     merged: list[AnyEvent] = []
     for name in branches:
         merged.extend(state.branches.get(name, ()))

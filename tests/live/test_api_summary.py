@@ -94,10 +94,10 @@ async def test_html_feed_escapes_attacker_controlled_domains(cluster: Cluster) -
         with EventLog(cluster.data_dir, "test-writer") as writer:
             writer.append([evil])
         async with asyncio.timeout(10):
-            while f'id="ev-{evil.id}"' not in (fragment := str(await socket_.recv())):
+            while f'data-entity="hq|{evil.src_ip}"' not in (fragment := str(await socket_.recv())):
                 pass
     assert "&lt;img src=x onerror=alert(1)&gt;.evil" in fragment and "<img" not in fragment
-    assert 'hx-swap-oob="afterbegin:#live-rows"' in fragment
+    assert 'hx-swap-oob="true"' in fragment and 'class="live-row sev-critical' in fragment
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""The replica's feed loop over a real log: history goes to the snapshot, not the live feed;
-agents are announced up when they speak and down when they fall silent (injectable clock)."""
+"""The replica's feed loop over a real log: history goes to the snapshot, not the live feed
+(the wall's rows to dashboards, events to scripts); agents are announced up when they speak and
+down when they fall silent (injectable clock)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from netmon.app.follower import FileFeed
 from netmon.app.live import AgentStatusChanged, LiveHub
 from netmon.app.live_service import LiveService
 from netmon.app.projections.runner import ProjectionRunner, snapshot_path
+from netmon.app.projections.wall_rows import WallRow
 from netmon.storage.eventlog import EventLog
 from tests.live.factory import flow, heartbeat
 from tests.polling import wait_until_async
@@ -47,17 +49,21 @@ async def test_history_is_in_the_snapshot_and_new_events_are_pushed(tmp_path: Pa
     with EventLog(data, "w1") as writer:
         writer.append([old])
         service = make_service(data, clock)
-        client = service.hub.connect(None)
+        dashboard, script = service.hub.connect(None), service.hub.connect(None, rows=False)
         async with anyio.create_task_group() as group:
             group.start_soon(service.run)
             await service.caught_up.wait()
             assert [e.id for e in service.snapshot_events(None)] == [old.id]
-            assert client.queue.empty()  # history is not replayed live
+            assert [row.newest for row in service.snapshot_rows(None)] == [old.id]
+            assert dashboard.queue.empty() and script.queue.empty()  # history is not replayed
             new = flow(START, critical=True)
             await anyio.to_thread.run_sync(writer.append, [new])
-            await wait_until_async(lambda: not client.queue.empty(), 5, "the push")
-            assert (await client.next())[0] == new
+            await wait_until_async(lambda: not script.queue.empty(), 5, "the push")
+            assert (await script.next())[0] == new
+            row, _ = await dashboard.next()
+            assert isinstance(row, WallRow) and row.newest == new.id and row.flows == 1
             assert [e.id for e in service.snapshot_events(frozenset({"lab"}))] == []
+            assert service.snapshot_rows(frozenset({"lab"})) == []
             group.cancel_scope.cancel()
 
 

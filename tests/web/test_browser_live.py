@@ -1,5 +1,6 @@
-"""The Live page in headless Chromium: pushes without reload, escaping, kiosk bounds, reconnects,
-and the real chain from an agent's SSH attempt to an alert acknowledged live in another tab."""
+"""The Live page in headless Chromium: grouped rows pushed without reload, escaping, a flood that
+hides no critical row, kiosk bounds, reconnects, and the real chain from an agent's SSH attempt
+to an alert acknowledged live in another tab."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ from typing import TypeVar
 
 import msgspec
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Locator, Page, expect
 
-from netmon.storage.contract.events import AlertAcknowledged, AlertOpened, FlowObserved
+from netmon.storage.contract.events import (
+    AlertAcknowledged,
+    AlertOpened,
+    Detection,
+    FlowObserved,
+)
 from netmon.storage.eventlog import EventLog
 from netmon.storage.log_reader import EventLogReader
 from tests.polling import wait_until
@@ -45,6 +51,11 @@ def open_live(page: Page, server: NetmonServer, path: str = "/") -> None:
     expect(page.locator("body")).to_have_attribute("data-ws", "connected")
 
 
+def wall_row(page: Page, source: str, branch: str = "hq") -> Locator:
+    """The wall's activity rows of one source (one per minute)."""
+    return page.locator(f'#live-rows tr[data-entity="{branch}|{source}"]')
+
+
 def test_a_detection_appears_live_without_reload_and_escaped(
     netmon_server: NetmonServer, context: BrowserContext, writer: EventLog, dialogs: list[str]
 ) -> None:
@@ -54,16 +65,89 @@ def test_a_detection_appears_live_without_reload_and_escaped(
     event = ssh_detection(time.time(), src="203.0.113.77")
     hostile = ssh_detection(time.time(), src="203.0.113.78", domain=XSS_DOMAIN)
     writer.append([event])
-    expect(page.locator(f"#ev-{event.id}")).to_be_visible(timeout=1000)
-    expect(page.locator(f"#ev-{event.id}")).to_contain_text("203.0.113.77")
+    expect(wall_row(page, "203.0.113.77")).to_be_visible(timeout=1000)
+    expect(wall_row(page, "203.0.113.77").locator(".what")).to_have_text(
+        "1 flow to port 22 of 10.0.0.22"
+    )
     writer.append([hostile])
-    row = page.locator(f"#ev-{hostile.id}")
+    row = wall_row(page, "203.0.113.78")
     expect(row).to_be_visible()
     expect(row.locator(".domain")).to_have_text(XSS_DOMAIN)
     assert page.locator("#live img").count() == 0 and page.locator("[onerror]").count() == 0
     assert page.evaluate("window.__sameDocument") is True
     assert dialogs == []
     screenshot(page, "live")
+
+
+SSH_HIGH = Detection(kind="critical_port", detail="SSH (22/tcp)", severity="high", rule="ssh")
+RDP = Detection(kind="critical_port", detail="RDP (3389/tcp)", severity="critical", rule="rdp")
+TELNET = Detection(
+    kind="critical_port", detail="Telnet (23/tcp)", severity="critical", rule="telnet"
+)
+FLOODER = "198.51.100.66"
+WALL_ROWS = 10
+
+
+def attempt(
+    at: float, branch: str, src: str, port: int, detection: Detection, dst: str = "10.20.0.23"
+) -> FlowObserved:
+    """A flow that started at ``at`` carrying one detection."""
+    return flow(at + 1, branch=branch, src=src, dst=dst, dport=port, detections=(detection,))
+
+
+def test_a_flood_is_one_grouped_row_and_never_pushes_a_critical_row_off_the_wall(
+    netmon_server: NetmonServer, context: BrowserContext, writer: EventLog
+) -> None:
+    """5,000 high flows from one source after 3 critical RDP/Telnet attempts from others, on a
+    wall of 10 rows: one row counts the flood, the 3 critical rows stay; live and after a reload."""
+    branch = f"flood-{time.time_ns()}"  # this test's rows only
+    page = context.new_page()
+    open_live(page, netmon_server, f"/?rows={WALL_ROWS}&branch={branch}")
+    page.evaluate("window.__sameDocument = true")
+    minute = time.time() // 60 * 60 - 60  # the whole flood within the previous minute
+    criticals = [
+        attempt(minute + 1, branch, "203.0.113.5", 3389, RDP, dst="10.20.0.33"),
+        attempt(minute + 2, branch, "203.0.113.6", 23, TELNET),
+        attempt(minute + 3, branch, "192.0.2.7", 23, TELNET),
+    ]
+    writer.append(criticals)
+    critical_rows = page.locator('#live-rows tr[data-severity="critical"]')
+    expect(critical_rows).to_have_count(3)
+    flood = [
+        attempt(minute + 5 + i * 0.009, branch, FLOODER, 1000 + i % 500, SSH_HIGH, dst="10.20.0.9")
+        for i in range(5000)
+    ]
+    for start in range(0, len(flood), 1000):  # as five agent batches would come
+        writer.append(flood[start : start + 1000])
+    flooder = wall_row(page, FLOODER, branch)
+
+    def shows_the_flood_and_the_criticals() -> None:
+        expect(flooder.locator(".what")).to_have_text("5,000 flows to 500 ports of 10.20.0.9")
+        expect(flooder).to_have_count(1)
+        expect(flooder.locator(".why")).to_have_text("SSH (22/tcp)")
+        expect(critical_rows).to_have_count(3)
+        for source, why in (
+            ("203.0.113.5", "RDP"),
+            ("203.0.113.6", "Telnet"),
+            ("192.0.2.7", "Telnet"),
+        ):
+            expect(wall_row(page, source, branch).locator(".why")).to_contain_text(why)
+        expect(page.locator("#live-rows tr")).to_have_count(4)
+
+    shows_the_flood_and_the_criticals()
+    assert page.evaluate("window.__sameDocument") is True
+    page.reload()  # the snapshot a (re)connecting wall starts from is grouped the same way
+    expect(page.locator("body")).to_have_attribute("data-ws", "connected")
+    shows_the_flood_and_the_criticals()
+
+    # More sources than the wall has rows: the oldest rows that are not critical go first.
+    others = [attempt(time.time(), branch, f"10.66.0.{i}", 22, SSH_HIGH) for i in range(12)]
+    writer.append(others)
+    expect(wall_row(page, "10.66.0.11", branch)).to_be_visible()
+    expect(page.locator("#live-rows tr")).to_have_count(WALL_ROWS)
+    expect(critical_rows).to_have_count(3)
+    expect(flooder).to_have_count(0)  # the oldest row that is not critical
+    screenshot(page, "live-flood")
 
 
 def test_an_agent_that_comes_up_after_the_page_opened_gets_its_row_live(
@@ -115,7 +199,7 @@ def test_kiosk_keeps_n_rows_for_a_day_of_events_and_reconnects_after_restart(
     expect(page.locator("body")).to_have_attribute("data-ws", "connected", timeout=30_000)
     after = ssh_detection(time.time(), src="198.19.0.1")
     writer.append([after])
-    expect(page.locator(f"#ev-{after.id}")).to_be_visible()
+    expect(wall_row(page, "198.19.0.1")).to_be_visible()
     assert page.locator("#live-rows tr").count() <= KIOSK_ROWS
 
 
@@ -223,10 +307,12 @@ def test_a_real_ssh_attempt_is_alerted_by_the_worker_and_acknowledged_live(
     write_ssh_attempt_pcap(capture, attacker, time.time())
     replay(enrol_agent(own_server, tmp_path, SSH_CRITICAL), capture)
     # Stored by now: the live feed has at most 1 s to show the detection and the flow.
-    rows = live.locator("#live-rows tr", has_text=attacker)
-    expect(rows).to_have_count(2, timeout=1000)  # DetectionRaised at once, then FlowObserved
-    expect(rows.first).to_contain_text("SSH (22/tcp)")
-    expect(rows.first.locator(".severity")).to_have_text("critical")
+    # DetectionRaised at once, then its FlowObserved: one row, one flow.
+    rows = wall_row(live, attacker)
+    expect(rows).to_have_count(1, timeout=1000)
+    expect(rows.locator(".why")).to_have_text("SSH (22/tcp)")
+    expect(rows.locator(".severity")).to_have_text("critical")
+    expect(rows.locator(".what")).to_have_text("1 flow to port 22 of 10.0.0.22")
     (ssh_flow,) = stored(own_server, FlowObserved)
     assert ssh_flow.src_ip == attacker and ssh_flow.severity == "critical"
 
@@ -239,10 +325,11 @@ def test_a_real_ssh_attempt_is_alerted_by_the_worker_and_acknowledged_live(
         "critical",
     )
     # The worker has exited, its alert is stored: on the Live page within 1 s, no reload.
-    alert_row = live.locator(f"#ev-{alert.id}")
+    alert_row = live.locator('#live-rows tr[data-kind="alert"]', has_text=attacker)
     expect(alert_row).to_be_visible(timeout=1000)
-    expect(alert_row.locator(".kind")).to_have_text("alert detection:critical_port")
-    expect(alert_row.locator(".what")).to_have_text(attacker)
+    expect(alert_row).to_have_attribute("data-state", "open")
+    expect(alert_row.locator(".why")).to_contain_text("alert detection:critical_port")
+    expect(alert_row.locator(".source")).to_have_text(attacker)
     assert live.evaluate("window.__sameDocument") is True
     screenshot(live, "live-agent-ssh-alert")
 
@@ -285,6 +372,9 @@ def test_a_real_ssh_attempt_is_alerted_by_the_worker_and_acknowledged_live(
     expect(second.locator(f"{row_id} .state")).to_contain_text("by admin")
     expect(second.locator(f"{row_id} .state .note")).to_have_text(note)
     assert second.locator(f"{row_id} b").count() == 0
+    # The Live page's row of the alert changed in place too.
+    expect(alert_row.locator(".why .state")).to_have_text("acknowledged by admin")
+    expect(live.locator('#live-rows tr[data-kind="alert"]', has_text=attacker)).to_have_count(1)
     assert second.evaluate("window.__sameDocument") is True
     (acknowledged,) = stored(own_server, AlertAcknowledged)
     assert (acknowledged.alert_id, acknowledged.by, acknowledged.note) == (

@@ -18,13 +18,37 @@
   });
 
   // Live tables keep at most data-max-rows rows: a wall screen left open for days must not grow.
+  // A flood must not push a rare critical row off the wall either: past data-entity-rows rows of
+  // one source (data-entity) its oldest go; past the bound, the newest half stays whatever its
+  // severity and, below it, the oldest rows that are not critical go before any critical one
+  // (the snapshot is cut the same way: app/projections/wall_rows.py). Rows are newest first.
   function trim() {
     document.querySelectorAll("[data-max-rows]").forEach(function (holder) {
       var max = parseInt(holder.getAttribute("data-max-rows"), 10) || 100;
+      var perEntity = parseInt(holder.getAttribute("data-entity-rows"), 10) || 0;
       // A snapshot replaces the whole <tbody>, so the bound lives on the table around it.
       var box = holder.tagName === "TABLE" ? holder.tBodies[0] : holder;
       if (!box) return;
-      while (box.children.length > max) box.removeChild(box.lastElementChild);
+      var rows = Array.prototype.slice.call(box.children);
+      if (perEntity) {
+        var seen = {};
+        rows = rows.filter(function (row) {
+          var entity = row.getAttribute("data-entity");
+          if (!entity) return true;
+          seen[entity] = (seen[entity] || 0) + 1;
+          if (seen[entity] <= perEntity) return true;
+          box.removeChild(row);
+          return false;
+        });
+      }
+      var excess = rows.length - max;
+      for (var i = rows.length - 1; i >= Math.floor(max / 2) && excess > 0; i--) {
+        if (rows[i].getAttribute("data-severity") === "critical") continue;
+        box.removeChild(rows[i]);
+        rows.splice(i, 1);
+        excess--;
+      }
+      while (excess-- > 0) box.removeChild(rows.pop());
     });
   }
   ["htmx:wsAfterMessage", "htmx:oobAfterSwap", "htmx:afterSettle"].forEach(function (name) {
@@ -42,14 +66,35 @@
     }, 300);
   });
 
-  // An agent that comes up after the page was rendered has no row to replace yet: htmx drops
-  // an out-of-band fragment without a target, so its pushed row (_agent_row.html) is appended.
+  // A pushed row replaces the row with its id; htmx drops an out-of-band fragment without a
+  // target, so a row the page does not have yet is added here: an agent that came up after the
+  // page was rendered (_agent_row.html) at the end of #agent-rows, a new row of the wall
+  // (_live_row.html: a source's activity in a new minute, a new alert) on top of #live-rows.
   document.addEventListener("htmx:oobErrorNoTarget", function (evt) {
     var row = evt.detail && evt.detail.content;
-    var rows = document.getElementById("agent-rows");
-    if (!rows || !row || !row.id || row.id.indexOf("agent-") !== 0) return;
-    row.removeAttribute("hx-swap-oob");
-    rows.appendChild(row);
+    if (!row || !row.id) return;
+    var agents = document.getElementById("agent-rows");
+    var wall = document.getElementById("live-rows");
+    if (row.id.indexOf("agent-") === 0 && agents) {
+      row.removeAttribute("hx-swap-oob");
+      agents.appendChild(row);
+    } else if (row.id.indexOf("w-") === 0 && wall) {
+      row.removeAttribute("hx-swap-oob");
+      wall.insertBefore(row, wall.firstChild);
+    }
+  });
+
+  // The wall stands by last activity, newest on top (as its snapshot does): a row replaced in
+  // place by a push moves to the top, unless what changed it was older than the top row.
+  document.addEventListener("htmx:oobAfterSwap", function (evt) {
+    var row = evt.target;
+    var wall = row && row.parentNode;
+    if (!wall || wall.id !== "live-rows" || !row.id || row.id.indexOf("w-") !== 0) return;
+    var top = wall.firstElementChild;
+    var last = parseFloat(row.getAttribute("data-last"));
+    if (top !== row && !(last < parseFloat(top.getAttribute("data-last")))) {
+      wall.insertBefore(row, top);
+    }
   });
 
   function setStatus(state) {
