@@ -53,6 +53,7 @@ RECOVERED_BY = "rule:recovered"
 SEVERITIES: tuple[Severity, ...] = ("none", "low", "medium", "high", "critical")
 TALLY_CAP = 10_000  # (kind, source) detection tallies kept; the least recently seen go first
 TALLY_SET_CAP = 256
+SERVER_KEYED_RULE = "detection:critical_port"  # alerts about the server, not each client
 TALLY_SEEN_IDS = 64  # flow ids already counted per tally (a DetectionRaised and its flow)
 
 
@@ -139,8 +140,16 @@ class AlertEngine:
     def _tally(
         self, event: DetectionRaised | FlowObserved, rule: str, detail: str, flow_id: str
     ) -> list[Event]:
-        """Fold one critical detection into its (kind, source) tally and report the tally."""
-        key = f"{rule}|{event.src_ip}"
+        """Fold one critical detection into its tally and report the tally as a finding.
+
+        A critical port (Telnet, RDP...) is about the server that offers it: one alert per
+        server, its clients as evidence, however many addresses try it (the demo's attackers
+        take a new address for every attempt). Other kinds (a threat-list address) are about
+        the source.
+        """
+        by_server = rule == SERVER_KEYED_RULE
+        entity, peer = (event.dst_ip, event.src_ip) if by_server else (event.src_ip, event.dst_ip)
+        key = f"{rule}|{entity}"
         tallies = self.state.tallies
         tally = tallies.pop(key, None) or DetectionTally(branch=event.branch, detail=detail)
         evict_oldest(tallies, TALLY_CAP)
@@ -152,29 +161,45 @@ class AlertEngine:
         tally.count += 1
         tally.first = tally.first or event.ts
         tally.last = max(tally.last, event.ts)
-        add_capped(tally.targets, event.dst_ip, TALLY_SET_CAP)
+        add_capped(tally.targets, peer, TALLY_SET_CAP)
         add_capped(tally.ports, event.dst_port, TALLY_SET_CAP)
         if len(tally.new_ids) < MAX_SAMPLE_IDS:
             tally.new_ids.append(event.id)
-        targets = sample(tally.targets, 10)
-        where = targets[0] if len(tally.targets) == 1 else f"{len(tally.targets)} hosts"
+        peers = sample(tally.targets, 10)
         times = "" if tally.count == 1 else f" ({tally.count} times)"
-        finding = Finding(
-            rule=rule,
-            entity=event.src_ip,
-            branch=event.branch,
-            ts=event.ts,
-            severity="critical",
-            title=f"{tally.detail} from {event.src_ip} to {where}{times}",
-            evidence=AlertEvidence(
+        if by_server:
+            who = peers[0] if len(tally.targets) == 1 else f"{len(tally.targets)} sources"
+            title = f"{tally.detail} to {entity} from {who}{times}"
+            evidence = AlertEvidence(
+                count=tally.count,
+                first_seen=tally.first,
+                last_seen=tally.last,
+                distinct_targets=1,
+                distinct_ports=len(tally.ports),
+                targets=(entity,),
+                ports=sample(tally.ports, 20),
+                sources=peers,
+            )
+        else:
+            where = peers[0] if len(tally.targets) == 1 else f"{len(tally.targets)} hosts"
+            title = f"{tally.detail} from {entity} to {where}{times}"
+            evidence = AlertEvidence(
                 count=tally.count,
                 first_seen=tally.first,
                 last_seen=tally.last,
                 distinct_targets=len(tally.targets),
                 distinct_ports=len(tally.ports),
-                targets=targets,
+                targets=peers,
                 ports=sample(tally.ports, 20),
-            ),
+            )
+        finding = Finding(
+            rule=rule,
+            entity=entity,
+            branch=event.branch,
+            ts=event.ts,
+            severity="critical",
+            title=title,
+            evidence=evidence,
             evidence_ids=tuple(tally.new_ids),
         )
         tally.new_ids = []

@@ -28,7 +28,9 @@ SETTINGS = AnalysisSettings(
 )
 
 
-def detection(src: str, ts: float, severity: str = "critical") -> DetectionRaised:
+def detection(
+    src: str, ts: float, severity: str = "critical", dst: str = "10.0.0.1"
+) -> DetectionRaised:
     return DetectionRaised(
         id=new_event_id(ts),
         ts=ts,
@@ -37,7 +39,7 @@ def detection(src: str, ts: float, severity: str = "critical") -> DetectionRaise
         flow_id=new_event_id(ts),  # each detection is about its own flow
         src_ip=src,
         src_port=5000,
-        dst_ip="10.0.0.1",
+        dst_ip=dst,
         dst_port=23,
         protocol=6,
         severity=severity,  # type: ignore[arg-type]
@@ -60,14 +62,16 @@ def window(start: float, flows: int, attack: int = 0, unknown: int = 0) -> Windo
     )
 
 
-def test_critical_detections_open_one_alert_per_rule_and_entity() -> None:
+def test_critical_port_use_is_one_alert_per_server_gathering_its_clients() -> None:
     engine = AlertEngine(SETTINGS)
     first = engine.on_detection(detection("10.0.0.9", T))
     assert len(first) == 1 and isinstance(first[0], AlertOpened)
-    assert first[0].severity == "critical" and first[0].entity == "10.0.0.9"
-    more = engine.on_detection(detection("10.0.0.9", T + 1))  # gathered into the open alert
+    assert first[0].severity == "critical" and first[0].entity == "10.0.0.1"
+    more = engine.on_detection(detection("10.0.0.8", T + 1))  # another client, same server
     assert [type(e) for e in more] == [AlertUpdated] and more[0].evidence.count == 2
-    assert len(engine.on_detection(detection("10.0.0.8", T + 2))) == 1  # another entity
+    assert more[0].evidence.sources == ("10.0.0.8", "10.0.0.9")
+    assert "Telnet to 10.0.0.1 from 2 sources" in more[0].title
+    assert len(engine.on_detection(detection("10.0.0.8", T + 2, dst="10.0.0.2"))) == 1
     assert engine.on_detection(detection("10.0.0.7", T + 3, severity="high")) == []
 
 
