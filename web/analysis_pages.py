@@ -2,7 +2,9 @@
 
 Windows are ``WindowSummarized`` events in the log (searched by type: the sidecar indexes skip
 segments without any); the model evaluation is the JSON the trainer saves beside the model
-(``model.eval.json``). Both pages show an empty state until the worker has produced them.
+(``model.eval.json``): the held-out real capture, never trained on, first, then the held-out
+quarter of each training source. Both pages show an empty state until the worker has produced
+them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -74,21 +77,58 @@ def load_evaluation(path: Path) -> dict[str, Any] | None:
     return data
 
 
+class Evaluation(msgspec.Struct, frozen=True):
+    """One scored set of flows as the Model page shows it."""
+
+    key: str  # element ids: "" for a report without separate evaluations
+    title: str
+    trained_on: bool  # False: never trained on (the honest number)
+    test_rows: int
+    levels: tuple[tuple[str, str, dict[str, Any]], ...]  # (level, title, scores)
+    verdicts: dict[str, Any] | None
+
+
+_LEVELS = (("coarse", "Benign vs attack"), ("fine", "Per class"))
+
+
+def evaluations_of(report: dict[str, Any]) -> list[Evaluation]:
+    """The report's evaluations in the order saved (the held-out real capture first); a report
+    from before separate evaluations is one evaluation of its held-out quarter."""
+    parts = report.get("evaluations")
+    if not isinstance(parts, list) or not parts:
+        title = "Held-out quarter of the training rows"
+        parts = [{**report, "key": "", "title": title, "trained_on": True}]
+    return [
+        Evaluation(
+            key=str(part.get("key", "")),
+            title=str(part.get("title", "")),
+            trained_on=bool(part.get("trained_on", True)),
+            test_rows=int(part.get("test_rows") or 0),
+            levels=tuple(
+                (level, title, part[level])
+                for level, title in _LEVELS
+                if isinstance(part.get(level), dict)
+            ),
+            verdicts=part.get("verdicts") if isinstance(part.get("verdicts"), dict) else None,
+        )
+        for part in parts
+        if isinstance(part, dict)
+    ]
+
+
 async def model_page(request: Request) -> Response:
-    """GET /model: per-class precision, recall, F1 and the confusion matrices."""
+    """GET /model: per evaluation (held-out real capture, training splits) per-class precision,
+    recall, F1, the confusion matrices and the verdicts the worker would give."""
     path = model_file(request)
     report = await anyio.to_thread.run_sync(load_evaluation, path)
-    levels = []
-    if report and "error" not in report:
-        for level, title in (("coarse", "Benign vs attack"), ("fine", "Per class")):
-            if isinstance(report.get(level), dict):
-                levels.append((level, title, report[level]))
+    evaluations = evaluations_of(report) if report and "error" not in report else []
     return web_state(request).renderer.page(
         request,
         "model.html",
         active="model",
         available=True,
         report=report,
-        levels=levels,
+        evaluations=evaluations,
+        real=any(not e.trained_on for e in evaluations),
         model_path=str(path),
     )

@@ -5,6 +5,11 @@ at the coarse level first: P(attack) is the sum of every attack class, and a flo
 of P(benign) and P(attack) is under the threshold is "unknown". Deciding on the coarse level
 matters: two attack classes that look alike per flow (a SYN scan and a SYN flood both send one
 SYN per flow) split their probability, yet the flow is certainly an attack.
+
+Each flow's features include its source's context in the last minute (app/analysis/context.py):
+the Classifier keeps one ContextTracker and feeds it every flow it labels, in the order given,
+so it must see the flows in log order (the worker's batches do). That state is transient: a
+restarted worker's context refills within one window.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import joblib
 import msgspec
 import numpy as np
 
+from netmon.app.analysis.context import ContextSettings, ContextTracker
 from netmon.app.analysis.features import FEATURE_NAMES, flow_matrix
 from netmon.storage.contract.events import FlowClassified, FlowObserved
 
@@ -38,48 +44,58 @@ class ModelBundle(msgspec.Struct, frozen=True):
     feature_names: tuple[str, ...]
     trained_at: float
     source: str
+    context: ContextSettings = ContextSettings()  # the window the model was trained with
+
+
+Verdict = tuple[str, str, float]  # (label, attack_type, score)
+
+
+def verdicts(proba: np.ndarray, classes: Sequence[str], threshold: float) -> list[Verdict]:
+    """Coarse verdicts from fine class probabilities (rows of proba, columns in classes order).
+
+    The better of P(benign) and P(attack) = 1 - P(benign) decides; under the threshold the flow
+    is "unknown". Training scores held-out flows with this same function.
+    """
+    names = np.asarray(classes)
+    benign = proba[:, list(classes).index(BENIGN)]
+    attack = 1.0 - benign
+    top_attack = names[np.where(names != BENIGN, proba, -1.0).argmax(axis=1)]
+    results: list[Verdict] = []
+    rows = zip(benign.tolist(), attack.tolist(), top_attack.tolist(), strict=True)
+    for p_benign, p_attack, kind in rows:
+        if p_attack > p_benign:
+            label = "attack" if p_attack >= threshold else "unknown"
+            results.append((label, str(kind), round(p_attack, 4)))
+        else:
+            label = BENIGN if p_benign >= threshold else "unknown"
+            results.append((label, "", round(p_benign, 4)))
+    return results
 
 
 class Classifier:
-    """Loads one model file and labels flows with it."""
+    """Loads one model file and labels flows with it, each in its source's context."""
 
     def __init__(self, model_path: Path, threshold: float = 0.9) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ModelError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
         self.estimator, self.meta = load_model(model_path)
-        classes = list(self.estimator.classes_)
-        if BENIGN not in classes:
+        self._classes = [str(c) for c in self.estimator.classes_]
+        if BENIGN not in self._classes:
             raise ModelError(f"{model_path}: the model has no '{BENIGN}' class")
-        self._classes = np.asarray(classes)
-        self._benign_column = classes.index(BENIGN)
-        self._attack_mask = self._classes != BENIGN
+        self.context = ContextTracker(self.meta.context)
 
     @property
     def version(self) -> str:
         """The model version written into every FlowClassified."""
         return self.meta.version
 
-    def predict(self, flows: Sequence[FlowObserved]) -> list[tuple[str, str, float]]:
-        """(label, attack_type, score) per flow, in input order."""
+    def predict(self, flows: Sequence[FlowObserved]) -> list[Verdict]:
+        """(label, attack_type, score) per flow, in input order; the flows join the context."""
         if not flows:
             return []
-        proba = self.estimator.predict_proba(flow_matrix(flows))
-        benign = proba[:, self._benign_column]
-        attack = 1.0 - benign
-        attack_only = np.where(self._attack_mask, proba, -1.0)
-        top_attack = self._classes[attack_only.argmax(axis=1)]
-        results: list[tuple[str, str, float]] = []
-        threshold = self.threshold
-        rows = zip(benign.tolist(), attack.tolist(), top_attack.tolist(), strict=True)
-        for p_benign, p_attack, kind in rows:
-            if p_attack > p_benign:
-                label = "attack" if p_attack >= threshold else "unknown"
-                results.append((label, str(kind), round(p_attack, 4)))
-            else:
-                label = BENIGN if p_benign >= threshold else "unknown"
-                results.append((label, "", round(p_benign, 4)))
-        return results
+        proba = self.estimator.predict_proba(flow_matrix(flows, self.context))
+        return verdicts(proba, self._classes, self.threshold)
 
     def classify(self, flows: Sequence[FlowObserved], now: float) -> list[FlowClassified]:
         """One FlowClassified per flow (carrying the flow's id, branch and agent)."""
@@ -120,7 +136,10 @@ def load_model(path: Path) -> tuple[Any, ModelBundle]:
         raise ModelError(f"model file {path} cannot be read: {error}") from None
     if not isinstance(bundle, dict) or "estimator" not in bundle or "meta" not in bundle:
         raise ModelError(f"{path} is not a Netmon model file")
-    meta = msgspec.convert(bundle["meta"], ModelBundle)
+    try:
+        meta = msgspec.convert(bundle["meta"], ModelBundle)
+    except msgspec.ValidationError as error:
+        raise ModelError(f"{path} has a damaged description: {error}") from None
     if tuple(meta.feature_names) != FEATURE_NAMES:
         raise ModelError(
             f"{path} was trained on other features ({len(meta.feature_names)} columns, "

@@ -1,19 +1,22 @@
 """Classifier features: one fixed-order numeric vector per flow, from FlowObserved or a CSV row.
 
 The same vector is built for training and prediction, so a model trained on our own events
-sees exactly what production sees. Ports are deliberately left out: a model keyed on port
-numbers memorises the corpus instead of learning behaviour (a scan of other ports must still
-look like a scan).
+sees exactly what production sees: the flow's own counters, flags and statistics, then its
+source's context in the last minute (app/analysis/context.py). Port numbers are deliberately
+left out: a model keyed on them memorises the corpus instead of learning behaviour (a scan of
+other ports must still look like a scan); only the count of distinct ports is in the context.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 import numpy as np
 
+from netmon.app.analysis.context import CONTEXT_NAMES, ContextTracker
 from netmon.storage.contract.events import FlowFeatures, FlowObserved
 
 # TCP flag bits as in the header's flag byte.
@@ -36,11 +39,18 @@ COUNT_NAMES: tuple[str, ...] = (
     "dst2src_bytes",
     "src2dst_payload_bytes",
     "dst2src_payload_bytes",
+    "auth_failures",  # the agent's verdict on a login exchange (SSH): refused attempts seen
+    "auth_success",  # and whether one succeeded (a scripted login is no guess)
 )
 FLAG_NAMES: tuple[str, ...] = tuple(
     f"{direction}_{name}" for direction in ("src2dst", "dst2src") for name, _ in FLAG_BITS
 )
-FEATURE_NAMES: tuple[str, ...] = COUNT_NAMES + FLAG_NAMES + STAT_NAMES
+# The application name the agent found (DNS query, TLS SNI, HTTP Host, passive DNS): a tunnel's
+# names are long, digit-heavy labels; ordinary names are short words.
+NAME_NAMES: tuple[str, ...] = ("name_length", "name_longest_label", "name_digit_share")
+FLOW_NAMES: tuple[str, ...] = COUNT_NAMES + FLAG_NAMES + STAT_NAMES + NAME_NAMES
+FEATURE_NAMES: tuple[str, ...] = FLOW_NAMES + CONTEXT_NAMES
+_NO_CONTEXT = [0.0] * len(CONTEXT_NAMES)
 # Flag bytes -> their six 0/1 features, precomputed: flow_vector runs 50,000+ times a second.
 _FLAG_TABLE: tuple[list[float], ...] = tuple(
     [1.0 if byte & bit else 0.0 for _, bit in FLAG_BITS] for byte in range(256)
@@ -49,7 +59,7 @@ _astuple = msgspec.structs.astuple
 
 
 def flow_vector(flow: FlowObserved) -> list[float]:
-    """The feature vector of one flow, in FEATURE_NAMES order."""
+    """The flow's own features, in FLOW_NAMES order (no context)."""
     proto = flow.protocol
     row: list[float] = [
         1.0 if proto == 6 else 0.0,
@@ -61,18 +71,36 @@ def flow_vector(flow: FlowObserved) -> list[float]:
         flow.dst2src_bytes,
         flow.src2dst_payload_bytes,
         flow.dst2src_payload_bytes,
+        flow.auth_failures,
+        1.0 if flow.auth_success else 0.0,
     ]
     row += _FLAG_TABLE[flow.src2dst_tcp_flags & 0xFF]
     row += _FLAG_TABLE[flow.dst2src_tcp_flags & 0xFF]
     row += _astuple(flow.features)
+    row += _name_vector(flow.domain)
     return row
 
 
-def flow_matrix(flows: Sequence[FlowObserved]) -> np.ndarray:
-    """Feature vectors of many flows as a float32 matrix (rows in input order)."""
+@functools.lru_cache(maxsize=4096)  # names repeat: most flows of a minute share a few
+def _name_vector(name: str) -> tuple[float, float, float]:
+    if not name:
+        return (0.0, 0.0, 0.0)
+    digits = sum(character.isdigit() for character in name)
+    return (float(len(name)), float(max(map(len, name.split(".")))), digits / len(name))
+
+
+def flow_matrix(flows: Sequence[FlowObserved], context: ContextTracker | None) -> np.ndarray:
+    """Feature vectors of many flows as a float32 matrix (rows in input order).
+
+    With a tracker, each flow is added to it in turn and gets its source's context; without
+    one the context columns are 0 (as for CSV rows, which carry no addresses).
+    """
     if not flows:
         return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
-    return np.asarray([flow_vector(flow) for flow in flows], dtype=np.float32)
+    if context is None:
+        return np.asarray([flow_vector(flow) + _NO_CONTEXT for flow in flows], dtype=np.float32)
+    observe = context.observe
+    return np.asarray([flow_vector(flow) + observe(flow) for flow in flows], dtype=np.float32)
 
 
 # --- CSV layouts -----------------------------------------------------------------------------
@@ -201,7 +229,7 @@ def detect_layout(columns: Iterable[str]) -> str:
 
 
 def csv_row_vector(row: Mapping[str, str], layout: str) -> list[float]:
-    """The feature vector of one CSV row (columns the layout lacks stay 0)."""
+    """The feature vector of one CSV row (columns the layout lacks, and the context, stay 0)."""
     mapping = CSV_LAYOUTS[layout]
     vector = [0.0] * len(FEATURE_NAMES)
     for column, raw in row.items():

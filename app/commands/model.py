@@ -32,6 +32,15 @@ def register(subparsers: Any) -> None:
     _model_options(build)
     build.add_argument("--seed", type=int, default=7)
     build.add_argument("--no-real-tools", action="store_true", help="crafted traffic only")
+    build.add_argument(
+        "--captures",
+        type=Path,
+        help="directory of the real captures (train.json, heldout.json and their pcaps; "
+        "default: tests/data/real of this source checkout)",
+    )
+    build.add_argument(
+        "--no-captures", action="store_true", help="generated corpus only, no real captures"
+    )
     build.add_argument("--keep-corpus", type=Path, help="keep the pcaps and labelled JSONL here")
     build.set_defaults(handler=run_build_default)
 
@@ -84,37 +93,43 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     target = model_path(settings, args.model)
     try:
-        features, labels = load_labelled(args.files)
+        data = load_labelled(args.files)
         model, report = train_model(
-            features, labels, trees=args.trees, seed=args.seed, progress=not args.no_progress
+            data, trees=args.trees, seed=args.seed, progress=not args.no_progress
         )
     except TrainingError as error:
         print(f"netmon model train: {error}", file=sys.stderr)
         return 2
     source = "trained from " + ", ".join(str(f) for f in args.files)
-    version = save_model(model, report, target, source=source, labels=labels)
+    version = save_model(model, report, target, source=source, labels=data.labels)
     print(format_report(report))
     print(f"model {version} saved to {target}, evaluation in {evaluation_path(target)}")
     return 0
 
 
 def run_build_default(args: argparse.Namespace) -> int:
-    """Build the default model from the generated corpus."""
+    """Build the default model from the generated corpus and the real captures."""
     # Deferred: the corpus builder loads scapy and scikit-learn; `netmon --help` must not wait.
-    from netmon.app.analysis.corpus.build import build_default_model
-    from netmon.app.analysis.training import evaluation_path, format_report
+    from netmon.app.analysis.corpus.build import REAL_CAPTURES, build_default_model
+    from netmon.app.analysis.training import TrainingError, evaluation_path, format_report
 
     settings = _settings(args)
     if settings is None:
         return 2
     target = model_path(settings, args.model)
-    version = build_default_model(
-        target,
-        seed=args.seed,
-        real_tools=not args.no_real_tools,
-        keep=args.keep_corpus,
-        progress=not args.no_progress,
-    )
+    captures = None if args.no_captures else (args.captures or REAL_CAPTURES)
+    try:
+        version = build_default_model(
+            target,
+            seed=args.seed,
+            real_tools=not args.no_real_tools,
+            real_captures=captures,
+            keep=args.keep_corpus,
+            progress=not args.no_progress,
+        )
+    except TrainingError as error:
+        print(f"netmon model build-default: {error}", file=sys.stderr)
+        return 2
     print(format_report(json.loads(evaluation_path(target).read_text())))
     print(f"default model {version} saved to {target}")
     return 0
@@ -133,10 +148,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 2
     try:
         estimator, meta = load_model(model_path(settings, args.model))
-        features, labels = load_labelled(args.files)
+        data = load_labelled(args.files, meta.context)
     except (ModelError, TrainingError) as error:
         print(f"netmon model evaluate: {error}", file=sys.stderr)
         return 2
     print(f"model {meta.version} ({meta.source})")
-    print(format_report(evaluate(estimator, features, np.asarray(labels))))
+    print(format_report(evaluate(estimator, data.features, np.asarray(data.labels))))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -88,3 +89,31 @@ async def test_damaged_evaluation_is_reported_and_logged(
     assert page.status_code == 200 and "could not be read" in page.text
     assert "model.eval.json" in caplog.text
     assert report.read_text() == "{not json"  # nothing stored is touched
+
+
+async def test_model_page_shows_each_evaluation_apart_held_out_first(
+    client: httpx.AsyncClient, data_dir: Path
+) -> None:
+    path = data_dir / "analysis" / "model.joblib"
+    _train(path)
+    report_path = path.with_suffix(".eval.json")
+    report = json.loads(report_path.read_text())
+    held_out = {
+        **report,
+        "key": "real-heldout",
+        "title": "Held-out real capture",
+        "trained_on": False,
+    }
+    row = {"truth": "benign", "flows": 10, "attack": 0, "benign": 7, "unknown": 3, "right": 0.7}
+    held_out["verdicts"] = {
+        "threshold": 0.9,
+        "by_class": {"benign": row},
+        "by_scenario": {"monitoring": row},
+    }
+    split = {**report, "key": "generated", "title": "Generated corpus", "trained_on": True}
+    report_path.write_text(json.dumps({**report, "evaluations": [held_out, split]}))
+    text = (await client.get("/model")).text
+    assert text.index("Held-out real capture") < text.index("Generated corpus")
+    assert "never trained on" in text and "no evidence" in text
+    assert 'id="real-heldout-verdicts-scenario"' in text and "monitoring" in text
+    assert 'id="generated-confusion-fine"' in text

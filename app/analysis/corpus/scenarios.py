@@ -287,7 +287,7 @@ SCENARIOS: dict[str, tuple[str, Scenario, int]] = {
     "bulk": ("benign", bulk, 30),
     "portscan": ("portscan", portscan, 600),
     "synflood": ("synflood", synflood, 600),
-    "ssh_bruteforce": ("ssh_bruteforce", ssh_bruteforce, 150),
+    "ssh_bruteforce": ("password_guess", ssh_bruteforce, 150),
     "dns_tunnel": ("dns_tunnel", dns_tunnel, 300),
     "c2_beacon": ("c2_beacon", c2_beacon, 60),
     "exfiltration": ("exfiltration", exfiltration, 30),
