@@ -3,6 +3,12 @@
 Only the few packets that can carry a name reach these parsers (DNS on port 53, the first
 payload segments of a TCP flow's initiator), so they favour clarity over speed. Every parser
 takes bytes and returns ``None`` on anything it does not understand: payloads are hostile.
+
+DNS labels are bytes, and a tunnel fills them with anything (iodine's base128 uses bytes
+0xbc-0xfd). A name becomes text lower-cased, with every byte outside ``a-z 0-9 - _`` written
+as ``\\DDD`` (RFC 1035 presentation format, decimal): names reach web pages, logs and CSV
+files, so they hold nothing a page could read as markup. Names that differ only in letter case
+are one name (DNS compares them so); no two others render alike.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ _HTTP_METHODS = (
     b"TRACE ",
 )
 _u16 = struct.Struct("!H").unpack_from
+# Label bytes that stand for themselves in a rendered name; any other byte is escaped.
+_PLAIN = b"abcdefghijklmnopqrstuvwxyz0123456789-_"
+_PLAIN_OR_DOT = _PLAIN + b"."
+_ESCAPED = tuple(chr(b) if b in _PLAIN else f"\\{b:03d}" for b in range(256))
 
 
 class DnsMessage:
@@ -49,10 +59,9 @@ def parse_dns(payload: bytes) -> DnsMessage | None:
         pos += 4  # qtype, qclass
         addresses: list[tuple[bytes, str]] = []
         for _ in range(qdcount - 1):
-            _, pos = _read_name(payload, pos)
-            pos += 4
+            pos = _skip_name(payload, pos) + 4
         for _ in range(min(ancount, 64)):
-            _, pos = _read_name(payload, pos)
+            pos = _skip_name(payload, pos)
             rtype, _rclass, _ttl, rdlength = struct.unpack_from("!HHIH", payload, pos)
             pos += 10
             rdata = payload[pos : pos + rdlength]
@@ -61,7 +70,7 @@ def parse_dns(payload: bytes) -> DnsMessage | None:
             if (rtype == 1 and rdlength == 4) or (rtype == 28 and rdlength == 16):
                 addresses.append((rdata, qname))
             pos += rdlength
-    except (IndexError, struct.error, UnicodeDecodeError, ValueError):
+    except (IndexError, struct.error, ValueError):
         return None
     if not qname:
         return None
@@ -70,7 +79,7 @@ def parse_dns(payload: bytes) -> DnsMessage | None:
 
 def _read_name(data: bytes, pos: int) -> tuple[str, int]:
     """A (possibly compressed) domain name at ``pos``; returns (name, position after it)."""
-    labels: list[str] = []
+    labels: list[bytes] = []
     end = -1
     jumps = 0
     while True:
@@ -91,9 +100,40 @@ def _read_name(data: bytes, pos: int) -> tuple[str, int]:
         label = data[pos : pos + length]
         if len(label) != length:
             raise IndexError("truncated DNS label")
-        labels.append(label.decode("ascii"))
+        labels.append(label)
         pos += length
-    return ".".join(labels).lower(), (end if end >= 0 else pos)
+    return name_text(labels), (end if end >= 0 else pos)
+
+
+def _skip_name(data: bytes, pos: int) -> int:
+    """The position after the name at ``pos``, not read: an answer's owner name (a pointer to
+    the question, as a rule) is not needed, since answers are mapped to the question's name."""
+    while True:
+        length = data[pos]
+        if length & 0xC0 == 0xC0:
+            return pos + 2
+        if length & 0xC0:
+            raise ValueError("bad DNS label type")
+        pos += 1 + length
+        if not length:
+            return pos
+
+
+def name_text(labels: list[bytes]) -> str:
+    """A DNS name's labels as safe lower-case text (see the module docstring)."""
+    name = b".".join(labels).lower()
+    # The common case, one check for the whole name: nothing to escape, no dot in a label.
+    if not name.translate(None, _PLAIN_OR_DOT) and name.count(b".") == len(labels) - 1:
+        return name.decode("ascii")
+    return ".".join([label_text(label) for label in labels])
+
+
+def label_text(label: bytes) -> str:
+    """One label, lower-cased, every byte outside ``a-z 0-9 - _`` as ``\\DDD``."""
+    label = label.lower()  # ASCII letters only: other bytes are escaped below
+    if not label.translate(None, _PLAIN):  # the common case: nothing to escape
+        return label.decode("ascii")
+    return "".join([_ESCAPED[b] for b in label])
 
 
 def sni_from_segments(data: bytes) -> tuple[bool, str | None]:

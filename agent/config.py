@@ -83,6 +83,10 @@ class AgentConfig(ConfigSection, frozen=True):
     # Flow timeouts, seconds of packet time.
     idle_timeout: float = 60.0
     active_timeout: float = 1800.0
+    # A flow on a DNS port is exported after this long, and goes on as a new piece: a busy DNS
+    # tunnel (one socket, thousands of names) never idles, and the server needs its names soon.
+    # 0: no special case (``active_timeout`` applies).
+    dns_active_timeout: float = 60.0
     tcp_close_grace: float = 2.0  # after FIN both ways or RST, late packets still join the flow
     activity_threshold: float = 5.0  # gap that splits "active" from "idle" periods (features)
     max_flows: int = 1_000_000
@@ -102,6 +106,12 @@ class AgentConfig(ConfigSection, frozen=True):
     def resolved_agent_id(self) -> str:
         """The configured agent id, or the host name when none is set."""
         return self.agent_id or socket.gethostname()
+
+    def dns_flow_timeout(self) -> float:
+        """The active timeout of a flow on a DNS port: the shorter of the two, 0 meaning none."""
+        if self.dns_active_timeout > 0:
+            return min(self.dns_active_timeout, self.active_timeout)
+        return self.active_timeout
 
 
 def load_agent_config(path: Path | None) -> AgentConfig:
@@ -141,6 +151,8 @@ def _check_ranges(config: AgentConfig, origin: str) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise AgentConfigError(f"invalid agent config {origin}: {name} must be > 0")
+    if config.dns_active_timeout < 0:
+        raise AgentConfigError(f"invalid agent config {origin}: dns_active_timeout must be >= 0")
     if config.orientation_cache_size < 0:
         raise AgentConfigError(
             f"invalid agent config {origin}: orientation_cache_size must be >= 0"

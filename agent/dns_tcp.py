@@ -6,16 +6,20 @@ an answer right behind another). Each direction of a TCP flow on a DNS port gets
 ``DnsStream``: it joins the in-order payload of its segments and hands back complete messages,
 which the flow table parses as it does a UDP datagram (agent/appnames.py).
 
-Bounded, since only the first messages matter (the first query names the flow; answers feed
-passive DNS): a direction stops after ``MAX_MESSAGES`` messages, at a message longer than
-``MAX_MESSAGE_BYTES`` (or of length 0), and at a gap in the sequence numbers (a lost segment:
-what follows cannot be framed). A stopped direction keeps no bytes. Retransmitted bytes are
-dropped by their sequence number, so a repeated segment never yields a message twice.
+Bounded: the responder's direction stops after ``MAX_MESSAGES`` messages (the first answers
+feed passive DNS; a zone transfer's thousands need not be read). The initiator's direction is
+read as long as it sends queries, since every query is counted (agent/dns_queries.py: a tunnel
+over TCP asks many names on one connection); it stops after ``MAX_MESSAGES`` messages that are
+not queries (junk on port 53 costs nothing after the first few). Either direction stops at a
+message longer than ``MAX_MESSAGE_BYTES`` (or of length 0), and at a gap in the sequence numbers
+(a lost segment: what follows cannot be framed). A stopped direction keeps no bytes.
+Retransmitted bytes are dropped by their sequence number, so a repeated segment never yields a
+message twice.
 """
 
 from __future__ import annotations
 
-MAX_MESSAGES = 8  # per direction
+MAX_MESSAGES = 8  # per direction (the initiator's: messages other than queries)
 MAX_MESSAGE_BYTES = 16 * 1024  # the most one direction buffers (a query is < 300 bytes)
 _SEQ_MOD = 1 << 32
 _HALF = 1 << 31
@@ -24,13 +28,14 @@ _HALF = 1 << 31
 class DnsStream:
     """One direction of a DNS-over-TCP connection: bytes in order, cut into messages."""
 
-    __slots__ = ("buffer", "next_seq", "left", "done")
+    __slots__ = ("buffer", "next_seq", "left", "done", "queries_free")
 
-    def __init__(self) -> None:
+    def __init__(self, queries_free: bool = False) -> None:
         self.buffer = b""
         self.next_seq = -1  # the sequence number of the byte after the buffer; -1: none yet
         self.left = MAX_MESSAGES
         self.done = False
+        self.queries_free = queries_free  # queries do not count against ``left``
 
     def feed(self, payload: bytes, seq: int) -> list[bytes]:
         """The messages this segment completes (often none, or one); sets ``done`` when the
@@ -61,8 +66,11 @@ class DnsStream:
                 return messages
             if len(buffer) < 2 + length:
                 break
-            messages.append(buffer[2 : 2 + length])
+            message = buffer[2 : 2 + length]
+            messages.append(message)
             buffer = buffer[2 + length :]
+            if self.queries_free and _is_query(message):
+                continue
             self.left -= 1
             if not self.left:
                 self._stop()
@@ -75,13 +83,18 @@ class DnsStream:
         self.buffer = b""
 
 
+def _is_query(message: bytes) -> bool:
+    """A standard query by its header (QR 0, opcode QUERY); its name is read later."""
+    return len(message) >= 12 and not message[2] & 0xF8
+
+
 class DnsStreams:
     """Both directions of one DNS-over-TCP flow (the initiator's and the responder's)."""
 
     __slots__ = ("fwd", "bwd")
 
     def __init__(self) -> None:
-        self.fwd = DnsStream()
+        self.fwd = DnsStream(queries_free=True)
         self.bwd = DnsStream()
 
     def feed(self, fwd: bool, payload: bytes, seq: int) -> list[bytes]:

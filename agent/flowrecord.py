@@ -15,6 +15,7 @@ import math
 import socket
 
 from netmon.agent.communityid import community_id
+from netmon.agent.dns_queries import DnsTally
 from netmon.agent.dns_tcp import DnsStreams
 from netmon.storage.contract.events import (
     Detection,
@@ -74,6 +75,7 @@ class Flow(DirStats):
         "key",
         "first",
         "last",
+        "limit",
         "bwd",
         "total",
         "flow_iat_k",
@@ -101,14 +103,18 @@ class Flow(DirStats):
         "detections",
         "inspect",
         "pending",
+        "dns",
         "done",
     )
 
-    def __init__(self, key: bytes, ts: float, inspect: int) -> None:
+    def __init__(self, key: bytes, ts: float, inspect: int, limit: float) -> None:
         DirStats.__init__(self)
         self.key = key
         self.first = ts
         self.last = ts
+        # The active timeout of this flow: ``dns_active_timeout`` on a DNS port, else
+        # ``active_timeout`` (one of two shared floats: no memory per flow beyond the slot).
+        self.limit = limit
         self.bwd: DirStats | None = None
         self.total = 0  # packets, both directions
         self.flow_iat_k = 0.0  # the first gap between packets (either direction)
@@ -135,6 +141,7 @@ class Flow(DirStats):
         # A ClientHello being reassembled: (bytes so far, next expected TCP sequence number);
         # or, on a TCP flow to a DNS port, the messages of both directions being framed.
         self.pending: tuple[bytes, int] | DnsStreams | None = None
+        self.dns: DnsTally | None = None  # the initiator's DNS queries, once it sent one
         self.done = False  # exported; lazily dropped from the expiry heap
 
     # --- the 5-tuple, decoded from the key only when needed -----------------------------------
@@ -246,6 +253,7 @@ def flow_event(flow: Flow, now: float, reason: str, agent_id: str, branch: str) 
     proto = flow.protocol
     detections = tuple(flow.detections or ())
     fwd, bwd = flow.fwd, flow.bwd or _NO_REPLY
+    dns = flow.dns
     return FlowObserved(
         id=flow.id(now),
         ts=max(now, flow.last),
@@ -270,6 +278,9 @@ def flow_event(flow: Flow, now: float, reason: str, agent_id: str, branch: str) 
         community_id=community_id(src, dst, proto, sport, dport),
         domain=flow.domain,
         domain_source=flow.domain_source,  # type: ignore[arg-type]
+        dns_queries=dns.queries if dns is not None else 0,
+        dns_names=dns.names if dns is not None else 0,
+        dns_sample=tuple(dns.sample) if dns is not None else (),
         end_reason=reason,  # type: ignore[arg-type]
         features=features(flow),
         detections=detections,

@@ -5,7 +5,8 @@ so a packet costs one lookup and no canonicalisation. Flows end on:
 - TCP teardown: FIN seen both ways, or RST. The flow stays open ``tcp_close_grace`` seconds so
   the last ACK still joins it; a new SYN after teardown starts a new flow at once;
 - idle timeout (no packet for ``idle_timeout``) and active timeout (``active_timeout`` after the
-  first packet, the flow is exported and a new one starts with the next packet);
+  first packet, the flow is exported and a new one starts with the next packet; on a DNS port
+  the shorter ``dns_active_timeout``, so a busy DNS tunnel reaches the server as it goes);
 - eviction, when the table holds ``max_flows`` and a new flow arrives: the flow with the earliest
   scheduled deadline goes first.
 A new flow's initiator is decided by agent/orientation.py: the first packet's sender, unless the
@@ -31,6 +32,7 @@ from netmon.agent.appnames import (
 from netmon.agent.config import AgentConfig
 from netmon.agent.decode import FRAG_FIRST, decode
 from netmon.agent.detectors import Detector
+from netmon.agent.dns_queries import DnsTally, query_name, wire_text
 from netmon.agent.dns_tcp import DnsStreams
 from netmon.agent.flowrecord import DirStats, Flow
 from netmon.agent.orientation import Orientation
@@ -96,6 +98,7 @@ class FlowTable:
         # Copies of the timeouts: one attribute lookup per use on the hot path instead of two.
         self._idle = config.idle_timeout
         self._active = config.active_timeout
+        self._dns_active = config.dns_flow_timeout()
         self._grace = config.tcp_close_grace
         self._threshold = config.activity_threshold
 
@@ -145,7 +148,7 @@ class FlowTable:
             flow = self._create(key, ts, seq, flags)
         elif (
             ts - flow.last > self._idle
-            or ts - flow.first >= self._active
+            or ts - flow.first >= flow.limit
             or (flow.closed_at and (flags & 0x12 == 0x02 or ts - flow.closed_at > self._grace))
         ):
             self._end(flow, self._due_reason(flow, ts), ts)
@@ -249,7 +252,7 @@ class FlowTable:
         """
         header = _unpack_eth_ip4
         get = self.flows.get
-        idle, active, grace, threshold = self._idle, self._active, self._grace, self._threshold
+        idle, grace, threshold = self._idle, self._grace, self._threshold
         windows = _WINDOWS
         count = volume = 0
         latest = 0.0
@@ -285,7 +288,7 @@ class FlowTable:
                 flow = self._create(key, ts, seq, flags)
             elif (
                 ts - flow.last > idle
-                or ts - flow.first >= active
+                or ts - flow.first >= flow.limit
                 or (flow.closed_at and (flags & 0x12 == 0x02 or ts - flow.closed_at > grace))
             ):
                 self._end(flow, self._due_reason(flow, ts), ts)
@@ -395,7 +398,7 @@ class FlowTable:
         rkey = _reverse(key)
         self.flows[key] = self.flows[rkey] = flow = self._new_flow(key, rkey, ts, seq, flags)
         self.active += 1
-        self._schedule(flow, ts + min(self.config.idle_timeout, self.config.active_timeout))
+        self._schedule(flow, ts + min(self._idle, flow.limit))
         half = (len(key) - 7) // 2
         name = self.pdns.lookup(flow.key[3 + half : 3 + 2 * half])  # the responder's address
         if name is not None:
@@ -411,14 +414,16 @@ class FlowTable:
         """The flow record, oriented (its key is the initiator's), with what to inspect."""
         proto = key[0]
         inspect = 0
+        limit = self._active
         if proto == 6 or proto == 17:
             if _port(key, 0) in _DNS_PORTS or _port(key, 1) in _DNS_PORTS:
                 inspect = -1  # every DNS message either way: answers feed passive DNS
+                limit = self._dns_active
             elif proto == 6:
                 inspect = INSPECT_SEGMENTS
             if flags & 0x12 != 0x02:  # a SYN opens a connection: its sender is the initiator
                 key = self.orientation.initiator(key, rkey, flags, ts)
-        flow = Flow(key, ts, inspect)
+        flow = Flow(key, ts, inspect, limit)
         if proto == 1 or proto == 58:
             flow.icmp = seq
         return flow
@@ -436,8 +441,13 @@ class FlowTable:
         if flow.closed_at:
             return flow.closed_at + config.tcp_close_grace, flow.end_reason
         idle = flow.last + config.idle_timeout
-        active = flow.first + config.active_timeout
-        return (idle, "idle") if idle <= active else (active, "active")
+        active = flow.first + flow.limit
+        # Ticks check deadlines once a tick, so deadlines less than a tick apart are one, and
+        # idle wins: a lone DNS query (both timeouts 60 s by default) ends "idle" as before, not
+        # "active" milliseconds earlier. No packet joins the flow past its active timeout anyway.
+        if idle <= active + config.tick_interval:
+            return idle, "idle"
+        return active, "active"
 
     def _due_reason(self, flow: Flow, ts: float) -> str:
         """Why a flow that a new packet cannot join ends."""
@@ -518,7 +528,7 @@ class FlowTable:
             if flow.tcp:
                 self._dns_stream(flow, fwd, payload, seq, ts)
             else:
-                self._dns(flow, payload, ts)
+                self._dns(flow, fwd, payload, ts)
             return
         if not fwd:
             return
@@ -548,12 +558,23 @@ class FlowTable:
         if not isinstance(streams, DnsStreams):
             streams = flow.pending = DnsStreams()
         for message in streams.feed(fwd, payload, seq):
-            self._dns(flow, message, ts)
+            self._dns(flow, fwd, message, ts)
         if streams.done:
             flow.inspect = 0
             flow.pending = None
 
-    def _dns(self, flow: Flow, payload: bytes, ts: float) -> None:
+    def _dns(self, flow: Flow, fwd: bool, payload: bytes, ts: float) -> None:
+        """One DNS message: the initiator's queries are counted (only their question name is
+        read); anything else is parsed whole, its answers feeding passive DNS."""
+        if fwd and (wire := query_name(payload)) is not None:
+            tally = flow.dns
+            if tally is None:
+                tally = flow.dns = DnsTally()
+            text = tally.add(wire)
+            if flow.domain_source != "dns" and wire:
+                self._set_domain(flow, text or wire_text(wire), "dns", ts)
+            if payload[6:8] == b"\0\0":  # no answers (mDNS queries may list known ones)
+                return
         message = parse_dns(payload)
         if message is None:
             return

@@ -300,6 +300,8 @@ def test_dns_answers_label_later_flows(dns_pcap: Path) -> None:
     flows = flows_of(replay(dns_pcap)[0])
     dns = {f.domain for f in flows if f.domain_source == "dns"}
     assert dns == {"www.test-dns.netmon", "v6.test-dns.netmon", "alias.test-dns.netmon"}
+    for flow in (f for f in flows if f.domain_source == "dns"):  # one dig, one socket, one query
+        assert (flow.dns_queries, flow.dns_names, flow.dns_sample) == (1, 1, (flow.domain,))
     later = [f for f in flows if f.dst_ip == f"{NET}.9"]
     assert len(later) == 1
     # dnsmasq answers the alias with a bare CNAME: the A record for .9 named www.

@@ -134,6 +134,7 @@ def test_dns_over_tcp_names_the_flow_and_meets_the_policy(dns_tcp_pcap: Path) ->
     assert set(dns) == {"www.tcp-dns.netmon", "other.tcp-dns.netmon"}
     for name, flow in dns.items():
         assert (flow.protocol, flow.dst_ip, flow.domain_source) == (6, DNS_SERVER, "dns")
+        assert (flow.dns_queries, flow.dns_names, flow.dns_sample) == (1, 1, (name,))
         assert [(d.kind, d.detail) for d in flow.detections] == [
             ("unapproved_domain", f"{name} is not an approved domain")
         ]
