@@ -17,6 +17,7 @@ import socket
 from netmon.agent.communityid import community_id
 from netmon.agent.dns_queries import DnsTally
 from netmon.agent.dns_tcp import DnsStreams
+from netmon.agent.ssh_auth import SshAuthObserver
 from netmon.storage.contract.events import (
     Detection,
     FlowFeatures,
@@ -139,8 +140,9 @@ class Flow(DirStats):
         # Payload packets still worth looking at for a name (0: stop looking).
         self.inspect = inspect
         # A ClientHello being reassembled: (bytes so far, next expected TCP sequence number);
-        # or, on a TCP flow to a DNS port, the messages of both directions being framed.
-        self.pending: tuple[bytes, int] | DnsStreams | None = None
+        # or, on a TCP flow to a DNS port, the messages of both directions being framed; or,
+        # on an SSH flow, its login's observer (kept to the end once it counted something).
+        self.pending: tuple[bytes, int] | DnsStreams | SshAuthObserver | None = None
         self.dns: DnsTally | None = None  # the initiator's DNS queries, once it sent one
         self.done = False  # exported; lazily dropped from the expiry heap
 
@@ -254,6 +256,7 @@ def flow_event(flow: Flow, now: float, reason: str, agent_id: str, branch: str) 
     detections = tuple(flow.detections or ())
     fwd, bwd = flow.fwd, flow.bwd or _NO_REPLY
     dns = flow.dns
+    ssh = flow.pending if isinstance(flow.pending, SshAuthObserver) else None
     return FlowObserved(
         id=flow.id(now),
         ts=max(now, flow.last),
@@ -281,6 +284,8 @@ def flow_event(flow: Flow, now: float, reason: str, agent_id: str, branch: str) 
         dns_queries=dns.queries if dns is not None else 0,
         dns_names=dns.names if dns is not None else 0,
         dns_sample=tuple(dns.sample) if dns is not None else (),
+        auth_failures=ssh.failures if ssh is not None else 0,
+        auth_success=ssh is not None and ssh.success,
         end_reason=reason,  # type: ignore[arg-type]
         features=features(flow),
         detections=detections,

@@ -36,12 +36,15 @@ from netmon.agent.dns_queries import DnsTally, query_name, wire_text
 from netmon.agent.dns_tcp import DnsStreams
 from netmon.agent.flowrecord import DirStats, Flow
 from netmon.agent.orientation import Orientation
+from netmon.agent.ssh_auth import SshAuthObserver
 from netmon.agent.timers import DeadlineWheel
 from netmon.storage.contract.events import Detection
 
 log = logging.getLogger(__name__)
 
 INSPECT_SEGMENTS = 4  # initiator payload segments searched for a TLS/HTTP name
+INSPECT_SSH = -2  # both directions go to the flow's SshAuthObserver (agent/ssh_auth.py)
+_SSH_PORT = 22
 _DNS_PORTS = frozenset({53, 5353, 5355})  # UDP datagrams, or length-prefixed over TCP
 # Ends after which the same 5-tuple may carry on the same connection: remember who served it.
 _TIMED_OUT = frozenset({"idle", "active", "evicted"})
@@ -419,6 +422,8 @@ class FlowTable:
             if _port(key, 0) in _DNS_PORTS or _port(key, 1) in _DNS_PORTS:
                 inspect = -1  # every DNS message either way: answers feed passive DNS
                 limit = self._dns_active
+            elif proto == 6 and _SSH_PORT in (_port(key, 0), _port(key, 1)):
+                inspect = INSPECT_SSH  # the login's encrypted sizes, both directions
             elif proto == 6:
                 inspect = INSPECT_SEGMENTS
             if flags & 0x12 != 0x02:  # a SYN opens a connection: its sender is the initiator
@@ -524,6 +529,9 @@ class FlowTable:
     def _inspect(
         self, flow: Flow, fwd: bool, payload: bytes, seq: int, plen: int, ts: float
     ) -> None:
+        if flow.inspect == INSPECT_SSH:
+            self._ssh(flow, fwd, payload, seq)
+            return
         if flow.inspect < 0:
             if flow.tcp:
                 self._dns_stream(flow, fwd, payload, seq, ts)
@@ -531,6 +539,13 @@ class FlowTable:
                 self._dns(flow, fwd, payload, ts)
             return
         if not fwd:
+            return
+        if flow.tcp and flow.inspect == INSPECT_SEGMENTS and payload.startswith(b"SSH-"):
+            # SSH on another port, known by the client's first line; the server's own line
+            # may have come first, unseen (only the initiator's payload is searched for names).
+            flow.inspect = INSPECT_SSH
+            flow.pending = SshAuthObserver(late=bool(flow.bwd and flow.bwd.payload))
+            self._ssh(flow, fwd, payload, seq)
             return
         pending = flow.pending
         if isinstance(pending, tuple):  # continuing a ClientHello: in-order segments only
@@ -551,6 +566,17 @@ class FlowTable:
         if name and not is_ip_literal(name):
             flow.inspect = 0
             self._set_domain(flow, name, source, ts)
+
+    def _ssh(self, flow: Flow, fwd: bool, payload: bytes, seq: int) -> None:
+        """An SSH login judged from both directions' segments (agent/ssh_auth.py)."""
+        observer = flow.pending
+        if not isinstance(observer, SshAuthObserver):
+            observer = flow.pending = SshAuthObserver()
+        observer.feed(fwd, seq, payload)
+        if observer.done:
+            flow.inspect = 0
+            if not (observer.failures or observer.success):
+                flow.pending = None  # nothing to report: free it now
 
     def _dns_stream(self, flow: Flow, fwd: bool, payload: bytes, seq: int, ts: float) -> None:
         """DNS over TCP: the messages this segment completes (agent/dns_tcp.py)."""
