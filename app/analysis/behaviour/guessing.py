@@ -74,12 +74,17 @@ class GuessDetector:
         """Count the flow's refused logins (the agent's verdict, else the session's shape)."""
         if flow.protocol != 6 or flow.dst_port not in th.guess_ports:
             return
-        if flow.auth_success:
+        if flow.auth_success and not flow.auth_failures:
             self._succeeded(flow)
             return
         guesses = flow.auth_failures or (1 if looks_like_login(flow, th) else 0)
         if not guesses:
             return
+        self._count(flow, guesses, th)
+        if flow.auth_success:  # refused, refused... then in: the session that found it
+            self._succeeded(flow)
+
+    def _count(self, flow: FlowObserved, guesses: int, th: Thresholds) -> None:
         key = f"{flow.src_ip}|{flow.dst_ip}|{flow.dst_port}"
         t = self.table.touch(
             key,
