@@ -17,6 +17,7 @@ import socket
 from netmon.agent.communityid import community_id
 from netmon.agent.dns_queries import DnsTally
 from netmon.agent.dns_tcp import DnsStreams
+from netmon.agent.login_text import TextLoginObserver
 from netmon.agent.ssh_auth import SshAuthObserver
 from netmon.storage.contract.events import (
     Detection,
@@ -142,7 +143,9 @@ class Flow(DirStats):
         # A ClientHello being reassembled: (bytes so far, next expected TCP sequence number);
         # or, on a TCP flow to a DNS port, the messages of both directions being framed; or,
         # on an SSH flow, its login's observer (kept to the end once it counted something).
-        self.pending: tuple[bytes, int] | DnsStreams | SshAuthObserver | None = None
+        self.pending: (
+            tuple[bytes, int] | DnsStreams | SshAuthObserver | TextLoginObserver | None
+        ) = None
         self.dns: DnsTally | None = None  # the initiator's DNS queries, once it sent one
         self.done = False  # exported; lazily dropped from the expiry heap
 
@@ -256,7 +259,7 @@ def flow_event(flow: Flow, now: float, reason: str, agent_id: str, branch: str) 
     detections = tuple(flow.detections or ())
     fwd, bwd = flow.fwd, flow.bwd or _NO_REPLY
     dns = flow.dns
-    ssh = flow.pending if isinstance(flow.pending, SshAuthObserver) else None
+    login = flow.pending if isinstance(flow.pending, SshAuthObserver | TextLoginObserver) else None
     return FlowObserved(
         id=flow.id(now),
         ts=max(now, flow.last),
@@ -284,8 +287,8 @@ def flow_event(flow: Flow, now: float, reason: str, agent_id: str, branch: str) 
         dns_queries=dns.queries if dns is not None else 0,
         dns_names=dns.names if dns is not None else 0,
         dns_sample=tuple(dns.sample) if dns is not None else (),
-        auth_failures=ssh.failures if ssh is not None else 0,
-        auth_success=ssh is not None and ssh.success,
+        auth_failures=login.failures if login is not None else 0,
+        auth_success=login is not None and login.success,
         end_reason=reason,  # type: ignore[arg-type]
         features=features(flow),
         detections=detections,

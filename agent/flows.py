@@ -35,6 +35,7 @@ from netmon.agent.detectors import Detector
 from netmon.agent.dns_queries import DnsTally, query_name, wire_text
 from netmon.agent.dns_tcp import DnsStreams
 from netmon.agent.flowrecord import DirStats, Flow
+from netmon.agent.login_text import FTP_PORT, TELNET_PORT, TextLoginObserver
 from netmon.agent.orientation import Orientation
 from netmon.agent.ssh_auth import SshAuthObserver
 from netmon.agent.timers import DeadlineWheel
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 INSPECT_SEGMENTS = 4  # initiator payload segments searched for a TLS/HTTP name
 INSPECT_SSH = -2  # both directions go to the flow's SshAuthObserver (agent/ssh_auth.py)
+INSPECT_LOGIN = -3  # FTP/Telnet: the server's replies go to a TextLoginObserver (login_text.py)
 _SSH_PORT = 22
 _DNS_PORTS = frozenset({53, 5353, 5355})  # UDP datagrams, or length-prefixed over TCP
 # Ends after which the same 5-tuple may carry on the same connection: remember who served it.
@@ -424,6 +426,8 @@ class FlowTable:
                 limit = self._dns_active
             elif proto == 6 and _SSH_PORT in (_port(key, 0), _port(key, 1)):
                 inspect = INSPECT_SSH  # the login's encrypted sizes, both directions
+            elif proto == 6 and {FTP_PORT, TELNET_PORT} & {_port(key, 0), _port(key, 1)}:
+                inspect = INSPECT_LOGIN  # the server's words: "530", "Login incorrect"
             elif proto == 6:
                 inspect = INSPECT_SEGMENTS
             if flags & 0x12 != 0x02:  # a SYN opens a connection: its sender is the initiator
@@ -532,6 +536,9 @@ class FlowTable:
         if flow.inspect == INSPECT_SSH:
             self._ssh(flow, fwd, payload, seq)
             return
+        if flow.inspect == INSPECT_LOGIN:
+            self._text_login(flow, fwd, payload, seq)
+            return
         if flow.inspect < 0:
             if flow.tcp:
                 self._dns_stream(flow, fwd, payload, seq, ts)
@@ -577,6 +584,18 @@ class FlowTable:
             flow.inspect = 0
             if not (observer.failures or observer.success):
                 flow.pending = None  # nothing to report: free it now
+
+    def _text_login(self, flow: Flow, fwd: bool, payload: bytes, seq: int) -> None:
+        """An FTP or Telnet login judged from the server's replies (agent/login_text.py)."""
+        observer = flow.pending
+        if not isinstance(observer, TextLoginObserver):
+            server_port = _port(flow.key, 1)  # the key is the initiator's: the server's port
+            observer = flow.pending = TextLoginObserver(server_port)
+        observer.feed(fwd, seq, payload)
+        if observer.done:
+            flow.inspect = 0
+            if not (observer.failures or observer.success):
+                flow.pending = None
 
     def _dns_stream(self, flow: Flow, fwd: bool, payload: bytes, seq: int, ts: float) -> None:
         """DNS over TCP: the messages this segment completes (agent/dns_tcp.py)."""

@@ -164,9 +164,9 @@ class FlowObserved(Event, frozen=True, tag="FlowObserved"):
     dns_queries: int = 0
     dns_names: int = 0
     dns_sample: tuple[str, ...] = ()
-    # SSH logins, judged by the agent from the encrypted packet sizes as Zeek does: failed
-    # authentication attempts seen, and whether one succeeded (both 0/false when not SSH or
-    # not judged).
+    # Logins, judged by the agent: SSH from the encrypted packet sizes as Zeek does, FTP and
+    # Telnet from the server's replies. Refused attempts seen, and whether one succeeded (both
+    # 0/false when not a login protocol or not judged).
     auth_failures: int = 0
     auth_success: bool = False
     end_reason: EndReason = "idle"

@@ -371,7 +371,7 @@ def test_a_late_observer_may_start_at_the_servers_key_exchange() -> None:
         ("train", "ssh_sessions", 8, 0, 8),
         ("train", "ssh_idle_70s", 2, 0, 1),  # cut by the idle timeout: the first piece judges
         ("heldout", "ssh_logins_ok", 30, 0, 30),
-        ("heldout", "hydra_ssh", 10, 39, 1),
+        ("heldout", "hydra_ssh", -1, 39, 1),  # -1: one flow per connection tshark counted
         ("heldout", "monitoring", 120, 0, 0),
     ],
 )
@@ -387,6 +387,6 @@ def test_the_flow_records_carry_the_verdicts(
         for e in events
         if isinstance(e, FlowObserved) and e.src_ip in sources and 22 in (e.src_port, e.dst_port)
     ]
-    assert len(mine) == flows
+    assert len(mine) == (flows if flows >= 0 else truth.scenario(scenario).measured.tcp_connections)
     assert sum(e.auth_failures for e in mine) == failures
     assert sum(e.auth_success for e in mine) == successes
