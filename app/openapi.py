@@ -22,10 +22,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute
 
 from netmon.app.access import SecuredRoute
+from netmon.app.alert_actions import AssignBody, EscalateBody, NoteBody, SuppressBody
+from netmon.app.alerts_api import AlertList, AlertOut, Suppressed
 from netmon.app.auth.admin import NewUser, PasswordReset, UserChange
 from netmon.app.auth.routes import PasswordChange
 from netmon.app.state import server_state
 from netmon.storage.contract.versions import netmon_version
+from netmon.storage.outbox import OutboxStatus
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 PROBES = ("/healthz", "/readyz", "/metrics")
@@ -172,9 +175,15 @@ class Op(msgspec.Struct, frozen=True):
     media: str = "application/json"  # of the 2xx answer
     status: int = 200
     query: tuple[tuple[str, str], ...] = ()  # (name, description)
+    errors: tuple[tuple[int, str], ...] = ()  # (status, when) beyond 400/401/403
 
 
 BRANCH = ("branch", "restrict to this branch (repeatable); non-admins get their own at most")
+ALERT_ACTION_ERRORS = (
+    (404, "no such alert in the caller's branches"),
+    (409, "alert_resolved (only notes are taken) or not_open (acknowledged already)"),
+    (422, "a body field out of range: severity_lower, unknown_user, invalid"),
+)
 OPERATIONS: dict[tuple[str, str], Op] = {
     ("/healthz", "GET"): Op("Liveness: the process answers", Health),
     ("/readyz", "GET"): Op("Readiness: the event store and SQLite are usable (else 503)", Ready),
@@ -239,7 +248,69 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("/api/v1/summary/agents", "GET"): Op(
         "Agents: last seen, connected, spool backlog", AgentsAnswer, query=(BRANCH,)
     ),
+    ("/api/v1/alerts", "GET"): Op(
+        "Alerts of any age from the alert projection: filters, sort, cursor pages, counts",
+        AlertList,
+        query=(
+            ("state", "open, acknowledged, suppressed, resolved, unresolved or any (default)"),
+            ("severity", "the lowest severity shown: low, medium, high or critical"),
+            ("rule", "only this rule"),
+            ("entity", "only this entity (an IP, branch:NAME, ...)"),
+            BRANCH,
+            ("since", "last seen at or after (UNIX seconds)"),
+            ("until", "last seen before (UNIX seconds)"),
+            ("sort", "severity (default), last_seen or count; highest first"),
+            ("cursor", "next_cursor of the previous page"),
+            ("limit", "alerts per page, 1-500 (default 50)"),
+        ),
+    ),
+    ("/api/v1/alerts/{alert_id}", "GET"): Op(
+        "One alert", AlertOut, errors=((404, "no such alert in the caller's branches"),)
+    ),
+    ("/api/v1/alerts/{alert_id}/acknowledge", "POST"): Op(
+        "Acknowledge an open alert (appends AlertAcknowledged)",
+        AlertOut,
+        body=("application/json", NoteBody),
+        errors=ALERT_ACTION_ERRORS,
+    ),
+    ("/api/v1/alerts/{alert_id}/resolve", "POST"): Op(
+        "Resolve an alert (appends AlertResolved)",
+        AlertOut,
+        body=("application/json", NoteBody),
+        errors=ALERT_ACTION_ERRORS,
+    ),
+    ("/api/v1/alerts/{alert_id}/escalate", "POST"): Op(
+        "Raise an alert's severity (appends AlertEscalated)",
+        AlertOut,
+        body=("application/json", EscalateBody),
+        errors=ALERT_ACTION_ERRORS,
+    ),
+    ("/api/v1/alerts/{alert_id}/assign", "POST"): Op(
+        "Give an alert to a user, or to nobody (appends AlertAssigned)",
+        AlertOut,
+        body=("application/json", AssignBody),
+        errors=ALERT_ACTION_ERRORS,
+    ),
+    ("/api/v1/alerts/{alert_id}/note", "POST"): Op(
+        "Write a note on an alert, resolved ones too (appends AlertNoteAdded)",
+        AlertOut,
+        body=("application/json", NoteBody),
+        errors=ALERT_ACTION_ERRORS[:1] + ALERT_ACTION_ERRORS[2:],
+    ),
+    ("/api/v1/alerts/suppress", "POST"): Op(
+        "No alerts for a rule and entity ('*': all) in a branch until a time (AlertSuppressed)",
+        Suppressed,
+        body=("application/json", SuppressBody),
+        status=201,
+        errors=(
+            (404, "a branch the caller may not see"),
+            (422, "reason_missing, until_past, branch_required or a field out of range"),
+        ),
+    ),
     ("/api/v1/archives", "GET"): Op("Archives the caller may see", ArchiveList, query=(BRANCH,)),
+    ("/api/v1/notifications", "GET"): Op(
+        "Notification delivery: counts by state, the newest failing ones", OutboxStatus
+    ),
     ("/api/v1/archives/{name}", "GET"): Op(
         "Download one archive (audited)", media="application/zip"
     ),
@@ -334,6 +405,8 @@ def _operation(
     if parameters:
         operation["parameters"] = parameters
         operation["responses"]["400"] = _error("a bad parameter", ref_of)
+    for status, when in op.errors:
+        operation["responses"][str(status)] = _error(when, ref_of)
     if op.body is not None:
         media, struct = op.body
         schema = {"type": "string", "format": "binary"} if struct is bytes else ref_of[struct]

@@ -11,7 +11,8 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute
 
 from netmon.app.access import SecuredRoute
-from netmon.web import alerts, analysis_pages, analytics, pages, views
+from netmon.app.alerts_api import alert_routes
+from netmon.web import alerts, analysis_pages, analytics, notifications, pages, views
 from netmon.web.assets import IMMUTABLE
 from netmon.web.errors import exception_handlers
 from netmon.web.state import web_state
@@ -39,6 +40,7 @@ def web_routes() -> list[BaseRoute]:
             access="analyst",
             methods=["POST"],
         ),
+        *alert_routes(),  # /api/v1/alerts...: the alert API (app/alerts_api.py)
         SecuredRoute("/events", views.events_page, access="viewer", methods=["GET"]),
         SecuredRoute("/events.{fmt:str}", views.events_export, access="analyst", methods=["GET"]),
         SecuredRoute(
@@ -50,6 +52,7 @@ def web_routes() -> list[BaseRoute]:
         SecuredRoute("/model", analysis_pages.model_page, access="viewer", methods=["GET"]),
         SecuredRoute("/archives", pages.archives_page, access="viewer", methods=["GET"]),
         SecuredRoute("/admin", pages.admin_page, access="admin", methods=["GET"]),
+        SecuredRoute("/api/v1/notifications", notifications.notifications_api, access="analyst"),
     ]
 
 

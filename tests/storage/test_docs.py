@@ -7,7 +7,14 @@ import re
 import msgspec
 import pytest
 
-from netmon.storage.contract.events import EVENT_TYPES, Detection, Event, FlowFeatures, Talker
+from netmon.storage.contract.events import (
+    EVENT_TYPES,
+    AlertEvidence,
+    Detection,
+    Event,
+    FlowFeatures,
+    Talker,
+)
 from tests.conftest import REPO_ROOT
 
 DOC = (REPO_ROOT / "docs" / "events.md").read_text(encoding="utf-8")
@@ -22,7 +29,9 @@ def documented_fields(section: str) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "kind", [*EVENT_TYPES, Detection, Talker, FlowFeatures], ids=lambda kind: kind.__name__
+    "kind",
+    [*EVENT_TYPES, Detection, Talker, FlowFeatures, AlertEvidence],
+    ids=lambda kind: kind.__name__,
 )
 def test_every_field_is_documented(kind: type[msgspec.Struct]) -> None:
     fields = {field.name for field in msgspec.structs.fields(kind)}

@@ -18,7 +18,7 @@ from netmon.web.state import build_web_state
 
 PAGES = ["/", "/analytics", "/admin"]
 EMPTY = [
-    ("/alerts", "No alerts"),
+    ("/alerts", "Alerts not available yet"),  # the alert projection runs with the live service
     ("/archives", "No archives yet"),
     ("/windows", "No window summaries yet"),
     ("/model", "No model evaluation yet"),
