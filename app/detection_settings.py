@@ -55,7 +55,7 @@ class Thresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     guess_max_session_s: float = 30.0
     guess_ports: tuple[int, ...] = (21, 22, 23, 139, 445, 1433, 3306, 3389, 5432, 5900)
     # Beaconing: connections from one source to one destination and port at a steady period.
-    beacon_connections: int = 8  # connections before the period is judged
+    beacon_connections: int = 10  # connections before the period is first judged
     beacon_tolerance: float = 0.3  # an interval within +-30% of the median period is on time
     beacon_on_time: float = 0.9  # share of on-time intervals that makes a beacon
     beacon_min_period_s: float = 10.0  # faster loops are scripts and pollers, not implants

@@ -146,17 +146,18 @@ def error_with_endless_body(receiver: RawReceiver, connection: socket.socket, nu
             receiver.sent_bytes += len(block)
 
 
-def critical_detection(source: str) -> DetectionRaised:
-    """An agent's critical finding (RDP from ``source``): the worker opens an alert at once."""
+def critical_detection(server: str) -> DetectionRaised:
+    """An agent's critical finding (RDP to ``server``): the worker opens an alert about that
+    server at once (critical-port alerts are one per server)."""
     return DetectionRaised(
         id=new_event_id(),
         ts=time.time(),
         branch="b",
         agent_id="a",
         flow_id=new_event_id(),
-        src_ip=source,
+        src_ip="203.0.113.7",
         src_port=4000,
-        dst_ip="10.0.0.1",
+        dst_ip=server,
         dst_port=3389,
         protocol=6,
         detection=Detection(kind="critical_port", detail="RDP (3389/tcp)", severity="critical"),

@@ -80,7 +80,7 @@ def test_worker_classifies_windows_and_alerts_from_the_log(
         flow_id="f" * 32,
         src_ip="10.9.9.9",
         src_port=40000,
-        dst_ip="10.0.0.5",
+        dst_ip="10.0.0.250",  # no corpus flow goes there: the alert rests on this one only
         dst_port=23,
         protocol=6,
         detection=Detection(
@@ -118,7 +118,7 @@ def test_worker_classifies_windows_and_alerts_from_the_log(
     assert lyon_window.summary.startswith("lyon ")
     alerts = [e for e in events if isinstance(e, AlertOpened)]
     # (the corpus flows carry the agent's own critical findings too: scans hit port 23 and 3389)
-    critical_alerts = [a for a in alerts if a.entity == "10.9.9.9"]
+    critical_alerts = [a for a in alerts if a.entity == "10.0.0.250"]  # about the server
     assert len(critical_alerts) == 1 and critical_alerts[0].rule == "detection:critical_port"
     assert len({(a.rule, a.entity) for a in alerts}) == len(alerts)  # one alert per rule, entity
     assert critical_alerts[0].evidence_ids == (critical.id,)

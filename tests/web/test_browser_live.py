@@ -319,17 +319,19 @@ def test_a_real_ssh_attempt_is_alerted_by_the_worker_and_acknowledged_live(
     analyzed = own_server.analyze_once(default_model)
     assert analyzed.returncode == 0, analyzed.stderr[-2000:]
     (alert,) = stored(own_server, AlertOpened)
+    # A critical-port alert is about the server that offers SSH; the attacker is its source.
     assert (alert.rule, alert.entity, alert.severity) == (
         "detection:critical_port",
-        attacker,
+        "10.0.0.22",
         "critical",
     )
+    assert alert.evidence.sources == (attacker,)
     # The worker has exited, its alert is stored: on the Live page within 1 s, no reload.
     alert_row = live.locator('#live-rows tr[data-kind="alert"]', has_text=attacker)
     expect(alert_row).to_be_visible(timeout=1000)
     expect(alert_row).to_have_attribute("data-state", "open")
     expect(alert_row.locator(".why")).to_contain_text("alert detection:critical_port")
-    expect(alert_row.locator(".source")).to_have_text(attacker)
+    expect(alert_row.locator(".source")).to_have_text("10.0.0.22")
     assert live.evaluate("window.__sameDocument") is True
     screenshot(live, "live-agent-ssh-alert")
 
@@ -347,7 +349,7 @@ def test_a_real_ssh_attempt_is_alerted_by_the_worker_and_acknowledged_live(
     open_live(second, own_server, "/alerts")
     second.evaluate("window.__sameDocument = true")
     row_id = f"#alert-{alert.alert_id}"
-    expect(second.locator(f"{row_id} .entity")).to_have_text(attacker)
+    expect(second.locator(f"{row_id} .entity")).to_have_text("10.0.0.22")
     expect(second.locator(row_id)).to_have_attribute("data-state", "open")
     note = "<b>on it</b>: blocking at the edge"  # shown as text, like every stored value
     note_box = first.locator(f"{row_id} input.note")

@@ -9,7 +9,7 @@ period, and the pair beacons when at least ``beacon_on_time`` (90%) of the inter
 ten may be off), and a poller with 50% jitter does not look like one: a share of on-time
 intervals is far steadier over ten intervals than a deviation statistic (with the median
 absolute deviation, half of simulated ±50% pollers looked steady at some point; with this rule
-about one in sixteen, judged a few times as ``_judged_now`` says). The jitter shown is the
+about one in thirty, judged a few times as ``_judged_now`` says). The jitter shown is the
 median absolute deviation over the period.
 """
 
@@ -148,8 +148,8 @@ class BeaconDetector:
 def _judged_now(connections: int, first: int) -> bool:
     """Judge at ``first`` connections, then at each doubling, then every ``RING``: each
     judgement is one more chance for a jittery poller to look steady by luck, so a pair is
-    judged a few times, not at every connection (simulated: a +-50% poller over 12 fetches
-    looks steady 6% of the time this way, 15% when judged at every connection)."""
+    judged a few times, not at every connection (simulated, first = 10: a +-50% poller over
+    12 fetches looks steady 3% of the time this way, 15% when judged at every connection)."""
     if connections < first:
         return False
     if connections >= RING:
