@@ -105,12 +105,6 @@ def test_no_held_out_benign_flow_is_called_an_attack(
     assert counts["attack"] <= 0.01 * sum(counts.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 asks >= 95%; the model labels 0.75-0.83 of the held-out benign flows "
-    "benign (the rest unknown): monitoring probes, a jittery poller and scripted SSH logins "
-    "look per flow like the beacon and guessing flows it trained on (docs/analysis.md)",
-)
 def test_benign_flows_of_the_held_out_capture_are_labelled_benign(
     tables: dict[str, tuple[CaptureSet, dict[str, Counter[str]]]],
 ) -> None:

@@ -1,9 +1,11 @@
 """Benign traffic and benign look-alikes, each from its own client host.
 
 Ordinary work (web pages after a DNS lookup, DNS lookups, TLS fetches, SSH and Telnet sessions
-with data, a long idle SSH session, pings) and the look-alikes the held-out set needs (scripted
-SSH logins that succeed, a monitoring loop over many hosts, a jittery update poller, one long
-CDN name asked again and again, a bulk upload). Each returns its ``Run`` like the attacks.
+with data, a long idle SSH session, pings) and the look-alikes: scripted SSH logins that
+succeed, a monitoring loop over many hosts, a jittery update poller, one long CDN name asked
+again and again, a bulk upload. Each set has its own look-alikes, made with other settings
+(counts, periods, hosts, ports, tools), so the held-out ones stay unseen. Each returns its
+``Run`` like the attacks.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from tests.data.capture_net import Host
-from tests.data.capture_servers import PASSWORD, SITES, TLS_NAMES, USER, Victim
+from tests.data.capture_servers import PASSWORD, SERVICE_PORT, SITES, TLS_NAMES, USER, Victim
 from tests.data.capture_tools import (
     SSH_OPTIONS,
     Run,
@@ -279,4 +281,106 @@ def bulk_upload(host: Host, victim: Victim, rng: random.Random) -> Run:
         target_ports="22",
         expected=Expected(connections=1, packets=0),
         notes="20 MiB of random bytes, one SFTP connection",
+    )
+
+
+# --- train look-alikes ---------------------------------------------------------------------
+
+
+def ssh_password_logins(host: Host, victim: Victim, rng: random.Random) -> Run:
+    """20 scripted password logins that succeed (sshpass, the right password), running uptime."""
+    args = [
+        "sshpass",
+        "-p",
+        PASSWORD,
+        "ssh",
+        *SSH_OPTIONS,
+        "-o",
+        "PubkeyAuthentication=no",
+        "-o",
+        "PreferredAuthentications=password",
+        f"{USER}@{victim.ip}",
+        "uptime",
+    ]
+    paced(20, 1.0, 0.5, rng, lambda _i: checked(host, args))
+    return Run(
+        command=command_line(args).replace(PASSWORD, "PASSWORD"),
+        targets=(victim.ip,),
+        target_ports="22",
+        expected=Expected(connections=20, attempts=20, succeeded=True),
+        notes="run 20 times, starts 1 s +- 50 % apart: the same tool as the train set's "
+        "guesser, with the right password, like a script that logs in with one",
+    )
+
+
+SERVICE_ROUND = (
+    'for a in "$@"; do '
+    f'curl -s -o /dev/null --max-time 3 "http://$a:{SERVICE_PORT}/health"; '
+    'timeout 3 bash -c "exec 3<>/dev/tcp/$a/443" 2>/dev/null; '
+    "done"
+)
+MONITORED = slice(15, 40)  # 25 of the victim's 40 extra addresses
+
+
+def service_checks(host: Host, victim: Victim, rng: random.Random) -> Run:
+    """3 rounds ~8 s apart: a health GET on 8081 and a bare TCP connect to 443 on 25 hosts."""
+    addresses = list(victim.host.extra_ipv4[MONITORED])
+    args = ["bash", "-c", SERVICE_ROUND, "monitor", *addresses]
+    paced(3, 8.0, 0.1, rng, lambda _i: checked(host, args, timeout=120))
+    return Run(
+        command=command_line(["bash", "-c", SERVICE_ROUND, "monitor", "ADDRESS..."]),
+        targets=tuple(addresses),
+        target_ports=f"443,{SERVICE_PORT}",
+        expected=Expected(hosts=len(addresses), ports=2, connections=3 * 2 * len(addresses)),
+        notes="3 rounds, starts 8 s +- 10 % apart, over the last 25 extra addresses; the "
+        "connect to 443 is closed before the TLS handshake (a load balancer's TCP check)",
+    )
+
+
+def feed_poller(host: Host, victim: Victim, rng: random.Random) -> Run:
+    """A feed poller: curl every 12 s +- 40 % from a web site's address, 10 fetches (~2 min)."""
+    address = victim.site_address("www.debian.org")
+    args = curl(f"http://{address}/updates/feed.xml")
+    paced(10, 12.0, 0.4, rng, lambda _i: checked(host, args))
+    return Run(
+        command=command_line(args),
+        targets=(address,),
+        target_ports="80",
+        expected=Expected(connections=10, period_s=12.0, jitter=0.4),
+        notes="run 10 times, starts 12 s +- 40 % apart (uniform, seeded)",
+    )
+
+
+CDN_NAME_TRAIN = "d3k8q0x7rz2m4.cloudfront-media.static-assets.delivery.global-edge.example-cdn.net"
+
+
+def cdn_name_aaaa(host: Host, victim: Victim, rng: random.Random) -> Run:
+    """The same long CDN name looked up (AAAA) 150 times."""
+    args = dig(victim.ip, CDN_NAME_TRAIN, "AAAA")
+    paced(150, 0.3, 0.5, rng, lambda _i: checked(host, args, timeout=10))
+    return Run(
+        command=command_line(args),
+        targets=(victim.ip,),
+        target_ports="U:53",
+        expected=Expected(names=1, queries=150),
+        notes=f"run 150 times, 0.3 s +- 50 % apart; the name has {len(CDN_NAME_TRAIN)} characters",
+    )
+
+
+def http_upload(host: Host, victim: Victim, rng: random.Random) -> Run:
+    """One 10 MiB upload over HTTP (curl -T, a PUT) to the internal service."""
+    with tempfile.TemporaryDirectory(prefix="netmon-upload-") as tmp:
+        backup = Path(tmp, "backup.tar")
+        backup.write_bytes(os.urandom(10 * 1024 * 1024))
+        # no Expect: 100-continue: the HTTP/1.0 service never answers it (curl would wait 1 s)
+        url = f"http://{victim.ip}:{SERVICE_PORT}/backup/backup.tar"
+        args = ["curl", "-s", "-o", "/dev/null", "--max-time", "120", "-H", "Expect:"]
+        args += ["-T", str(backup), url]
+        checked(host, args, timeout=180)
+    return Run(
+        command=command_line(args).replace(str(backup), "backup.tar"),
+        targets=(victim.ip,),
+        target_ports=str(SERVICE_PORT),
+        expected=Expected(connections=1),
+        notes="10 MiB of random bytes in one HTTP PUT; the service reads and drops them",
     )

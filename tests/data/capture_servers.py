@@ -1,4 +1,5 @@
-"""The victim's real servers: sshd, telnetd (inetd), vsftpd, dnsmasq, iodined, http.server, TLS.
+"""The victim's real servers: sshd, telnetd (inetd), vsftpd, dnsmasq, iodined, http.server, TLS,
+and an internal HTTP service on 8081 (capture_service.py: health pages, backup uploads).
 
 A test account (``capuser``, known password, an authorised key) lives only in the servers'
 own mount namespaces: each server starts under ``unshare -m`` with copies of /etc/passwd,
@@ -37,6 +38,7 @@ WEB_PAGES = {  # path -> size in bytes: small pages keep the committed captures 
     "logo.png": 8_000,
     "health": 3,
     "updates/latest.json": 400,
+    "updates/feed.xml": 1_500,
     "api/v1/checkin": 64,
 }
 # The resolver's zone. Each web site has its own address of the victim, so a meter's passive
@@ -63,6 +65,7 @@ TLS_NAMES = (
     "accounts.example.org",
 )
 NOBODY_IPV4, NOBODY_IPV6 = "10.20.0.250", "fd00:20::250"
+SERVICE_PORT = 8081  # the internal HTTP service: in no scan's port list, so no scan finds it
 
 
 class Victim(msgspec.Struct, frozen=True):
@@ -232,6 +235,12 @@ def _web(root: Path) -> tuple[list[str], tuple[str, ...]]:
     return args, tuple(WEB_PAGES)
 
 
+def _service(root: Path) -> list[str]:
+    """The internal HTTP service over the web pages (they are written by _web first)."""
+    script = Path(__file__).with_name("capture_service.py")
+    return [sys.executable, str(script), str(SERVICE_PORT), str(root / "www")]
+
+
 def _tls(root: Path) -> list[str]:
     key, cert = root / "tls_key.pem", root / "tls_cert.pem"
     subprocess.run(
@@ -287,6 +296,7 @@ def victim_servers(host: Host) -> Iterator[Victim]:
             "iodined": (_iodined(), ("u", 5353)),
             "dnsmasq": (_dnsmasq(host), ("u", 53)),
             "http.server": (web, ("t", 80)),
+            "service": (_service(root), ("t", SERVICE_PORT)),
             "s_server": (_tls(root), ("t", 443)),
         }
         procs: list[subprocess.Popen[bytes]] = []

@@ -109,6 +109,17 @@ TRAIN: list[list[Plan]] = [
     ],
     # last, so every other scenario keeps the address it had before this one was added
     [_attack("telnet_guess", "auth_guess", "telnet", attacks.telnet_guess)],
+    # the train set's own look-alikes, after the rest for the same reason; their settings
+    # (counts, periods, hosts, ports, tools) differ from the held-out ones
+    [
+        _benign("ssh_password_logins", "sshpass", benign.ssh_password_logins, "lookalike"),
+        _benign("http_upload", "curl", benign.http_upload, "lookalike"),
+    ],
+    [
+        _benign("service_checks", "curl+bash", benign.service_checks, "lookalike"),
+        _benign("cdn_name_aaaa", "dig", benign.cdn_name_aaaa, "lookalike"),
+    ],
+    [_benign("feed_poller", "curl", benign.feed_poller, "lookalike")],
 ]
 
 HELDOUT: list[list[Plan]] = [

@@ -1,14 +1,15 @@
-"""Benign look-alikes: crafted benign traffic shaped like an attack (the model's hard negatives).
+"""A crafted benign look-alike: long CDN names resolved again and again (a hard negative).
 
-A model trained on attacks and on ordinary browsing has never seen a monitoring system poll
-thirty hosts, an application resolve the same long CDN name every few seconds, a deployment
-script log in over SSH again and again, or an updater poll with jitter. Each of those looks,
-per flow and in its source's context, closer to an attack than to browsing, so without
-examples the model calls them unknown (or worse). These scenarios teach it the difference for
-the kinds of look-alike issue 15 names; their parameters (hosts, periods, names, sizes) are
-chosen here, not read from any capture the model is scored on.
+The other look-alikes issue 15 names (a monitoring loop over many hosts, scripted SSH logins
+that succeed, a jittery update poller, a bulk upload) are real traffic now: the train capture
+(tests/data/real/train.*) holds each, made by real tools with other settings than the held-out
+capture's, and they replace the crafted ones that stood in for them here. This one stays: the
+real train capture resolves a single CDN name, and without a few long names each asked again
+the model loses the contrast a DNS tunnel is judged by (a new long name every query): built
+without it, the default model called the held-out dig tunnel `unknown` throughout
+(docs/analysis.md, "What the numbers say").
 
-Every scenario runs from its own loopback addresses (127.78.N.x), like scenarios.py's.
+It runs from its own loopback addresses (127.78.N.x), like scenarios.py's.
 """
 
 from __future__ import annotations
@@ -19,56 +20,7 @@ from pathlib import Path
 
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 
-from netmon.app.analysis.corpus.scenarios import T0, Capture, TcpSession
-
-SPAN = 600.0  # every scenario spreads over ten minutes
-
-
-def _ok(rng: random.Random, size: int) -> bytes:
-    body = bytes(rng.choice(b'abcdefghijklmnopqrstuvwxyz0123456789{}:," ') for _ in range(size))
-    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + body
-
-
-def monitoring(rng: random.Random, cap: Capture, client: str, net: str, rounds: int) -> None:
-    """A monitoring server checking 24-36 hosts each round: HTTP health pages, SSH and SMTP
-    banners, now and then a host that is down (refused); rounds every 20-60 s."""
-    hosts = [f"{net}.{10 + i}" for i in range(rng.randint(24, 36))]
-    checks = {host: rng.choice(("http", "http", "metrics", "ssh", "smtp")) for host in hosts}
-    t = T0
-    for _ in range(rounds):
-        for host in hosts:
-            t += rng.uniform(0.005, 0.2)
-            _check(rng, cap, client, host, checks[host], t)
-        t += rng.uniform(20, 60)
-
-
-def _check(rng: random.Random, cap: Capture, client: str, host: str, kind: str, t: float) -> None:
-    port = {"http": 80, "metrics": 9100, "ssh": 22, "smtp": 25}[kind]
-    s = TcpSession(cap, rng, client, host, port, t)
-    if rng.random() < 0.02:  # the host or its service is down this round
-        s._packet(True, "S")
-        s.wait(s.rtt)
-        s.seq[True] += 1
-        s._packet(False, "RA")
-        return
-    s.handshake()
-    if kind in ("http", "metrics"):
-        path = "/health" if kind == "http" else "/metrics"
-        s.send(True, f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: check\r\n\r\n".encode())
-        s.wait(rng.uniform(0.001, 0.02))
-        s.send(False, _ok(rng, rng.randint(20, 200) if kind == "http" else rng.randint(2000, 9000)))
-    else:
-        banner = b"SSH-2.0-OpenSSH_9.6\r\n" if kind == "ssh" else b"220 mail.corp ESMTP ready\r\n"
-        s.send(False, banner)
-        if kind == "smtp":
-            s.send(True, b"QUIT\r\n")
-            s.send(False, b"221 bye\r\n")
-        elif rng.random() < 0.5:  # many checkers abort once they have the banner
-            s._packet(True, "FA")
-            s._packet(True, "R")
-            return
-    s.close()
-
+from netmon.app.analysis.corpus.scenarios import T0, Capture
 
 _CDN_WORDS = (
     "static", "img", "media", "assets", "edge", "cache", "content", "delivery", "global",
@@ -109,50 +61,10 @@ def cdn_lookups(rng: random.Random, cap: Capture, client: str, server: str, coun
         cap.udp(t + rng.uniform(0.0005, 0.04), server, client, 53, sport, bytes(answer))
 
 
-def scripted_logins(rng: random.Random, cap: Capture, client: str, server: str, count: int) -> None:
-    """A deployment script: SSH in (accepted at once), run a command, read its output, leave;
-    again every 2-30 s."""
-    t = T0
-    for _ in range(count):
-        t += rng.uniform(2, 30)
-        s = TcpSession(cap, rng, client, server, 22, t)
-        s.handshake()
-        s.send(True, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
-        s.send(False, b"SSH-2.0-OpenSSH_9.6\r\n")
-        s.send(True, rng.randbytes(rng.randint(1200, 1600)))
-        s.send(False, rng.randbytes(rng.randint(1000, 1200)))
-        s.send(True, rng.randbytes(rng.randint(40, 60)))
-        s.send(False, rng.randbytes(rng.randint(400, 700)))
-        s.send(True, rng.randbytes(rng.choice((380, 420, 460))))  # public key: accepted
-        s.send(False, rng.randbytes(rng.choice((28, 36))))
-        s.send(True, rng.randbytes(rng.randint(100, 300)))  # channel, exec
-        s.wait(rng.uniform(0.05, 1.5))
-        s.send(False, rng.randbytes(rng.randint(100, 6000)))  # the command's output
-        s.close()
-
-
-def update_poller(rng: random.Random, cap: Capture, client: str, server: str, count: int) -> None:
-    """An updater asking for news every 15-90 s (+-35% jitter), one connection per poll."""
-    period = rng.uniform(15, 90)
-    t = T0
-    for _ in range(count):
-        t += period * rng.uniform(0.65, 1.35)
-        s = TcpSession(cap, rng, client, server, rng.choice((80, 443, 8080)), t)
-        s.handshake()
-        s.send(True, b"GET /api/v2/updates?channel=stable HTTP/1.1\r\nHost: updates\r\n\r\n")
-        s.wait(rng.uniform(0.005, 0.2))
-        s.send(False, _ok(rng, rng.randint(60, 1500)))
-        s.close()
-
-
 LookAlike = Callable[[random.Random, Capture, str, str, int], None]
-# name -> (generator, count); every flow is labelled benign. monitoring's count is rounds,
-# and its "server" argument is the network its hosts live on.
+# name -> (generator, count); every flow is labelled benign.
 LOOKALIKES: dict[str, tuple[LookAlike, int]] = {
-    "lookalike_monitoring": (monitoring, 8),
     "lookalike_cdn_names": (cdn_lookups, 200),
-    "lookalike_ssh_logins": (scripted_logins, 50),
-    "lookalike_poller": (update_poller, 30),
 }
 
 
@@ -162,8 +74,6 @@ def write_lookalike(name: str, path: Path, seed: int, scale: float = 1.0) -> int
     rng = random.Random(f"{seed}:{name}")
     index = list(LOOKALIKES).index(name) + 1
     client, server = f"127.78.{index}.1", f"127.78.{index}.2"
-    if generate is monitoring:
-        server = f"127.78.{index}"
     cap = Capture()
     generate(rng, cap, client, server, max(2, int(count * scale)))
     return cap.write(path)
