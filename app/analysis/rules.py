@@ -182,7 +182,9 @@ class AlertEngine:
             )
         else:
             where = peers[0] if len(tally.targets) == 1 else f"{len(tally.targets)} hosts"
-            title = f"{tally.detail} from {entity} to {where}{times}"
+            # A threat-list detail names the address already ("198.51.100.66 in list x").
+            who = "" if entity in tally.detail else f" from {entity}"
+            title = f"{tally.detail}{who}: flows to {where}{times}"
             evidence = AlertEvidence(
                 count=tally.count,
                 first_seen=tally.first,
