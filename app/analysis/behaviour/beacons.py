@@ -19,9 +19,9 @@ import statistics
 
 import msgspec
 
-from netmon.app.analysis.behaviour.bounded import LruTable
-from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding, ThresholdsOf
+from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding
 from netmon.app.analysis.behaviour.probes import TCP, UDP
+from netmon.app.analysis.behaviour.tracked import TrackedDetector
 from netmon.app.detection_settings import Thresholds
 from netmon.storage.contract.events import AlertEvidence, FlowObserved
 
@@ -64,15 +64,14 @@ def regularity(starts: list[float], tolerance: float) -> tuple[float, float, flo
     return median, on_time, statistics.median(deviations) / median
 
 
-class BeaconDetector:
+class BeaconDetector(TrackedDetector[BeaconTracker]):
     """Judges the period of each pair's connections as they arrive."""
 
     rules: tuple[str, ...] = ("beacon",)
 
     def __init__(self, max_tracked: int, state: BeaconState | None = None) -> None:
         self.state = state or BeaconState()
-        self.table: LruTable[str, BeaconTracker] = LruTable(max_tracked, self.state.pairs)
-        self.dirty: set[str] = set()
+        super().__init__(max_tracked, self.state.pairs)
 
     def observe(self, flow: FlowObserved, th: Thresholds) -> None:
         """Add the flow's start to its pair and judge the period."""
@@ -108,41 +107,31 @@ class BeaconDetector:
         if tracker.fired:
             self.dirty.add(key)
 
-    def findings(self, th_of: ThresholdsOf) -> list[Finding]:
-        """One finding per beaconing pair with new connections since the last call."""
-        out: list[Finding] = []
-        for key in self.dirty:
-            t = self.table.get(key)
-            if t is None:
-                continue
-            last = t.starts[-1]
-            out.append(
-                Finding(
-                    rule="beacon",
-                    entity=t.source,
-                    branch=t.branch,
-                    ts=last,
-                    severity="medium",
-                    title=(
-                        f"{t.source} connects to {t.target}:{t.port} every {t.period:.1f} s"
-                        f" (jitter {t.jitter:.0%}, {t.connections} connections)"
-                    ),
-                    evidence=AlertEvidence(
-                        count=t.connections,
-                        first_seen=t.first,
-                        last_seen=last,
-                        distinct_targets=1,
-                        distinct_ports=1,
-                        targets=(t.target,),
-                        ports=(t.port,),
-                    ),
-                    evidence_ids=tuple(t.new_ids),
-                    threshold=th_of(t.branch).beacon_connections,
-                )
-            )
-            t.new_ids = []
-        self.dirty.clear()
-        return out
+    def finding(self, key: str, t: BeaconTracker, th: Thresholds) -> Finding | None:
+        """The finding about a beaconing pair that had new connections."""
+        last = t.starts[-1]
+        return Finding(
+            rule="beacon",
+            entity=t.source,
+            branch=t.branch,
+            ts=last,
+            severity="medium",
+            title=(
+                f"{t.source} connects to {t.target}:{t.port} every {t.period:.1f} s"
+                f" (jitter {t.jitter:.0%}, {t.connections} connections)"
+            ),
+            evidence=AlertEvidence(
+                count=t.connections,
+                first_seen=t.first,
+                last_seen=last,
+                distinct_targets=1,
+                distinct_ports=1,
+                targets=(t.target,),
+                ports=(t.port,),
+            ),
+            evidence_ids=tuple(t.new_ids),
+            threshold=th.beacon_connections,
+        )
 
 
 def _judged_now(connections: int, first: int) -> bool:

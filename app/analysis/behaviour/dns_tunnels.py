@@ -13,8 +13,9 @@ from collections import Counter
 
 import msgspec
 
-from netmon.app.analysis.behaviour.bounded import LruTable, add_capped
-from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding, ThresholdsOf
+from netmon.app.analysis.behaviour.bounded import add_capped
+from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding
+from netmon.app.analysis.behaviour.tracked import TrackedDetector
 from netmon.app.detection_settings import Thresholds
 from netmon.storage.contract.events import AlertEvidence, FlowObserved
 
@@ -75,15 +76,14 @@ def is_suspicious(sub: str, th: Thresholds) -> bool:
     return len(letters) >= 20 and entropy(letters) >= th.dns_entropy_bits
 
 
-class TunnelDetector:
+class TunnelDetector(TrackedDetector[TunnelTracker]):
     """Counts distinct names per (source, parent domain) in DNS flows."""
 
     rules: tuple[str, ...] = ("dns_tunnel",)
 
     def __init__(self, max_tracked: int, state: TunnelState | None = None) -> None:
         self.state = state or TunnelState()
-        self.table: LruTable[str, TunnelTracker] = LruTable(max_tracked, self.state.pairs)
-        self.dirty: set[str] = set()
+        super().__init__(max_tracked, self.state.pairs)
 
     def observe(self, flow: FlowObserved, th: Thresholds) -> None:
         """Count the query names of a flow that carried DNS."""
@@ -138,39 +138,29 @@ class TunnelDetector:
             branch=flow.branch, source=flow.src_ip, parent=parent, first=when, last=when
         )
 
-    def findings(self, th_of: ThresholdsOf) -> list[Finding]:
-        """One finding per (source, parent) whose names grew since the last call."""
-        out: list[Finding] = []
-        for key in self.dirty:
-            t = self.table.get(key)
-            if t is None:
-                continue
-            sampled = len(t.names)
-            unique = sampled + t.unsampled
-            suspicious = len(t.suspicious) + t.unsampled_suspicious
-            mean = t.label_chars / max(sampled, 1)
-            out.append(
-                Finding(
-                    rule="dns_tunnel",
-                    entity=t.source,
-                    branch=t.branch,
-                    ts=t.last,
-                    severity="high",
-                    title=(
-                        f"{t.source} asked for {unique} distinct names under {t.parent}"
-                        f" ({suspicious} long or random, mean {mean:.0f} characters)"
-                    ),
-                    evidence=AlertEvidence(
-                        count=t.queries,
-                        first_seen=t.first,
-                        last_seen=t.last,
-                        distinct_targets=unique,
-                        targets=(t.parent,),
-                    ),
-                    evidence_ids=tuple(t.new_ids),
-                    threshold=th_of(t.branch).dns_suspicious_names,
-                )
-            )
-            t.new_ids = []
-        self.dirty.clear()
-        return out
+    def finding(self, key: str, t: TunnelTracker, th: Thresholds) -> Finding | None:
+        """The finding about a (source, parent domain) whose names grew."""
+        sampled = len(t.names)
+        unique = sampled + t.unsampled
+        suspicious = len(t.suspicious) + t.unsampled_suspicious
+        mean = t.label_chars / max(sampled, 1)
+        return Finding(
+            rule="dns_tunnel",
+            entity=t.source,
+            branch=t.branch,
+            ts=t.last,
+            severity="high",
+            title=(
+                f"{t.source} asked for {unique} distinct names under {t.parent}"
+                f" ({suspicious} long or random, mean {mean:.0f} characters)"
+            ),
+            evidence=AlertEvidence(
+                count=t.queries,
+                first_seen=t.first,
+                last_seen=t.last,
+                distinct_targets=unique,
+                targets=(t.parent,),
+            ),
+            evidence_ids=tuple(t.new_ids),
+            threshold=th.dns_suspicious_names,
+        )

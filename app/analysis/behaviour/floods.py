@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import msgspec
 
-from netmon.app.analysis.behaviour.bounded import LruTable
-from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding, ThresholdsOf
+from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding
 from netmon.app.analysis.behaviour.probes import is_half_open
+from netmon.app.analysis.behaviour.tracked import TrackedDetector
 from netmon.app.detection_settings import Thresholds
 from netmon.storage.contract.events import AlertEvidence, FlowObserved
 
@@ -42,15 +42,14 @@ class FloodState(msgspec.Struct):
     targets: dict[str, FloodTracker] = {}
 
 
-class FloodDetector:
+class FloodDetector(TrackedDetector[FloodTracker]):
     """Counts half-open handshakes per victim port in a sliding window."""
 
     rules: tuple[str, ...] = ("syn_flood",)
 
     def __init__(self, max_tracked: int, state: FloodState | None = None) -> None:
         self.state = state or FloodState()
-        self.table: LruTable[str, FloodTracker] = LruTable(max_tracked, self.state.targets)
-        self.dirty: set[str] = set()
+        super().__init__(max_tracked, self.state.targets)
 
     def observe(self, flow: FlowObserved, th: Thresholds) -> None:
         """Count a half-open handshake against its destination port."""
@@ -86,46 +85,36 @@ class FloodDetector:
         if tracker.fired:
             self.dirty.add(key)
 
-    def findings(self, th_of: ThresholdsOf) -> list[Finding]:
-        """One finding per victim port under a flood that grew since the last call."""
-        out: list[Finding] = []
-        for key in self.dirty:
-            t = self.table.get(key)
-            if t is None:
-                continue
-            duration = max(t.last - t.first, 0.0)
-            ranked = sorted(t.sources, key=lambda ip: (-t.sources[ip], ip))
-            senders = tuple(ranked[:10])
-            who = _senders(ranked, t.sources, t.total)
-            evidence = AlertEvidence(
-                count=t.total,
-                first_seen=t.first,
-                last_seen=t.last,
-                distinct_targets=1,
-                distinct_ports=1,
-                targets=(t.host,),
-                ports=(t.port,),
-                sources=senders,
-            )
-            out.append(
-                Finding(
-                    rule="syn_flood",
-                    entity=t.host,
-                    branch=t.branch,
-                    ts=t.last,
-                    severity="high",
-                    title=(
-                        f"SYN flood against {t.host}:{t.port}: {t.total} half-open handshakes"
-                        f" in {duration:.0f} s from {who}"
-                    ),
-                    evidence=evidence,
-                    evidence_ids=tuple(t.new_ids),
-                    threshold=th_of(t.branch).flood_half_open,
-                )
-            )
-            t.new_ids = []
-        self.dirty.clear()
-        return out
+    def finding(self, key: str, t: FloodTracker, th: Thresholds) -> Finding | None:
+        """The finding about a victim port whose flood grew."""
+        duration = max(t.last - t.first, 0.0)
+        ranked = sorted(t.sources, key=lambda ip: (-t.sources[ip], ip))
+        senders = tuple(ranked[:10])
+        who = _senders(ranked, t.sources, t.total)
+        evidence = AlertEvidence(
+            count=t.total,
+            first_seen=t.first,
+            last_seen=t.last,
+            distinct_targets=1,
+            distinct_ports=1,
+            targets=(t.host,),
+            ports=(t.port,),
+            sources=senders,
+        )
+        return Finding(
+            rule="syn_flood",
+            entity=t.host,
+            branch=t.branch,
+            ts=t.last,
+            severity="high",
+            title=(
+                f"SYN flood against {t.host}:{t.port}: {t.total} half-open handshakes"
+                f" in {duration:.0f} s from {who}"
+            ),
+            evidence=evidence,
+            evidence_ids=tuple(t.new_ids),
+            threshold=th.flood_half_open,
+        )
 
 
 def _senders(ranked: list[str], counts: dict[str, int], total: int) -> str:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import msgspec
 
-from netmon.app.analysis.behaviour.bounded import LruTable
-from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding, ThresholdsOf
+from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding
 from netmon.app.analysis.behaviour.probes import is_established_session
+from netmon.app.analysis.behaviour.tracked import TrackedDetector
 from netmon.app.detection_settings import Thresholds
 from netmon.storage.contract.events import AlertEvidence, FlowObserved
 
@@ -60,15 +60,14 @@ def looks_like_login(flow: FlowObserved, th: Thresholds) -> bool:
     )
 
 
-class GuessDetector:
+class GuessDetector(TrackedDetector[GuessTracker]):
     """Counts login-shaped sessions per (source, server, port) in a sliding window."""
 
     rules: tuple[str, ...] = ("auth_guess",)
 
     def __init__(self, max_tracked: int, state: GuessState | None = None) -> None:
         self.state = state or GuessState()
-        self.table: LruTable[str, GuessTracker] = LruTable(max_tracked, self.state.pairs)
-        self.dirty: set[str] = set()
+        super().__init__(max_tracked, self.state.pairs)
 
     def observe(self, flow: FlowObserved, th: Thresholds) -> None:
         """Count the flow's refused logins (the agent's verdict, else the session's shape)."""
@@ -120,40 +119,30 @@ class GuessDetector:
             t.new_ids.append(flow.id)
             self.dirty.add(key)
 
-    def findings(self, th_of: ThresholdsOf) -> list[Finding]:
-        """One finding per guessing pair with new attempts since the last call."""
-        out: list[Finding] = []
-        for key in self.dirty:
-            t = self.table.get(key)
-            if t is None:
-                continue
-            service = SERVICES.get(t.port, f"port {t.port}")
-            then = " - then a login succeeded" if t.succeeded else ""
-            out.append(
-                Finding(
-                    rule="auth_guess",
-                    entity=t.source,
-                    branch=t.branch,
-                    ts=t.last,
-                    severity="critical" if t.succeeded else "high",
-                    title=(
-                        f"{t.source}: {t.guesses} failed {service} logins to {t.server}"
-                        f" in {max(t.last - t.first, 0):.0f} s{then}"
-                    ),
-                    evidence=AlertEvidence(
-                        count=t.guesses,
-                        first_seen=t.first,
-                        last_seen=t.last,
-                        distinct_targets=1,
-                        distinct_ports=1,
-                        targets=(t.server,),
-                        ports=(t.port,),
-                    ),
-                    evidence_ids=tuple(t.new_ids),
-                    tags=("login succeeded",) if t.succeeded else (),
-                    threshold=th_of(t.branch).guess_attempts,
-                )
-            )
-            t.new_ids = []
-        self.dirty.clear()
-        return out
+    def finding(self, key: str, t: GuessTracker, th: Thresholds) -> Finding | None:
+        """The finding about a guessing pair that had new attempts (or a success)."""
+        service = SERVICES.get(t.port, f"port {t.port}")
+        then = " - then a login succeeded" if t.succeeded else ""
+        return Finding(
+            rule="auth_guess",
+            entity=t.source,
+            branch=t.branch,
+            ts=t.last,
+            severity="critical" if t.succeeded else "high",
+            title=(
+                f"{t.source}: {t.guesses} failed {service} logins to {t.server}"
+                f" in {max(t.last - t.first, 0):.0f} s{then}"
+            ),
+            evidence=AlertEvidence(
+                count=t.guesses,
+                first_seen=t.first,
+                last_seen=t.last,
+                distinct_targets=1,
+                distinct_ports=1,
+                targets=(t.server,),
+                ports=(t.port,),
+            ),
+            evidence_ids=tuple(t.new_ids),
+            tags=("login succeeded",) if t.succeeded else (),
+            threshold=th.guess_attempts,
+        )

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import msgspec
 
-from netmon.app.analysis.behaviour.bounded import LruTable, sample
-from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding, ThresholdsOf
+from netmon.app.analysis.behaviour.bounded import sample
+from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding
 from netmon.app.analysis.behaviour.probes import (
     is_failed_probe,
     is_unanswered_udp,
     port_unreachables,
 )
+from netmon.app.analysis.behaviour.tracked import TrackedDetector
 from netmon.app.detection_settings import Thresholds
 from netmon.storage.contract.events import AlertEvidence, FlowObserved
 
@@ -51,7 +52,7 @@ class ScanState(msgspec.Struct):
     sources: dict[str, ScanTracker] = {}
 
 
-class ScanDetector:
+class ScanDetector(TrackedDetector[ScanTracker]):
     """Failed TCP probes (``udp=False``) or unanswered UDP datagrams (``udp=True``)."""
 
     def __init__(self, max_tracked: int, *, udp: bool, state: ScanState | None = None) -> None:
@@ -60,8 +61,7 @@ class ScanDetector:
             ("udp_scan",) if udp else ("port_scan", "addr_scan", "net_scan")
         )
         self.state = state or ScanState()
-        self.table: LruTable[str, ScanTracker] = LruTable(max_tracked, self.state.sources)
-        self.dirty: set[str] = set()
+        super().__init__(max_tracked, self.state.sources)
 
     def observe(self, flow: FlowObserved, th: Thresholds) -> None:
         """Count the flow if it is a probe (or, for UDP, an ICMP port-unreachable answer)."""
@@ -133,18 +133,10 @@ class ScanDetector:
         spread = len(t.by_host) > 1 and len(t.by_port) > 1  # else one of the shapes above
         return "net_scan" if spread and t.pairs >= th.scan_pairs else ""
 
-    def findings(self, th_of: ThresholdsOf) -> list[Finding]:
-        """One finding per source whose scan grew since the last call."""
-        out: list[Finding] = []
-        for source in self.dirty:
-            tracker = self.table.get(source)
-            if tracker is not None and tracker.rule:
-                out.append(self._finding(source, tracker, th_of(tracker.branch)))
-                tracker.new_ids = []
-        self.dirty.clear()
-        return out
-
-    def _finding(self, source: str, t: ScanTracker, th: Thresholds) -> Finding:
+    def finding(self, source: str, t: ScanTracker, th: Thresholds) -> Finding | None:
+        """The finding about a source whose scan grew (None until it has a name)."""
+        if not t.rule:
+            return None
         hosts = sorted(t.by_host, key=lambda h: (-len(t.by_host[h]), h))
         ports = {p for p in t.by_port}
         duration = max(t.last - t.first, 0.0)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import msgspec
 
-from netmon.app.analysis.behaviour.bounded import LruTable
-from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding, ThresholdsOf
+from netmon.app.analysis.behaviour.findings import MAX_SAMPLE_IDS, Finding
+from netmon.app.analysis.behaviour.tracked import TrackedDetector
 from netmon.app.detection_settings import Thresholds
 from netmon.storage.contract.events import AlertEvidence, FlowObserved
 
@@ -40,15 +40,14 @@ class VolumeState(msgspec.Struct):
     sources: dict[str, VolumeTracker] = {}
 
 
-class VolumeDetector:
+class VolumeDetector(TrackedDetector[VolumeTracker]):
     """Sums bytes sent per source and hour against the source's own mean."""
 
     rules: tuple[str, ...] = ("outbound_volume",)
 
     def __init__(self, max_tracked: int, state: VolumeState | None = None) -> None:
         self.state = state or VolumeState()
-        self.table: LruTable[str, VolumeTracker] = LruTable(max_tracked, self.state.sources)
-        self.dirty: set[str] = set()
+        super().__init__(max_tracked, self.state.sources)
 
     def observe(self, flow: FlowObserved, th: Thresholds) -> None:
         """Add the flow's bytes sent by its initiator to the initiator's hour."""
@@ -78,35 +77,27 @@ class VolumeDetector:
         tracker.mean, tracker.hours = mean, tracker.hours + gap
         tracker.hour, tracker.sent, tracker.flows, tracker.new_ids = hour, 0, 0, []
 
-    def findings(self, th_of: ThresholdsOf) -> list[Finding]:
-        """One finding per source over its baseline in the current hour."""
-        out: list[Finding] = []
-        for source in self.dirty:
-            t = self.table.get(source)
-            if t is None or t.fired_hour != t.hour:
-                continue
-            ratio = t.sent / max(t.mean, 1.0)
-            out.append(
-                Finding(
-                    rule="outbound_volume",
-                    entity=source,
-                    branch=t.branch,
-                    ts=t.hour * HOUR,
-                    severity="medium",
-                    title=(
-                        f"{source} sent {t.sent / 1e6:.0f} MB in one hour, {ratio:.0f}x its"
-                        f" usual {t.mean / 1e6:.1f} MB/h"
-                    ),
-                    evidence=AlertEvidence(
-                        count=t.flows,
-                        first_seen=t.hour * HOUR,
-                        last_seen=t.hour * HOUR + HOUR,
-                        bytes=t.sent,
-                    ),
-                    evidence_ids=tuple(t.new_ids),
-                    threshold=max(t.flows, 1),  # escalates if the hour's flows grow tenfold
-                )
-            )
-            t.new_ids = []
-        self.dirty.clear()
-        return out
+    def finding(self, source: str, t: VolumeTracker, th: Thresholds) -> Finding | None:
+        """The finding about a source over its baseline in the current hour."""
+        if t.fired_hour != t.hour:
+            return None
+        ratio = t.sent / max(t.mean, 1.0)
+        return Finding(
+            rule="outbound_volume",
+            entity=source,
+            branch=t.branch,
+            ts=t.hour * HOUR,
+            severity="medium",
+            title=(
+                f"{source} sent {t.sent / 1e6:.0f} MB in one hour, {ratio:.0f}x its"
+                f" usual {t.mean / 1e6:.1f} MB/h"
+            ),
+            evidence=AlertEvidence(
+                count=t.flows,
+                first_seen=t.hour * HOUR,
+                last_seen=t.hour * HOUR + HOUR,
+                bytes=t.sent,
+            ),
+            evidence_ids=tuple(t.new_ids),
+            threshold=max(t.flows, 1),  # escalates if the hour's flows grow tenfold
+        )
