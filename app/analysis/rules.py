@@ -67,7 +67,7 @@ class OpenAlert(msgspec.Struct, kw_only=True):
     opened_at: float
     acknowledged_by: str = ""
     seq: int = 0  # AlertUpdated events written
-    opened_count: int = 0  # the rule's threshold: escalation counts in multiples of it
+    threshold: int = 1  # the rule's threshold: escalation counts in multiples of it
     reported: AlertEvidence = AlertEvidence()
     reported_at: float = 0.0
     pending: AlertEvidence | None = None  # evidence not reported yet (rate limit)
@@ -83,7 +83,8 @@ class OpenAlert(msgspec.Struct, kw_only=True):
 
 
 class DetectionTally(msgspec.Struct, kw_only=True):
-    """An agent's critical findings of one kind from one source, gathered into evidence."""
+    """An agent's critical findings of one kind about one entity (a server for critical ports,
+    else the source), gathered into evidence."""
 
     branch: str
     detail: str
@@ -103,7 +104,7 @@ class AlertsState(msgspec.Struct, kw_only=True):
     closed_at: dict[str, float] = {}  # "rule|entity" -> when its last alert closed
     suppressed: dict[str, float] = {}  # "rule|entity" -> until
     history: dict[str, list[int]] = {}  # branch -> flows of recent windows
-    tallies: dict[str, DetectionTally] = {}  # "detection:kind|source" -> tally
+    tallies: dict[str, DetectionTally] = {}  # "detection:kind|entity" -> tally
 
 
 def alert_id(rule: str, entity: str, evidence: str) -> str:
@@ -112,9 +113,11 @@ def alert_id(rule: str, entity: str, evidence: str) -> str:
 
 
 class AlertEngine:
-    """Turns detections and windows into alert lifecycle events."""
+    """Turns behaviour findings, critical detections and windows into alert lifecycle events."""
 
-    def __init__(self, settings: Any, update_every_s: float = 60.0, escalate_factor: float = 10.0):
+    def __init__(
+        self, settings: Any, update_every_s: float = 60.0, escalate_factor: float = 10.0
+    ) -> None:
         self.s = settings  # AnalysisSettings: rule_* thresholds and alert_cooldown_s
         self.update_every_s, self.escalate_factor = update_every_s, escalate_factor
         self.state = AlertsState()
@@ -122,7 +125,7 @@ class AlertEngine:
     # --- triggers ---------------------------------------------------------------------------
 
     def on_detection(self, event: DetectionRaised) -> list[Event]:
-        """A critical detection counts against its source (one alert per kind and source)."""
+        """A critical detection counts towards its entity's alert (see ``_tally``)."""
         if event.severity != "critical":
             return []
         detection = event.detection
@@ -244,13 +247,13 @@ class AlertEngine:
         evidence = finding.evidence
         trigger = f"{source}@{finding.ts!r}"  # event time: a replay derives the same id
         ident = alert_id(finding.rule, finding.entity, trigger)
-        self.state.open[key] = OpenAlert(
+        alert = self.state.open[key] = OpenAlert(
             alert_id=ident,
             rule=finding.rule,
             entity=finding.entity,
             severity=finding.severity,
             opened_at=finding.ts,
-            opened_count=max(finding.threshold, 1),
+            threshold=max(finding.threshold, 1),
             reported=evidence,
             reported_at=finding.ts,
             tags=list(finding.tags),
@@ -258,6 +261,8 @@ class AlertEngine:
             episode_count=evidence.count,
             title=finding.title,
         )
+        # A scan seen whole in one batch opens at the severity its size deserves.
+        alert.severity = self._escalated(alert, evidence.count)[0]
         return [
             AlertOpened(
                 id=new_event_id(finding.ts),
@@ -266,7 +271,7 @@ class AlertEngine:
                 alert_id=ident,
                 rule=finding.rule,
                 entity=finding.entity,
-                severity=finding.severity,
+                severity=alert.severity,  # type: ignore[arg-type]
                 title=finding.title,
                 evidence_ids=finding.evidence_ids,
                 evidence=evidence,
@@ -295,7 +300,7 @@ class AlertEngine:
         step further once, to critical at most."""
         rank, steps, why = SEVERITY_RANK[alert.severity], 0, []
         while (
-            count >= alert.opened_count * self.escalate_factor ** (alert.volume_steps + 1)
+            count >= alert.threshold * self.escalate_factor ** (alert.volume_steps + 1)
             and rank + steps < SEVERITY_RANK["high"]
         ):
             alert.volume_steps += 1
