@@ -232,16 +232,34 @@ def test_at_least_500_benign_flows_in_each_set(metered: Metered) -> None:
     assert "lookalike" in {s.kind for s in truth.scenarios}
 
 
-def test_train_look_alikes_use_other_settings_than_the_held_out_ones() -> None:
-    train, heldout = (load_set(name) for name in SETS)
-    trained = [s for s in train.scenarios if s.kind == "lookalike"]
-    unseen = [s for s in heldout.scenarios if s.kind == "lookalike"]
-    assert len(trained) == len(unseen) == 5
-    # no held-out look-alike's command, nor its ports with its counts, is trained on (an SSH
-    # login is on port 22 and a lookup on 53 in both sets: the settings are what differ)
-    assert not {s.command for s in trained} & {s.command for s in unseen}
-    settings = {(s.target_ports, s.expected) for s in trained}
-    assert not settings & {(s.target_ports, s.expected) for s in unseen}
+def _pairs_of_sets() -> list[tuple[str, str]]:
+    return [(a, b) for i, a in enumerate(SETS) for b in SETS[i + 1 :]]
+
+
+@pytest.mark.parametrize(("one", "other"), _pairs_of_sets())
+def test_each_set_has_its_own_look_alikes_made_with_other_settings(one: str, other: str) -> None:
+    first, second = (
+        [s for s in load_set(name).scenarios if s.kind == "lookalike"] for name in (one, other)
+    )
+    assert len(first) == len(second) == 5
+    # no look-alike's command, nor its ports with its counts, is in another set (an SSH login
+    # is on port 22 and a lookup on 53 in every set: the settings are what differ)
+    assert not {s.command for s in first} & {s.command for s in second}
+    settings = {(s.target_ports, s.expected) for s in first}
+    assert not settings & {(s.target_ports, s.expected) for s in second}
+
+
+@pytest.mark.parametrize(("one", "other"), _pairs_of_sets())
+def test_no_attack_is_run_with_the_same_command_line_in_two_sets(one: str, other: str) -> None:
+    first, second = (
+        {s.command for s in load_set(name).scenarios if s.kind == "attack"} for name in (one, other)
+    )
+    assert not first & second
+
+
+def test_the_sets_use_addresses_of_their_own() -> None:
+    sources = [set(a for s in load_set(name).scenarios for a in s.sources) for name in SETS]
+    assert all(not a & b for i, a in enumerate(sources) for b in sources[i + 1 :])
 
 
 def test_a_truth_file_that_does_not_match_is_refused_naming_it(tmp_path: Path) -> None:

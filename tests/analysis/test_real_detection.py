@@ -4,9 +4,11 @@ Each capture (made by tests/data/make_captures.py in network namespaces: nmap, h
 hydra, iodine, dig, curl, ssh, telnet...) is replayed through the real agent in a child process,
 and its flows go through the behaviour detectors and the alert engine with the default settings,
 in event-time order, as the worker feeds them. The ``train`` set was looked at while the
-defaults were chosen; the ``heldout`` set (other tool settings, other look-alikes) was not.
-Both must pass: every attack raises exactly one alert per rule naming its source, with the
-counts the tool's own command line fixes; no benign host or look-alike is named by any alert.
+defaults were chosen; the ``heldout`` set (other tool settings, other look-alikes) was meant not
+to be, but its misses shaped design changes; the ``fresh`` set (settings of neither) was made
+after the detectors and scored once, with no change after. Each must pass: every attack
+raises exactly one alert per rule naming its source, with the counts the tool's own command
+line fixes; no benign host or look-alike is named by any alert.
 """
 
 from __future__ import annotations
@@ -28,6 +30,24 @@ BATCH = 500  # flows per worker batch: findings are judged once per batch, as in
 # What each behaviour of the ground truth must be called by Netmon (a slow scan is a port scan
 # tagged "slow": the episode's length, not a separate rule, makes it one).
 RULE_OF = {"slow_scan": "port_scan"}
+# Failures the fresh set's one scoring run measured (tests/data/README.md). Nothing in the
+# detectors, thresholds or training changed after it; each stays here, strict, until a change
+# made for its own reason fixes it (then the strict xfail fails and the line goes).
+KNOWN_MISSES = {
+    ("test_alerts_open_within_the_attack_and_count_what_the_tool_did", "fresh"): (
+        "hydra_ssh_logins: the alert counts 28 guesses, hydra made 27 attempts. The agent "
+        "meters 27 auth failures on hydra's 7 connections; its first connection (12/10 "
+        "packets, by its shape hydra's check that the server offers password auth) has none, "
+        "and the guessing rule counts a login-shaped session without failures as one guess"
+    ),
+}
+
+
+def expect_known_miss(request: pytest.FixtureRequest, capture: CaptureSet) -> None:
+    """Mark this test xfail (strict) on a set where its failure was measured and kept."""
+    reason = KNOWN_MISSES.get((request.node.originalname, capture.name))
+    if reason is not None:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 class Alert(msgspec.Struct):
@@ -117,9 +137,10 @@ def test_every_attack_raises_one_alert_per_rule_naming_its_source(
 
 
 def test_alerts_open_within_the_attack_and_count_what_the_tool_did(
-    replayed: tuple[CaptureSet, list[Alert]],
+    replayed: tuple[CaptureSet, list[Alert]], request: pytest.FixtureRequest
 ) -> None:
     capture, alerts = replayed
+    expect_known_miss(request, capture)
     problems = []
     for scenario in attacks(capture):
         assert scenario.behaviour is not None

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from tests.data.capture_net import Host, in_ns, stop
 from tests.data.capture_servers import (
@@ -99,13 +100,13 @@ def _ports(spec: str) -> int:
     return total
 
 
-def _extra_range(victim: Victim) -> str:
+def extra_range(victim: Victim) -> str:
     """The victim's extra addresses in nmap's range syntax (10.20.0.100-139)."""
     first, last = victim.host.extra_ipv4[0], victim.host.extra_ipv4[-1]
     return f"{first}-{last.rsplit('.', 1)[1]}"
 
 
-def _scan(host: Host, args: list[str], target: str, ports: str, behaviour_note: str) -> Run:
+def scan(host: Host, args: list[str], target: str, ports: str, behaviour_note: str) -> Run:
     command, report = nmap(host, [*args, "-p", ports, target])
     return Run(
         command=command,
@@ -121,17 +122,17 @@ def _scan(host: Host, args: list[str], target: str, ports: str, behaviour_note: 
 
 def syn_scan_fast(host: Host, victim: Victim, rng: random.Random) -> Run:
     """nmap -sS -T4 over ports 1-1000."""
-    return _scan(host, ["-sS", "-T4", "-n"], victim.ip, "1-1000", "")
+    return scan(host, ["-sS", "-T4", "-n"], victim.ip, "1-1000", "")
 
 
 def connect_scan(host: Host, victim: Victim, rng: random.Random) -> Run:
     """nmap -sT (full connections) over ports 1-1000."""
-    return _scan(host, ["-sT", "-n"], victim.ip, "1-1000", "")
+    return scan(host, ["-sT", "-n"], victim.ip, "1-1000", "")
 
 
 def udp_scan(host: Host, victim: Victim, rng: random.Random) -> Run:
     """nmap -sU over its 20 most frequent UDP ports; closed ones answer ICMP port unreachable."""
-    return _scan(
+    return scan(
         host,
         ["-sU", "-T4", "-n"],
         victim.ip,
@@ -143,15 +144,13 @@ def udp_scan(host: Host, victim: Victim, rng: random.Random) -> Run:
 
 def slow_syn_scan(host: Host, victim: Victim, rng: random.Random) -> Run:
     """nmap -sS -T2 (0.4 s between probes) over 40 ports."""
-    run = _scan(
-        host, ["-sS", "-T2", "-n"], victim.ip, SLOW_TRAIN_PORTS, "-T2: 0.4 s between probes"
-    )
-    return _with_delay(run, 0.4)
+    run = scan(host, ["-sS", "-T2", "-n"], victim.ip, SLOW_TRAIN_PORTS, "-T2: 0.4 s between probes")
+    return with_delay(run, 0.4)
 
 
 def addr_scan(host: Host, victim: Victim, rng: random.Random) -> Run:
     """nmap -sS -p 22 over the victim's 40 extra addresses."""
-    command, report = nmap(host, ["-sS", "-T4", "-n", "-p", "22", _extra_range(victim)])
+    command, report = nmap(host, ["-sS", "-T4", "-n", "-p", "22", extra_range(victim)])
     return Run(
         command=command,
         targets=victim.host.extra_ipv4,
@@ -160,7 +159,7 @@ def addr_scan(host: Host, victim: Victim, rng: random.Random) -> Run:
     )
 
 
-def _with_delay(run: Run, delay: float) -> Run:
+def with_delay(run: Run, delay: float) -> Run:
     expected = run.expected
     return Run(
         command=run.command,
@@ -176,7 +175,7 @@ def _with_delay(run: Run, delay: float) -> Run:
     )
 
 
-def _flood(host: Host, victim: Victim, port: int, interval: str, count: int) -> Run:
+def flood(host: Host, victim: Victim, port: int, interval: str, count: int) -> Run:
     args = ["hping3", "-q", "-S", "-p", str(port), "-i", interval, "-c", str(count), victim.ip]
     result = subprocess.run(in_ns(host.ns, args), capture_output=True, text=True, timeout=120)
     # hping3 prints its statistics on stderr and exits 1 when not every probe was answered
@@ -195,7 +194,7 @@ def _flood(host: Host, victim: Victim, port: int, interval: str, count: int) -> 
 
 def syn_flood(host: Host, victim: Victim, rng: random.Random) -> Run:
     """hping3: 5,000 SYNs to port 80, one per millisecond."""
-    return _flood(host, victim, 80, "u1000", 5000)
+    return flood(host, victim, 80, "u1000", 5000)
 
 
 def ssh_guess(host: Host, victim: Victim, rng: random.Random) -> Run:
@@ -318,18 +317,18 @@ def beacon_http(host: Host, victim: Victim, rng: random.Random) -> Run:
 
 def slow_scan_delay(host: Host, victim: Victim, rng: random.Random) -> Run:
     """nmap -sS --scan-delay 2s over 30 ports (what -T1 would do, but in a minute)."""
-    run = _scan(host, ["-sS", "-n", "--scan-delay", "2s"], victim.ip, SLOW_HELDOUT_PORTS, "")
-    return _with_delay(run, 2.0)
+    run = scan(host, ["-sS", "-n", "--scan-delay", "2s"], victim.ip, SLOW_HELDOUT_PORTS, "")
+    return with_delay(run, 2.0)
 
 
 def connect_scan_high(host: Host, victim: Victim, rng: random.Random) -> Run:
     """nmap -sT -T3 over ports 2000-2600 (all closed)."""
-    return _scan(host, ["-sT", "-T3", "-n"], victim.ip, "2000-2600", "")
+    return scan(host, ["-sT", "-T3", "-n"], victim.ip, "2000-2600", "")
 
 
 def udp_scan_v6(host: Host, victim: Victim, rng: random.Random) -> Run:
     """nmap -6 -sU over 15 ports of the victim's IPv6 address."""
-    return _scan(
+    return scan(
         host,
         ["-6", "-sU", "-n"],
         victim.host.ipv6,
@@ -341,7 +340,7 @@ def udp_scan_v6(host: Host, victim: Victim, rng: random.Random) -> Run:
 
 def addr_scan_connect(host: Host, victim: Victim, rng: random.Random) -> Run:
     """nmap -sT -p 80 over the victim's 40 extra addresses."""
-    command, report = nmap(host, ["-sT", "-T3", "-n", "-p", "80", _extra_range(victim)])
+    command, report = nmap(host, ["-sT", "-T3", "-n", "-p", "80", extra_range(victim)])
     return Run(
         command=command,
         targets=victim.host.extra_ipv4,
@@ -350,36 +349,52 @@ def addr_scan_connect(host: Host, victim: Victim, rng: random.Random) -> Run:
     )
 
 
-def _hydra(host: Host, victim: Victim, service: str, port: int) -> Run:
+class HydraRun(NamedTuple):
+    """One hydra run's settings: which service, how many tasks, which logins and passwords."""
+
+    service: str
+    port: int
+    tasks: int
+    users: tuple[str, ...]
+    passwords: tuple[str, ...]
+    notes: str
+
+
+def hydra(host: Host, victim: Victim, settings: HydraRun) -> Run:
+    """hydra with settings against the victim; attempts counted from its [ATTEMPT] lines."""
     with tempfile.TemporaryDirectory(prefix="netmon-hydra-") as tmp:
-        words = Path(tmp, "passwords.txt")
-        words.write_text("\n".join([*GUESSES[:39], PASSWORD]) + "\n")
-        args = [
-            "hydra",
-            "-t",
-            "4",
-            "-V",
-            "-I",
-            "-l",
-            USER,
-            "-P",
-            str(words),
-            f"{service}://{victim.ip}",
-        ]
+        words, logins = Path(tmp, "passwords.txt"), Path(tmp, "users.txt")
+        words.write_text("\n".join(settings.passwords) + "\n")
+        logins.write_text("\n".join(settings.users) + "\n")
+        login_args = ["-l", settings.users[0]] if len(settings.users) == 1 else ["-L", str(logins)]
+        args = ["hydra", "-t", str(settings.tasks), "-V", "-I", *login_args, "-P", str(words)]
+        args.append(f"{settings.service}://{victim.ip}")
         # hydra writes a restore file into its working directory: keep it out of the checkout
         out = checked(host, args, timeout=300, cwd=tmp)
     attempts = len(re.findall(r"^\[ATTEMPT\]", out, flags=re.MULTILINE))
     found = re.search(r"(\d+) valid passwords? found", out)
+    command = command_line(args).replace(str(words), "passwords.txt")
     return Run(
-        command=command_line(args).replace(str(words), "passwords.txt"),
+        command=command.replace(str(logins), "users.txt"),
         targets=(victim.ip,),
-        target_ports=str(port),
+        target_ports=str(settings.port),
         expected=Expected(
             attempts=attempts,
             hosts=1,
             ports=1,
             succeeded=found is not None and int(found.group(1)) > 0,
         ),
+        notes=settings.notes,
+    )
+
+
+def _heldout_hydra(service: str, port: int) -> HydraRun:
+    return HydraRun(
+        service=service,
+        port=port,
+        tasks=4,
+        users=(USER,),
+        passwords=(*GUESSES[:39], PASSWORD),
         notes="passwords.txt: 39 wrong passwords, then the right one; attempts counted from "
         "hydra's [ATTEMPT] lines; hydra's 4 tasks each keep a connection for several guesses",
     )
@@ -387,17 +402,17 @@ def _hydra(host: Host, victim: Victim, service: str, port: int) -> Run:
 
 def hydra_ssh(host: Host, victim: Victim, rng: random.Random) -> Run:
     """hydra -t 4 against sshd with 40 passwords (the last one right)."""
-    return _hydra(host, victim, "ssh", 22)
+    return hydra(host, victim, _heldout_hydra("ssh", 22))
 
 
 def hydra_ftp(host: Host, victim: Victim, rng: random.Random) -> Run:
     """hydra -t 4 against vsftpd with 40 passwords (the last one right)."""
-    return _hydra(host, victim, "ftp", 21)
+    return hydra(host, victim, _heldout_hydra("ftp", 21))
 
 
 def syn_flood_fast(host: Host, victim: Victim, rng: random.Random) -> Run:
     """hping3: 6,000 SYNs to port 443, one per 0.5 ms."""
-    return _flood(host, victim, 443, "u500", 6000)
+    return flood(host, victim, 443, "u500", 6000)
 
 
 def beacon_https(host: Host, victim: Victim, rng: random.Random) -> Run:

@@ -1,5 +1,5 @@
 """The victim's real servers: sshd, telnetd (inetd), vsftpd, dnsmasq, iodined, http.server, TLS,
-and an internal HTTP service on 8081 (capture_service.py: health pages, backup uploads).
+and an internal HTTP service on 8081 and 8080 (capture_service.py: health pages, uploads).
 
 A test account (``capuser``, known password, an authorised key) lives only in the servers'
 own mount namespaces: each server starts under ``unshare -m`` with copies of /etc/passwd,
@@ -66,6 +66,9 @@ TLS_NAMES = (
 )
 NOBODY_IPV4, NOBODY_IPV6 = "10.20.0.250", "fd00:20::250"
 SERVICE_PORT = 8081  # the internal HTTP service: in no scan's port list, so no scan finds it
+# The same service on the usual alternative HTTP port: the fresh set floods it (a flood hits a
+# listening service, whose kernel answers each SYN) and its top-100 connect scan finds it open.
+ALT_PORT = 8080
 
 
 class Victim(msgspec.Struct, frozen=True):
@@ -235,10 +238,10 @@ def _web(root: Path) -> tuple[list[str], tuple[str, ...]]:
     return args, tuple(WEB_PAGES)
 
 
-def _service(root: Path) -> list[str]:
+def _service(root: Path, port: int) -> list[str]:
     """The internal HTTP service over the web pages (they are written by _web first)."""
     script = Path(__file__).with_name("capture_service.py")
-    return [sys.executable, str(script), str(SERVICE_PORT), str(root / "www")]
+    return [sys.executable, str(script), str(port), str(root / "www")]
 
 
 def _tls(root: Path) -> list[str]:
@@ -296,7 +299,8 @@ def victim_servers(host: Host) -> Iterator[Victim]:
             "iodined": (_iodined(), ("u", 5353)),
             "dnsmasq": (_dnsmasq(host), ("u", 53)),
             "http.server": (web, ("t", 80)),
-            "service": (_service(root), ("t", SERVICE_PORT)),
+            "service": (_service(root, SERVICE_PORT), ("t", SERVICE_PORT)),
+            "service-alt": (_service(root, ALT_PORT), ("t", ALT_PORT)),
             "s_server": (_tls(root), ("t", 443)),
         }
         procs: list[subprocess.Popen[bytes]] = []

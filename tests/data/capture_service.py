@@ -1,4 +1,4 @@
-"""The victim's internal HTTP service (port 8081): health pages and a backup upload endpoint.
+"""The victim's internal HTTP service (ports 8081 and 8080): health pages, an upload endpoint.
 
 Run by capture_servers inside the victim's namespace as a script (standard library only, no
 checkout on its path): ``python capture_service.py PORT DIRECTORY``. GET serves the files of

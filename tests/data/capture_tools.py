@@ -71,6 +71,7 @@ class NmapReport(msgspec.Struct, frozen=True):
     ports_probed: int  # per host, from <scaninfo numservices>
     hosts_up: int
     open_ports: tuple[int, ...]  # across hosts, sorted, distinct
+    services: str  # the ports probed, in nmap syntax (what --top-ports chose), from <scaninfo>
 
 
 def nmap(host: Host, args: list[str], timeout: float = 300.0) -> tuple[str, NmapReport]:
@@ -89,6 +90,7 @@ def nmap(host: Host, args: list[str], timeout: float = 300.0) -> tuple[str, Nmap
         ports_probed=probed,
         hosts_up=int(up.get("up", "0")) if up is not None else 0,
         open_ports=tuple(sorted(open_ports)),
+        services=",".join(info.get("services", "") for info in root.iter("scaninfo")),
     )
     return command_line(full), report
 

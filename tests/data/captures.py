@@ -1,6 +1,6 @@
 """The ground truth of the real captures in tests/data/real/, and a loader for tests.
 
-Each capture set (``train``, ``heldout``) is one pcap and one JSON file made by
+Each capture set (``train``, ``heldout``, ``fresh``) is one pcap and one JSON file made by
 ``make_captures.py``. The JSON lists every scenario: who ran which real tool with which exact
 command line, from which addresses, against what, when (pcap time), and the counts a correct
 alert would report, as the tool itself reported them or as its command line fixes them.
@@ -16,7 +16,7 @@ from typing import Literal
 import msgspec
 
 REAL_DIR = Path(__file__).resolve().parent / "real"
-SETS = ("train", "heldout")
+SETS = ("train", "heldout", "fresh")
 
 Kind = Literal["attack", "benign", "lookalike"]
 Behaviour = Literal[
@@ -132,7 +132,7 @@ class TruthError(Exception):
 
 
 def load_set(name: str, directory: Path = REAL_DIR) -> CaptureSet:
-    """The ground truth of capture set name ("train" or "heldout"); TruthError if unusable."""
+    """The ground truth of capture set name (one of SETS); TruthError if unusable."""
     path = directory / f"{name}.json"
     try:
         return msgspec.json.decode(path.read_bytes(), type=CaptureSet)
