@@ -245,17 +245,25 @@ def jittery_poller(host: Host, victim: Victim, rng: random.Random) -> Run:
 CDN_NAME = "e7791.dscx.akamaiedge.net.static-content-delivery.images.exmpl-cdn.com"
 
 
-def cdn_name(host: Host, victim: Victim, rng: random.Random) -> Run:
-    """The same 70-character CDN name looked up 200 times."""
-    args = dig(victim.ip, CDN_NAME)
-    paced(200, 0.15, 0.5, rng, lambda _i: checked(host, args, timeout=10))
+def repeated_name(
+    host: Host, victim: Victim, rng: random.Random, name: str, kind: str, times: int, gap: float
+) -> Run:
+    """One long name looked up ``times`` times (``kind`` records), ``gap`` s +- 50 % apart: a
+    CDN name is long, but it repeats, unlike a tunnel's."""
+    args = dig(victim.ip, name, kind)
+    paced(times, gap, 0.5, rng, lambda _i: checked(host, args, timeout=10))
     return Run(
         command=command_line(args),
         targets=(victim.ip,),
         target_ports="U:53",
-        expected=Expected(names=1, queries=200),
-        notes=f"run 200 times, 0.15 s +- 50 % apart; the name has {len(CDN_NAME)} characters",
+        expected=Expected(names=1, queries=times),
+        notes=f"run {times} times, {gap} s +- 50 % apart; the name has {len(name)} characters",
     )
+
+
+def cdn_name(host: Host, victim: Victim, rng: random.Random) -> Run:
+    """The same 70-character CDN name looked up 200 times."""
+    return repeated_name(host, victim, rng, CDN_NAME, "A", 200, 0.15)
 
 
 def bulk_upload(host: Host, victim: Victim, rng: random.Random) -> Run:
@@ -356,15 +364,7 @@ CDN_NAME_TRAIN = "d3k8q0x7rz2m4.cloudfront-media.static-assets.delivery.global-e
 
 def cdn_name_aaaa(host: Host, victim: Victim, rng: random.Random) -> Run:
     """The same long CDN name looked up (AAAA) 150 times."""
-    args = dig(victim.ip, CDN_NAME_TRAIN, "AAAA")
-    paced(150, 0.3, 0.5, rng, lambda _i: checked(host, args, timeout=10))
-    return Run(
-        command=command_line(args),
-        targets=(victim.ip,),
-        target_ports="U:53",
-        expected=Expected(names=1, queries=150),
-        notes=f"run 150 times, 0.3 s +- 50 % apart; the name has {len(CDN_NAME_TRAIN)} characters",
-    )
+    return repeated_name(host, victim, rng, CDN_NAME_TRAIN, "AAAA", 150, 0.3)
 
 
 def http_upload(host: Host, victim: Victim, rng: random.Random) -> Run:

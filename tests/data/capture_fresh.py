@@ -18,6 +18,7 @@ import random
 import tempfile
 from pathlib import Path
 
+from tests.data import capture_benign as benign
 from tests.data.capture_attacks import (
     GUESSES,
     HydraRun,
@@ -254,15 +255,7 @@ CDN_NAME_FRESH = (
 
 def cdn_name_https(host: Host, victim: Victim, rng: random.Random) -> Run:
     """The same long CDN name looked up 180 times, as HTTPS records (what browsers ask now)."""
-    args = dig(victim.ip, CDN_NAME_FRESH, "HTTPS")
-    paced(180, 0.4, 0.5, rng, lambda _i: checked(host, args, timeout=10))
-    return Run(
-        command=command_line(args),
-        targets=(victim.ip,),
-        target_ports="U:53",
-        expected=Expected(names=1, queries=180),
-        notes=f"run 180 times, 0.4 s +- 50 % apart; the name has {len(CDN_NAME_FRESH)} characters",
-    )
+    return benign.repeated_name(host, victim, rng, CDN_NAME_FRESH, "HTTPS", 180, 0.4)
 
 
 def ftp_upload(host: Host, victim: Victim, rng: random.Random) -> Run:
