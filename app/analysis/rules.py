@@ -394,6 +394,12 @@ class AlertEngine:
         """The open alert with this id, if it is open."""
         return next((a for a in self.state.open.values() if a.alert_id == alert_id), None)
 
+    def rename(self, alert_id: str, stored: str) -> None:
+        """Give an open alert the id the log already knows it by (a replay's adoption)."""
+        alert = self.find(alert_id)
+        if alert is not None:
+            alert.alert_id = stored
+
     # --- user actions read back from the log --------------------------------------------------
 
     def apply(self, event: Event) -> None:

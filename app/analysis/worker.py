@@ -78,6 +78,9 @@ class Done(msgspec.Struct):
     opened: set[str] = set()
     recovered: set[str] = set()
     updated: set[tuple[str, int]] = set()  # (alert_id, seq) of AlertUpdated events
+    # "rule|entity" -> alert id of the alerts opened: a replay cut into other batches may open
+    # the same alert at another evidence time, hence another id; it takes the stored one.
+    opened_keys: dict[str, str] = {}
     unnotified: list[AlertOpened] = []  # opened alerts whose notification may not have gone out
 
 
@@ -168,6 +171,7 @@ class AnalysisWorker:
                     done.windows.add(window_key(event.branch, event.window_start))
                 elif isinstance(event, AlertOpened):
                     done.opened.add(event.alert_id)
+                    done.opened_keys[f"{event.rule}|{event.entity}"] = event.alert_id
                     done.unnotified.append(event)
                 elif isinstance(event, AlertUpdated):
                     done.updated.add((event.alert_id, event.seq))
@@ -323,6 +327,7 @@ class AnalysisWorker:
 
     async def _commit(self, outputs: list[Event], position: Position) -> None:
         """Append outputs (minus those already in the log), then save the checkpoint."""
+        outputs = self._adopt_stored_ids(outputs)
         fresh = [e for e in outputs if not self._already_emitted(e)]
         started = time.perf_counter()
         if fresh:
@@ -369,6 +374,28 @@ class AnalysisWorker:
             reason=update.reason,
             evidence_ids=update.evidence_ids,
         )
+
+    def _adopt_stored_ids(self, outputs: list[Event]) -> list[Event]:
+        """Replayed alerts opened under another id than the stored one take the stored id
+        (their AlertOpened is then recognised as written, their updates by seq)."""
+        if not self.done.opened_keys:
+            return outputs
+        renamed: dict[str, str] = {}
+        for event in outputs:
+            if isinstance(event, AlertOpened) and event.alert_id not in self.done.opened:
+                stored = self.done.opened_keys.get(f"{event.rule}|{event.entity}")
+                if stored is not None:
+                    renamed[event.alert_id] = stored
+                    self.alerts.rename(event.alert_id, stored)
+        if not renamed:
+            return outputs
+        log.info("replay: %d alert(s) take the id already in the log", len(renamed))
+        return [
+            msgspec.structs.replace(e, alert_id=renamed[e.alert_id])
+            if isinstance(e, AlertOpened | AlertUpdated) and e.alert_id in renamed
+            else e
+            for e in outputs
+        ]
 
     def _already_emitted(self, event: Event) -> bool:
         if isinstance(event, AlertOpened):

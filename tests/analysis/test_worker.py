@@ -307,3 +307,33 @@ def test_a_scan_in_the_log_is_one_alert_that_grows_even_across_a_stale_checkpoin
     assert last.evidence.count == 2000 and last.evidence.distinct_ports == 2000
     # 250 probes in the first batch already pass 10x the rule's 15 ports: it opens high.
     assert opened[0].severity == "high" and all(u.severity == "none" for u in updates)
+
+
+def test_a_replay_cut_into_other_batches_keeps_the_stored_alert_id(
+    default_model: Path, tmp_path: Path
+) -> None:
+    """A scan opened after the checkpoint the worker restarts from: the replay reads the log in
+    other batches, so its finding comes at another evidence time (another derived id); it must
+    still be the one alert already in the log, not a second."""
+    probes = [tcp_flow("198.51.100.67", "10.20.0.9", 1 + i, T0 + i * 0.3) for i in range(600)]
+    classifier = Classifier(default_model)
+
+    def run(batch_size: str) -> None:
+        settings, _ = settings_for(tmp_path, default_model, batch_size=batch_size)
+        asyncio.run(AnalysisWorker(settings, classifier, Summarizer(None)).run(once=True))
+
+    with EventLog(tmp_path, "replica-1") as writer:
+        writer.append(probes[:5])  # below every threshold: no alert yet
+    run("250")
+    checkpoint = tmp_path / "analysis" / "analyzer.checkpoint.json"
+    stale = checkpoint.read_bytes()
+    (tmp_path / "analysis" / "analyzer.behaviour.msgpack").unlink()  # as after a crash
+    with EventLog(tmp_path, "replica-1") as writer:
+        writer.append(probes[5:])
+    run("250")
+    checkpoint.write_bytes(stale)  # the second run died before its checkpoint
+    run("100")  # the replay reads the same flows in other batches
+    opened = [e for e in all_events(tmp_path) if isinstance(e, AlertOpened)]
+    assert [(a.rule, a.entity) for a in opened] == [("port_scan", "198.51.100.67")]
+    updates = [e for e in all_events(tmp_path) if isinstance(e, AlertUpdated)]
+    assert {u.alert_id for u in updates} <= {opened[0].alert_id}
