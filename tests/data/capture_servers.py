@@ -21,6 +21,7 @@ from pathlib import Path
 
 import msgspec
 
+from netmon.app.analysis.corpus.tools import self_signed_cert
 from tests.data.capture_net import Host, in_ns, run, stop
 from tests.polling import wait_until
 
@@ -245,29 +246,7 @@ def _service(root: Path, port: int) -> list[str]:
 
 
 def _tls(root: Path) -> list[str]:
-    key, cert = root / "tls_key.pem", root / "tls_cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=portal.corp.test",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    key, cert = self_signed_cert(root, "portal.corp.test", days=2)
     # a bare port: one dual-stack socket (an address would bind one family only)
     return ["openssl", "s_server", "-accept", "443", "-key", str(key), "-cert", str(cert)] + [
         "-www",

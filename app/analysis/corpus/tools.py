@@ -205,34 +205,25 @@ def _wait_udp_dns(host: str, port: int, timeout: float = 10.0) -> None:
     raise ToolMissing(f"dnsmasq did not answer on {host}:{port}")
 
 
+def self_signed_cert(root: Path, name: str, days: int) -> tuple[Path, Path]:
+    """A throwaway EC P-256 key and self-signed certificate for ``name``, in ``root``."""
+    key, cert = root / "tls_key.pem", root / "tls_cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", str(days),
+         "-subj", f"/CN={name}"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return key, cert
+
+
 @contextlib.contextmanager
 def tls_server(host: str, port: int) -> Iterator[None]:
     """openssl s_server with a throwaway self-signed certificate, answering with a status page."""
     require("openssl")
     with tempfile.TemporaryDirectory(prefix="netmon-tls-") as root:
-        key, cert = Path(root, "key.pem"), Path(root, "cert.pem")
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                str(key),
-                "-out",
-                str(cert),
-                "-days",
-                "1",
-                "-subj",
-                "/CN=site.test",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        key, cert = self_signed_cert(Path(root), "site.test", days=1)
         args = [
             "openssl",
             "s_server",
